@@ -1,0 +1,49 @@
+"""Task families of MDPs that differ in physics, and their registered gymnasium ids.
+
+Example:
+    >>> import envs
+    >>> fam = envs.make_family("cartpole_swingup")
+    >>> [t.split for t in fam.test_tasks()][:1]
+    ['interpolation']
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from envs.acrobot import AcrobotEnv, AcrobotFamily
+from envs.cartpole_swingup import CartPoleSwingUpEnv, CartPoleSwingUpFamily
+from envs.family import TaskFamily
+from envs.task import Task
+
+FAMILIES: dict[str, type[TaskFamily]] = {
+    AcrobotFamily.name: AcrobotFamily,
+    CartPoleSwingUpFamily.name: CartPoleSwingUpFamily,
+}
+
+for _family in FAMILIES.values():
+    if _family.env_id not in gym.registry:
+        gym.register(_family.env_id, entry_point=_family.env_class, max_episode_steps=_family.episode_length)
+
+
+def make_family(name: str) -> TaskFamily:
+    """The task family registered as ``name``.
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones.
+    """
+    if name not in FAMILIES:
+        raise ValueError(f"unknown task family {name!r}; known families: {sorted(FAMILIES)}")
+    return FAMILIES[name]()
+
+
+__all__ = [
+    "FAMILIES",
+    "AcrobotEnv",
+    "AcrobotFamily",
+    "CartPoleSwingUpEnv",
+    "CartPoleSwingUpFamily",
+    "Task",
+    "TaskFamily",
+    "make_family",
+]

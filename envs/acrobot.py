@@ -1,0 +1,178 @@
+"""Acrobot with a continuous torque and varied link masses and link-1 length.
+
+Gymnasium's ``Acrobot-v1`` "book" equations, RK4 with ``dt = 0.2``, angle wrapping and
+velocity limits (±4π, ±9π), torque ``a ∈ [-1, 1]`` N·m. Varied: ``link1_mass``,
+``link2_mass``, ``link1_length``. The centre of mass of link 1 is at half its length and
+the moments of inertia scale like a rod's, ``I_k = I_0 · m_k · l_k²`` (with gymnasium's
+``I_0 = 1`` at ``m = l = 1``), so at the defaults the dynamics are gymnasium's exactly.
+
+* observation ``[cos θ1, sin θ1, cos θ2, sin θ2, θ̇1, θ̇2]``;
+* reward ``(h/L − 1)/2 ∈ [−1, 0]`` of the next state, ``h = −l1 cos θ1 − l2 cos(θ1+θ2)``
+  the tip height and ``L = l1 + l2``; no termination; truncation after 200 steps.
+
+Train ranges (uniform): both masses [0.7, 1.3] kg, link-1 length [0.7, 1.3] m.
+Interpolation tasks lie inside; extrapolation tasks have parameters in {0.5, 1.5}.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs.family import TaskFamily
+from envs.parametric_env import ParametricEnv
+from envs.rendering import draw_segments
+from envs.task import Task
+
+DT = 0.2
+GRAVITY = 9.8
+LINK_LENGTH_2 = 1.0
+LINK_COM_POS_2 = 0.5
+LINK_MOI = 1.0
+MAX_VEL_1 = 4 * math.pi
+MAX_VEL_2 = 9 * math.pi
+
+
+def _wrap(x: float) -> float:
+    """Gymnasium's ``wrap(x, -π, π)``."""
+    while x > math.pi:
+        x -= 2 * math.pi
+    while x < -math.pi:
+        x += 2 * math.pi
+    return x
+
+
+class AcrobotEnv(ParametricEnv):
+    """Continuous-torque acrobot; physics given as keyword arguments.
+
+    Example:
+        >>> env = AcrobotEnv(link1_mass=1.2, link1_length=0.8)
+        >>> obs, _ = env.reset(seed=0)
+        >>> obs.shape
+        (6,)
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 5}
+    defaults = {"link1_mass": 1.0, "link2_mass": 1.0, "link1_length": 1.0}
+
+    def __init__(self, render_mode: str | None = None, **params: float):
+        super().__init__(**params)
+        self.render_mode = render_mode
+        high = np.array([1.0, 1.0, 1.0, 1.0, MAX_VEL_1, MAX_VEL_2], dtype=np.float32)
+        self.observation_space = gym.spaces.Box(-high, high, dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self.state: np.ndarray | None = None
+
+    def _apply_params(self, params: dict[str, float]) -> None:
+        self.m1, self.m2 = params["link1_mass"], params["link2_mass"]
+        self.l1 = params["link1_length"]
+        self.lc1 = 0.5 * self.l1
+        self.I1 = LINK_MOI * self.m1 * self.l1**2
+        self.I2 = LINK_MOI * self.m2 * LINK_LENGTH_2**2
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.state = self.np_random.uniform(-0.1, 0.1, size=4).astype(np.float32).astype(np.float64)
+        return self._obs(), {}
+
+    def dsdt(self, s: np.ndarray, torque: float) -> np.ndarray:
+        """Gymnasium's ``_dsdt`` ("book" dynamics) with this env's masses, length and inertia."""
+        m1, m2, l1, lc1, lc2, I1, I2 = self.m1, self.m2, self.l1, self.lc1, LINK_COM_POS_2, self.I1, self.I2
+        theta1, theta2, dtheta1, dtheta2 = s
+        d1 = m1 * lc1**2 + m2 * (l1**2 + lc2**2 + 2 * l1 * lc2 * math.cos(theta2)) + I1 + I2
+        d2 = m2 * (lc2**2 + l1 * lc2 * math.cos(theta2)) + I2
+        phi2 = m2 * lc2 * GRAVITY * math.cos(theta1 + theta2 - math.pi / 2.0)
+        phi1 = (
+            -m2 * l1 * lc2 * dtheta2**2 * math.sin(theta2)
+            - 2 * m2 * l1 * lc2 * dtheta2 * dtheta1 * math.sin(theta2)
+            + (m1 * lc1 + m2 * l1) * GRAVITY * math.cos(theta1 - math.pi / 2)
+            + phi2
+        )
+        ddtheta2 = (torque + d2 / d1 * phi1 - m2 * l1 * lc2 * dtheta1**2 * math.sin(theta2) - phi2) / (
+            m2 * lc2**2 + I2 - d2**2 / d1
+        )
+        ddtheta1 = -(d2 * ddtheta2 + phi1) / d1
+        return np.array([dtheta1, dtheta2, ddtheta1, ddtheta2])
+
+    def integrate(self, s: np.ndarray, torque: float) -> np.ndarray:
+        """One RK4 step of ``DT`` then gymnasium's wrapping and velocity limits."""
+        h = DT / 2.0
+        k1 = self.dsdt(s, torque)
+        k2 = self.dsdt(s + h * k1, torque)
+        k3 = self.dsdt(s + h * k2, torque)
+        k4 = self.dsdt(s + DT * k3, torque)
+        ns = s + DT / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+        ns[0], ns[1] = _wrap(ns[0]), _wrap(ns[1])
+        ns[2] = min(max(ns[2], -MAX_VEL_1), MAX_VEL_1)
+        ns[3] = min(max(ns[3], -MAX_VEL_2), MAX_VEL_2)
+        return ns
+
+    def step(self, action):
+        assert self.state is not None, "call reset() before step()"
+        self.state = self.integrate(self.state, float(self._check_action(action)[0]))
+        obs = self._obs()
+        reward = float(_reward(obs[None].astype(np.float64), self.l1)[0])
+        return obs, reward, False, False, {}
+
+    def _obs(self) -> np.ndarray:
+        t1, t2, dt1, dt2 = self.state
+        return np.array([math.cos(t1), math.sin(t1), math.cos(t2), math.sin(t2), dt1, dt2], dtype=np.float32)
+
+    def render(self):
+        if self.render_mode != "rgb_array" or self.state is None:
+            return None
+        t1, t2 = self.state[0], self.state[1]
+        p1 = (self.l1 * math.sin(t1), -self.l1 * math.cos(t1))
+        p2 = (p1[0] + LINK_LENGTH_2 * math.sin(t1 + t2), p1[1] - LINK_LENGTH_2 * math.cos(t1 + t2))
+        extent = self.l1 + LINK_LENGTH_2 + 0.2
+        return draw_segments(
+            [
+                ((-extent, self.l1 + LINK_LENGTH_2), (extent, self.l1 + LINK_LENGTH_2), (0, 0, 0), 0.02),
+                ((0.0, 0.0), p1, (0, 80, 200), 0.12),
+                (p1, p2, (0, 160, 80), 0.12),
+            ],
+            half_extent=extent,
+        )
+
+
+def _reward(next_obs, link1_length):
+    """``(h/L − 1)/2`` for numpy arrays or torch tensors ``next_obs [..., 6]``."""
+    c1, s1, c2, s2 = next_obs[..., 0], next_obs[..., 1], next_obs[..., 2], next_obs[..., 3]
+    height = -link1_length * c1 - LINK_LENGTH_2 * (c1 * c2 - s1 * s2)
+    total = link1_length + LINK_LENGTH_2
+    return 0.5 * (height / total - 1.0)
+
+
+class AcrobotFamily(TaskFamily):
+    """Acrobot tasks; see the module docstring for dynamics, reward and ranges."""
+
+    name = "acrobot"
+    env_id = "mbmrl/Acrobot-v0"
+    env_class = AcrobotEnv
+    param_names = ("link1_length", "link1_mass", "link2_mass")
+    defaults = AcrobotEnv.defaults
+    train_ranges = {"link1_mass": (0.7, 1.3), "link2_mass": (0.7, 1.3), "link1_length": (0.7, 1.3)}
+    obs_dim = 6
+    act_dim = 1
+    episode_length = 200
+
+    def test_tasks(self) -> list[Task]:
+        t = self.make_task
+        return [
+            t("interp-default", "interpolation", link1_mass=1.0, link2_mass=1.0, link1_length=1.0),
+            t("interp-heavy-long", "interpolation", link1_mass=1.2, link2_mass=1.2, link1_length=1.2),
+            t("interp-light-short", "interpolation", link1_mass=0.8, link2_mass=0.8, link1_length=0.8),
+            t("extrap-heavy-long", "extrapolation", link1_mass=1.5, link2_mass=1.5, link1_length=1.5),
+            t("extrap-light-short", "extrapolation", link1_mass=0.5, link2_mass=0.5, link1_length=0.5),
+            t("extrap-mixed", "extrapolation", link1_mass=1.5, link2_mass=0.5, link1_length=0.5),
+        ]
+
+    def reward(self, obs, action, next_obs, params):
+        link1_length = params[..., self.param_names.index("link1_length")]
+        return _reward(next_obs, link1_length)
+
+    def terminated(self, next_obs, params):
+        return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)

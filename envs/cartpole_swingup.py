@@ -1,0 +1,160 @@
+"""Cart-pole swing-up with varied pole half-length, pole mass and cart mass.
+
+Dynamics are gymnasium's ``CartPole-v1`` equations (explicit Euler, ``tau = 0.02``) with
+:data:`SUBSTEPS` = 2 Euler steps per env step (dt 0.04 s, 200 steps = 8 s), a continuous
+force ``a · 10 N`` with ``a ∈ [-1, 1]``, no angle limit and the pole starting hanging down.
+Velocities are clipped to ±20 m/s and ±10π rad/s after each Euler step, as acrobot clips
+its own; this keeps the observation space finite and is not reached in ordinary episodes.
+
+* observation ``[x, ẋ, cos θ, sin θ, θ̇]`` (θ = 0 upright, as in gymnasium);
+* reward ``r = (1 + cos θ)/2 · exp(-x² / (2·0.8²)) ∈ [0, 1]`` of the next state: highest
+  upright and centred (no action cost);
+* termination when the cart leaves the track, ``|x| > 2.4``; truncation after 200 steps.
+
+Train ranges (uniform): pole half-length [0.35, 0.75] m, pole mass [0.05, 0.25] kg,
+cart mass [0.6, 1.4] kg (gymnasium's 0.5, 0.1, 1.0 lie inside). Interpolation tasks lie
+inside these ranges; extrapolation tasks have every varied parameter outside them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs.family import TaskFamily
+from envs.parametric_env import ParametricEnv
+from envs.rendering import draw_segments
+from envs.task import Task
+
+GRAVITY = 9.8
+FORCE_MAG = 10.0
+TAU = 0.02
+SUBSTEPS = 2
+X_THRESHOLD = 2.4
+X_SIGMA = 0.8
+MAX_X_DOT = 20.0
+MAX_THETA_DOT = 10 * math.pi
+
+
+class CartPoleSwingUpEnv(ParametricEnv):
+    """Continuous-force cart-pole swing-up; physics given as keyword arguments.
+
+    Example:
+        >>> env = CartPoleSwingUpEnv(pole_half_length=0.6, pole_mass=0.2)
+        >>> obs, _ = env.reset(seed=0)
+        >>> obs.shape
+        (5,)
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 25}
+    defaults = {"pole_half_length": 0.5, "pole_mass": 0.1, "cart_mass": 1.0}
+
+    def __init__(self, render_mode: str | None = None, **params: float):
+        super().__init__(**params)
+        self.render_mode = render_mode
+        # x stays within one step of the track end: |x| <= 2.4 + 2·0.04·20 < 5
+        high = np.array([5.0, MAX_X_DOT, 1.0, 1.0, MAX_THETA_DOT], dtype=np.float32)
+        self.observation_space = gym.spaces.Box(-high, high, dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self.state: np.ndarray | None = None
+
+    def _apply_params(self, params: dict[str, float]) -> None:
+        self.length = params["pole_half_length"]
+        self.masspole = params["pole_mass"]
+        self.masscart = params["cart_mass"]
+        self.total_mass = self.masspole + self.masscart
+        self.polemass_length = self.masspole * self.length
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        noise = self.np_random.uniform(-0.05, 0.05, size=4)
+        self.state = np.array([0.0, 0.0, math.pi, 0.0]) + noise
+        return self._obs(), {}
+
+    def euler_step(self, state: np.ndarray, force: float) -> np.ndarray:
+        """One gymnasium ``CartPole`` Euler step of length ``tau`` from ``[x, ẋ, θ, θ̇]``."""
+        x, x_dot, theta, theta_dot = state
+        costheta, sintheta = math.cos(theta), math.sin(theta)
+        temp = (force + self.polemass_length * theta_dot**2 * sintheta) / self.total_mass
+        thetaacc = (GRAVITY * sintheta - costheta * temp) / (
+            self.length * (4.0 / 3.0 - self.masspole * costheta**2 / self.total_mass)
+        )
+        xacc = temp - self.polemass_length * thetaacc * costheta / self.total_mass
+        return np.array(
+            [x + TAU * x_dot, x_dot + TAU * xacc, theta + TAU * theta_dot, theta_dot + TAU * thetaacc]
+        )
+
+    def step(self, action):
+        assert self.state is not None, "call reset() before step()"
+        force = FORCE_MAG * float(self._check_action(action)[0])
+        for _ in range(SUBSTEPS):
+            self.state = self.euler_step(self.state, force)
+            self.state[1] = min(max(self.state[1], -MAX_X_DOT), MAX_X_DOT)
+            self.state[3] = min(max(self.state[3], -MAX_THETA_DOT), MAX_THETA_DOT)
+        obs = self._obs()
+        reward = float(_reward(obs[None].astype(np.float64))[0])
+        terminated = bool(abs(obs[0]) > X_THRESHOLD)
+        return obs, reward, terminated, False, {}
+
+    def _obs(self) -> np.ndarray:
+        x, x_dot, theta, theta_dot = self.state
+        return np.array([x, x_dot, math.cos(theta), math.sin(theta), theta_dot], dtype=np.float32)
+
+    def render(self):
+        if self.render_mode != "rgb_array" or self.state is None:
+            return None
+        x, _, theta, _ = self.state
+        tip = (x + 2 * self.length * math.sin(theta), 2 * self.length * math.cos(theta))
+        return draw_segments(
+            [
+                ((-X_THRESHOLD, 0.0), (X_THRESHOLD, 0.0), (0, 0, 0), 0.02),
+                ((x - 0.25, 0.0), (x + 0.25, 0.0), (60, 60, 200), 0.2),
+                ((x, 0.0), tip, (200, 120, 50), 0.06),
+            ],
+            half_extent=2.8,
+        )
+
+
+def _reward(next_obs):
+    """Works on numpy arrays and torch tensors ``[..., 5]``."""
+    lib = torch if isinstance(next_obs, torch.Tensor) else np
+    x, cos_theta = next_obs[..., 0], next_obs[..., 2]
+    return 0.5 * (1.0 + cos_theta) * lib.exp(-(x**2) / (2.0 * X_SIGMA**2))
+
+
+class CartPoleSwingUpFamily(TaskFamily):
+    """Cart-pole swing-up tasks; see the module docstring for dynamics, reward and ranges."""
+
+    name = "cartpole_swingup"
+    env_id = "mbmrl/CartPoleSwingUp-v0"
+    env_class = CartPoleSwingUpEnv
+    param_names = ("cart_mass", "pole_half_length", "pole_mass")
+    defaults = CartPoleSwingUpEnv.defaults
+    train_ranges = {
+        "pole_half_length": (0.35, 0.75),
+        "pole_mass": (0.05, 0.25),
+        "cart_mass": (0.6, 1.4),
+    }
+    obs_dim = 5
+    act_dim = 1
+    episode_length = 200
+
+    def test_tasks(self) -> list[Task]:
+        t = self.make_task
+        return [
+            t("interp-default", "interpolation", pole_half_length=0.5, pole_mass=0.1, cart_mass=1.0),
+            t("interp-long-heavy", "interpolation", pole_half_length=0.7, pole_mass=0.2, cart_mass=1.2),
+            t("interp-short-light", "interpolation", pole_half_length=0.4, pole_mass=0.07, cart_mass=0.7),
+            t("extrap-long-heavy", "extrapolation", pole_half_length=0.9, pole_mass=0.35, cart_mass=1.8),
+            t("extrap-short-light", "extrapolation", pole_half_length=0.25, pole_mass=0.03, cart_mass=0.4),
+            t("extrap-long-light", "extrapolation", pole_half_length=0.9, pole_mass=0.03, cart_mass=0.4),
+        ]
+
+    def reward(self, obs, action, next_obs, params):
+        return _reward(next_obs)
+
+    def terminated(self, next_obs, params):
+        return next_obs[..., 0].abs() > X_THRESHOLD
