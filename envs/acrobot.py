@@ -11,7 +11,7 @@ the moments of inertia scale like a rod's, ``I_k = I_0 · m_k · l_k²`` (with g
   the tip height and ``L = l1 + l2``; no termination; truncation after 200 steps.
 
 Train ranges (uniform): both masses [0.7, 1.3] kg, link-1 length [0.7, 1.3] m.
-Interpolation tasks lie inside; extrapolation tasks have parameters in {0.5, 1.5}.
+Interpolation tasks lie inside; extrapolation tasks have every parameter in {0.6, 1.45}.
 """
 
 from __future__ import annotations
@@ -165,9 +165,9 @@ class AcrobotFamily(TaskFamily):
             t("interp-default", "interpolation", link1_mass=1.0, link2_mass=1.0, link1_length=1.0),
             t("interp-heavy-long", "interpolation", link1_mass=1.2, link2_mass=1.2, link1_length=1.2),
             t("interp-light-short", "interpolation", link1_mass=0.8, link2_mass=0.8, link1_length=0.8),
-            t("extrap-heavy-long", "extrapolation", link1_mass=1.5, link2_mass=1.5, link1_length=1.5),
-            t("extrap-light-short", "extrapolation", link1_mass=0.5, link2_mass=0.5, link1_length=0.5),
-            t("extrap-mixed", "extrapolation", link1_mass=1.5, link2_mass=0.5, link1_length=0.5),
+            t("extrap-heavy-long", "extrapolation", link1_mass=1.45, link2_mass=1.45, link1_length=1.45),
+            t("extrap-light-short", "extrapolation", link1_mass=0.6, link2_mass=0.6, link1_length=0.6),
+            t("extrap-mixed", "extrapolation", link1_mass=1.45, link2_mass=0.6, link1_length=0.6),
         ]
 
     def reward(self, obs, action, next_obs, params):

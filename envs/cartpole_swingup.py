@@ -13,7 +13,8 @@ its own; this keeps the observation space finite and is not reached in ordinary 
 
 Train ranges (uniform): pole half-length [0.35, 0.75] m, pole mass [0.05, 0.25] kg,
 cart mass [0.6, 1.4] kg (gymnasium's 0.5, 0.1, 1.0 lie inside). Interpolation tasks lie
-inside these ranges; extrapolation tasks have every varied parameter outside them.
+inside these ranges; extrapolation tasks have every varied parameter outside them
+(half-length 0.3 or 0.85, pole mass 0.035 or 0.3, cart mass 0.5 or 1.6).
 """
 
 from __future__ import annotations
@@ -148,9 +149,9 @@ class CartPoleSwingUpFamily(TaskFamily):
             t("interp-default", "interpolation", pole_half_length=0.5, pole_mass=0.1, cart_mass=1.0),
             t("interp-long-heavy", "interpolation", pole_half_length=0.7, pole_mass=0.2, cart_mass=1.2),
             t("interp-short-light", "interpolation", pole_half_length=0.4, pole_mass=0.07, cart_mass=0.7),
-            t("extrap-long-heavy", "extrapolation", pole_half_length=0.9, pole_mass=0.35, cart_mass=1.8),
-            t("extrap-short-light", "extrapolation", pole_half_length=0.25, pole_mass=0.03, cart_mass=0.4),
-            t("extrap-long-light", "extrapolation", pole_half_length=0.9, pole_mass=0.03, cart_mass=0.4),
+            t("extrap-long-heavy", "extrapolation", pole_half_length=0.85, pole_mass=0.3, cart_mass=1.6),
+            t("extrap-short-light", "extrapolation", pole_half_length=0.3, pole_mass=0.035, cart_mass=0.5),
+            t("extrap-long-light", "extrapolation", pole_half_length=0.85, pole_mass=0.035, cart_mass=0.5),
         ]
 
     def reward(self, obs, action, next_obs, params):

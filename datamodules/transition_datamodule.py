@@ -1,0 +1,197 @@
+"""`TransitionDataModule`: per-task transition buffers and the context/target streams (DESIGN §4)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from datamodules.collection import Transitions, collect_transitions
+from datamodules.context_target_stream import ContextTargetStream, shard_tasks
+from datamodules.task_buffers import MultiTaskBuffer
+from envs import Task, make_family
+
+# Batches are sampled by tensor indexing in-process (num_workers=0, enforced by the stream), so
+# Lightning's advice about worker processes and IterableDataset lengths does not apply.
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+
+
+class TransitionDataModule(pl.LightningDataModule):
+    """Buffers of real transitions for every training task, streamed as context/target batches.
+
+    * Training tasks come from ``family.train_tasks(num_train_tasks, task_seed)``; validation
+      transitions come from the family's held-out test tasks (interpolation and extrapolation).
+    * Every rank holds every task's buffer (small tensors; statistics are then identical on all
+      ranks); each rank *streams* only its shard of tasks, ``batches_per_epoch`` batches per
+      epoch on every rank, with per-rank seeds.
+    * Buffers start with ``random_steps_per_task`` uniform-random-action steps of every task,
+      collected lazily when a dataloader is first requested (so resuming from a checkpoint
+      does not collect data it then overwrites). Later data arrives through :meth:`add_transitions`.
+    * :meth:`state_dict` holds the buffers and stream counters; a checkpoint round trip
+      restores them.
+
+    Example:
+        >>> dm = TransitionDataModule("acrobot", num_train_tasks=2, random_steps_per_task=20,
+        ...                           val_steps_per_task=10, batches_per_epoch=2, tasks_per_batch=2,
+        ...                           context_min=2, context_max=4, num_targets=3)
+        >>> batch = next(iter(dm.train_dataloader()))
+        >>> batch["target_y"].shape
+        torch.Size([2, 3, 6])
+    """
+
+    def __init__(
+        self,
+        env: str = "acrobot",
+        num_train_tasks: int = 16,
+        task_seed: int = 0,
+        buffer_capacity: int = 20_000,
+        random_steps_per_task: int = 1_000,
+        val_steps_per_task: int = 400,
+        tasks_per_batch: int = 8,
+        context_min: int = 10,
+        context_max: int = 50,
+        num_targets: int = 50,
+        batches_per_epoch: int = 100,
+        val_batches: int = 4,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.family = make_family(env)
+        self.train_tasks: list[Task] = self.family.train_tasks(num_train_tasks, task_seed)
+        self.test_tasks: list[Task] = self.family.test_tasks()
+        obs_dim, act_dim = self.family.obs_dim, self.family.act_dim
+        self.buffer = MultiTaskBuffer(num_train_tasks, buffer_capacity, obs_dim, act_dim)
+        val_capacity = max(val_steps_per_task, 1)
+        self.val_buffer = MultiTaskBuffer(len(self.test_tasks), val_capacity, obs_dim, act_dim)
+        self.test_extrapolation = torch.tensor([t.split == "extrapolation" for t in self.test_tasks])
+        self._train_stream: ContextTargetStream | None = None
+        self._stream_passes = 0
+
+    # ---- data -------------------------------------------------------------------------------
+    def ensure_initial_data(self) -> None:
+        """Fill empty buffers with random-action transitions (same data on every rank)."""
+        hp = self.hparams
+        if len(self.buffer) == 0:
+            self.add_transitions(
+                torch.arange(len(self.train_tasks)),
+                collect_transitions(self.family, self.train_tasks, hp.random_steps_per_task, seed=hp.seed),
+            )
+        if len(self.val_buffer) == 0 and hp.val_steps_per_task > 0:
+            data = collect_transitions(self.family, self.test_tasks, hp.val_steps_per_task, seed=hp.seed + 1)
+            self.val_buffer.add(
+                torch.arange(len(self.test_tasks)),
+                data.obs,
+                data.action,
+                data.reward,
+                data.next_obs,
+                data.done,
+            )
+
+    def add_transitions(self, task_ids: torch.Tensor, data: Transitions) -> None:
+        """Append real transitions ``[K, S, ·]`` of training tasks ``task_ids [K]``.
+
+        Raises:
+            ValueError: wrong feature sizes (e.g. from another env) or NaN/inf values.
+        """
+        self.buffer.add(task_ids, data.obs, data.action, data.reward, data.next_obs, data.done)
+
+    def model_training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All training transitions as ``x = [s, a]`` ``[N, obs+act]`` and ``y = s' − s`` ``[N, obs]``."""
+        self.ensure_initial_data()
+        return self.buffer.all_xy()
+
+    def task_contexts(self, size: int, seed: int = 0) -> tuple[list[Task], torch.Tensor, torch.Tensor]:
+        """A fixed context of ``size`` transitions for every training and test task.
+
+        Returns ``(tasks, context_x [T, size, obs+act], context_y [T, size, obs])``.
+        """
+        self.ensure_initial_data()
+        g = torch.Generator().manual_seed(seed)
+        xs, ys = [], []
+        for buf in (self.buffer, self.val_buffer):
+            ids = torch.arange(buf.num_tasks)
+            x, y = buf.xy(ids, buf.sample_index(ids, size, g))
+            xs.append(x)
+            ys.append(y)
+        return self.train_tasks + self.test_tasks, torch.cat(xs), torch.cat(ys)
+
+    # ---- streams ----------------------------------------------------------------------------
+    def _rank(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def train_stream(self, rank: int, world_size: int) -> ContextTargetStream:
+        """The training stream of ``rank`` out of ``world_size``."""
+        hp = self.hparams
+        stream = ContextTargetStream(
+            self.buffer,
+            shard_tasks(len(self.train_tasks), rank, world_size, "training tasks"),
+            hp.batches_per_epoch,
+            hp.tasks_per_batch,
+            hp.context_min,
+            hp.context_max,
+            hp.num_targets,
+            seed=hp.seed,
+            rank=rank,
+        )
+        stream.passes = self._stream_passes
+        return stream
+
+    def val_stream(self, rank: int, world_size: int) -> ContextTargetStream:
+        """Held-out test-task batches of ``rank``: the same batches every epoch."""
+        hp = self.hparams
+        shard = shard_tasks(len(self.test_tasks), rank, world_size, "test tasks")
+        return ContextTargetStream(
+            self.val_buffer,
+            shard,
+            hp.val_batches,
+            len(shard),
+            hp.context_max,
+            hp.context_max,
+            hp.num_targets,
+            seed=hp.seed + 1,
+            rank=rank,
+            extrapolation=self.test_extrapolation,
+            fixed=True,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.ensure_initial_data()
+        self._train_stream = self.train_stream(*self._rank())
+        return DataLoader(self._train_stream, batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        self.ensure_initial_data()
+        return DataLoader(self.val_stream(*self._rank()), batch_size=None)
+
+    def test_dataloader(self) -> DataLoader:
+        """The held-out test-task stream (model-only ``test``; same batches as validation)."""
+        return self.val_dataloader()
+
+    # ---- checkpoint -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        passes = self._train_stream.passes if self._train_stream is not None else self._stream_passes
+        return {
+            "env": self.hparams.env,
+            "buffer": self.buffer.state_dict(),
+            "val_buffer": self.val_buffer.state_dict(),
+            "stream_passes": passes,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("env") != self.hparams.env:
+            raise ValueError(
+                f"checkpoint data is for env {state.get('env')!r}, but this datamodule is for "
+                f"{self.hparams.env!r}; use the config of {state.get('env')!r}"
+            )
+        self.buffer.load_state_dict(state["buffer"])
+        self.val_buffer.load_state_dict(state["val_buffer"])
+        self._stream_passes = int(state["stream_passes"])
+        if self._train_stream is not None:
+            self._train_stream.passes = self._stream_passes

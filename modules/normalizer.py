@@ -1,0 +1,52 @@
+"""`Normalizer`: eps-safe per-feature standardisation whose statistics live in ``state_dict``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Normalizer(nn.Module):
+    """Standardise features ``[..., D]`` with a saved mean and std (std floored at ``eps``).
+
+    The statistics are buffers, so they travel with the model's checkpoint.
+
+    Example:
+        >>> norm = Normalizer(2)
+        >>> norm.fit(torch.tensor([[0.0, 1.0], [2.0, 1.0]]))
+        >>> norm.normalize(torch.tensor([[1.0, 1.0]]))
+        tensor([[0., 0.]])
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.count > 0)
+
+    @torch.no_grad()
+    def fit(self, data: torch.Tensor) -> None:
+        """Set the statistics from ``data [N, D]`` (all rows, float64 accumulation)."""
+        if data.ndim != 2 or data.shape[1] != self.mean.numel():
+            raise ValueError(
+                f"Normalizer.fit: data of shape {tuple(data.shape)}; expected [N, {self.mean.numel()}]"
+            )
+        if not torch.isfinite(data).all():
+            raise ValueError("Normalizer.fit: data contains NaN or inf")
+        d = data.double()
+        self.mean.copy_(d.mean(0))
+        self.std.copy_(
+            d.std(0, correction=0).clamp_min(self.eps) if len(d) > 1 else torch.ones_like(self.std)
+        )
+        self.count.fill_(len(d))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean

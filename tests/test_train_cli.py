@@ -1,0 +1,112 @@
+"""The model-only job from the command line: fit, rerun, test, ablation flag, bad checkpoint."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--trainer.max_epochs", "2",
+    "--trainer.log_every_n_steps", "1",
+    "--trainer.enable_progress_bar", "false",
+    "--trainer.logger.init_args.version", "fixed",
+    "--data.num_train_tasks", "4",
+    "--data.random_steps_per_task", "60",
+    "--data.val_steps_per_task", "30",
+    "--data.tasks_per_batch", "2",
+    "--data.context_min", "2",
+    "--data.context_max", "10",
+    "--data.num_targets", "5",
+    "--data.batches_per_epoch", "3",
+    "--data.val_batches", "2",
+    "--model.hidden_dim", "16",
+    "--model.latent_dim", "2",
+    "--model.num_heads", "2",
+]  # fmt: skip
+
+
+def run_cli(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+    output = proc.stdout + proc.stderr
+    if check:
+        assert proc.returncode == 0, output
+    for noise in ("Tip:", "FutureWarning", "LeafSpec", "does not have many workers"):
+        assert noise not in output, f"{noise!r} shown to the user:\n{output}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("cli")
+    run_cli(cwd, "fit", "--config", str(ROOT / "conf/model/acrobot.yaml"), *TINY)
+    return cwd
+
+
+def test_fit_logs_model_metrics_per_split_latents_and_a_checkpoint(fitted):
+    log_dir = fitted / "runs/model/acrobot/fixed"
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for split in ("train", "val", "val_interpolation", "val_extrapolation"):
+        for name in ("nll", "mse", "kl"):
+            tag = f"model/{split}/{name}"
+            assert tag in scalars, (tag, sorted(scalars))
+            assert all(math.isfinite(e.value) for e in events.Scalars(tag)), tag
+    assert "model/latent_vs_params" in events.Tags()["images"]
+    assert (log_dir / "projector_config.pbtxt").exists()
+    assert (log_dir / "config.yaml").exists()
+
+    ckpt = torch.load(log_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["hyper_parameters"]["env"] == "acrobot"
+    assert {"x_normalizer.mean", "y_normalizer.std"} <= set(ckpt["state_dict"])
+    assert ckpt["state_dict"]["y_normalizer.count"] == 4 * 60
+    assert ckpt["TransitionDataModule"]["buffer"]["size"].tolist() == [60] * 4
+
+
+def test_rerun_into_the_same_directory_and_test_from_the_checkpoint(fitted):
+    config = str(ROOT / "conf/model/acrobot.yaml")
+    run_cli(fitted, "fit", "--config", config, *TINY, "--trainer.max_epochs", "1")
+    proc = run_cli(
+        fitted,
+        "test",
+        "--config",
+        config,
+        *TINY,
+        "--ckpt_path",
+        "runs/model/acrobot/fixed/checkpoints/last.ckpt",
+    )
+    assert "model/test/nll" in proc.stdout
+    assert "model/test_extrapolation/nll" in proc.stdout
+
+
+def test_ablation_variant_trains_from_the_same_command(tmp_path):
+    run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/model/cartpole_swingup.yaml"), *TINY,
+            "--model.variant", "mlsm_v1", "--trainer.max_epochs", "1")  # fmt: skip
+    ckpt = torch.load(
+        tmp_path / "runs/model/cartpole_swingup/fixed/checkpoints/last.ckpt", weights_only=False
+    )
+    assert ckpt["hyper_parameters"]["variant"] == "mlsm_v1"
+    assert ckpt["hyper_parameters"]["env"] == "cartpole_swingup"
+
+
+def test_checkpoint_of_another_env_is_rejected_with_a_clear_message(fitted):
+    proc = run_cli(
+        fitted, "validate", "--config", str(ROOT / "conf/model/cartpole_swingup.yaml"), *TINY,
+        "--ckpt_path", "runs/model/acrobot/fixed/checkpoints/last.ckpt", check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "trained with env='acrobot'" in proc.stderr and "cartpole_swingup" in proc.stderr
+
+
+def test_print_config_shows_the_linked_env(tmp_path):
+    proc = run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/model/acrobot.yaml"), "--print_config")
+    assert "env: acrobot" in proc.stdout and "variant: gssm" in proc.stdout
