@@ -1,5 +1,6 @@
 """Lightning callbacks of mbmrl."""
 
+from callbacks.dyna_loop import DynaLoop
 from callbacks.task_latent_logger import TaskLatentLogger
 
-__all__ = ["TaskLatentLogger"]
+__all__ = ["DynaLoop", "TaskLatentLogger"]

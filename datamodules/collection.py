@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from envs import Task, TaskFamily
 
@@ -35,12 +36,14 @@ def collect_transitions(
     steps_per_task: int,
     seed: int,
     act_fn: ActFn | None = None,
+    progress: bool = False,
 ) -> Transitions:
     """Step a vector env over ``tasks`` for ``steps_per_task`` steps (episodes auto-reset).
 
     Args:
         act_fn: maps observations ``[T, obs]`` to actions ``[T, act]`` in ``[-1, 1]``;
             None draws uniform random actions from a generator seeded with ``seed``.
+        progress: show a progress bar over the steps.
 
     Example:
         >>> from envs import make_family
@@ -60,7 +63,7 @@ def collect_transitions(
     returns: list[list[float]] = [[] for _ in tasks]
     running = np.zeros(t)
     obs_np, _ = venv.reset(seed=seed)
-    for step in range(steps_per_task):
+    for step in tqdm(range(steps_per_task), desc="collect", leave=False, disable=not progress):
         obs = torch.as_tensor(obs_np, dtype=torch.float32)
         if act_fn is None:
             action = torch.rand(t, d_act, generator=generator) * 2 - 1

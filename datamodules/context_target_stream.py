@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from datamodules.seeding import STREAM, derive_seed
 from datamodules.task_buffers import MultiTaskBuffer
 
 
@@ -86,7 +87,7 @@ class ContextTargetStream(IterableDataset):
             raise RuntimeError("ContextTargetStream samples in-process tensors; use num_workers=0")
         pass_index = 0 if self.fixed else self.passes
         self.passes += 0 if self.fixed else 1
-        generator = torch.Generator().manual_seed(hash((self.seed, self.rank, pass_index)) % 2**63)
+        generator = torch.Generator().manual_seed(derive_seed(STREAM, self.seed, self.rank, pass_index))
         for _ in range(self.num_batches):
             yield self.sample(generator)
 

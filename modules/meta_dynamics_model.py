@@ -23,9 +23,11 @@ import torch
 from torch.distributions import Normal, kl_divergence
 from torchmetrics import MeanMetric
 
+from datamodules.seeding import MODEL_STEP, derive_seed
 from envs import make_family
 from modules.meta_dynamics_net import ContextEncoding, MetaDynamicsNet, Variant
 from modules.normalizer import Normalizer
+from modules.sampling import sample_normal
 
 SPLITS = ("interpolation", "extrapolation")
 SCORES = ("nll", "mse", "kl")
@@ -39,6 +41,8 @@ class MetaDynamicsModel(pl.LightningModule):
         env: task-family name; fixes observation and action sizes and is checked on load.
         variant: ``"gssm"``, ``"mlsm_v0"`` or ``"mlsm_v1"`` (see :mod:`modules.meta_dynamics_net`).
         kl_weight: β on the KL term.
+        seed: latent noise of training step ``k`` on rank ``r`` comes from a generator seeded
+            with ``(seed, k, r)``, so a resumed run replays the same noise.
 
     Example:
         >>> model = MetaDynamicsModel(env="acrobot", hidden_dim=32, latent_dim=4)
@@ -59,6 +63,7 @@ class MetaDynamicsModel(pl.LightningModule):
         kl_weight: float = 1.0,
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
+        seed: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -110,6 +115,7 @@ class MetaDynamicsModel(pl.LightningModule):
         encoding: ContextEncoding,
         z_c: torch.Tensor | None = None,
         sample: bool = False,
+        generator: torch.Generator | None = None,
     ) -> Normal:
         """Next-state distribution for raw ``x = [s, a]`` ``[B, M, obs+act]`` of each task.
 
@@ -117,7 +123,7 @@ class MetaDynamicsModel(pl.LightningModule):
             encoding: from :meth:`infer_context` on the same ``B`` tasks.
             z_c: context latent per query ``[B, M, Z]`` or per task ``[B, Z]``
                 (posterior sampling); None uses the mean of ``q(z_c | C)``.
-            sample: sample the target latent ``z_t`` (gssm) instead of using its mean.
+            sample: sample the target latent ``z_t`` (gssm, from ``generator``) instead of its mean.
 
         Returns:
             ``Normal`` over ``s'`` with batch shape ``[B, M, obs]`` in raw units.
@@ -128,15 +134,18 @@ class MetaDynamicsModel(pl.LightningModule):
         if z_c.ndim == 2:
             z_c = z_c[:, None]
         xn = self.x_normalizer.normalize(x)
-        z, _, v = self.net.target_latent(encoding, xn, z_c, sample)
+        z, _, v = self.net.target_latent(encoding, xn, z_c, sample, generator)
         mean, logvar = self.net.decode(xn, z, v)
         std = (0.5 * logvar).exp() * self.y_normalizer.std
         return Normal(x[..., : self.obs_dim] + self.y_normalizer.denormalize(mean), std)
 
     # ---- objective ------------------------------------------------------------------------
-    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Negative ELBO of a context/target batch, and its per-target terms ``[B, N_t]``."""
-        terms = self._terms(batch, sample=True)
+    def loss(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Negative ELBO of a context/target batch, and its per-target terms ``[B, N_t]``;
+        latent noise from ``generator`` (the global one if None)."""
+        terms = self._terms(batch, sample=True, generator=generator)
         beta = self.hparams.kl_weight
         bound_penalty = LOGVAR_BOUND_PENALTY * (self.net.max_logvar.sum() - self.net.min_logvar.sum())
         loss = terms["nll"].mean() + beta * terms["kl"].mean() + bound_penalty
@@ -146,7 +155,9 @@ class MetaDynamicsModel(pl.LightningModule):
         """Per-task NLL, MSE and KL ``[B]`` with latent means (deterministic)."""
         return {k: v.mean(-1) for k, v in self._terms(batch, sample=False).items()}
 
-    def _terms(self, batch: dict[str, torch.Tensor], sample: bool) -> dict[str, torch.Tensor]:
+    def _terms(
+        self, batch: dict[str, torch.Tensor], sample: bool, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         cx = self.x_normalizer.normalize(batch["context_x"])
         cy = self.y_normalizer.normalize(batch["context_y"])
         tx = self.x_normalizer.normalize(batch["target_x"])
@@ -156,14 +167,14 @@ class MetaDynamicsModel(pl.LightningModule):
         enc = self.net.encode(cx, cy, mask)
         q_zc = enc.q_zc
         if self.net.variant == "gssm":
-            z_c = (q_zc.rsample() if sample else q_zc.mean)[:, None]
-            z, q_zt, v = self.net.target_latent(enc, tx, z_c, sample)
+            z_c = (sample_normal(q_zc, generator) if sample else q_zc.mean)[:, None]
+            z, q_zt, v = self.net.target_latent(enc, tx, z_c, sample, generator)
             kl = kl_divergence(q_zt, Normal(q_zc.loc[:, None], q_zc.scale[:, None])).sum(-1)
         else:
             full_mask = torch.cat([mask, torch.ones_like(mask[:, :n_targets])], dim=1)
             posterior = self.net.encode(torch.cat([cx, tx], 1), torch.cat([cy, ty], 1), full_mask).q_zc
-            z_c = (posterior.rsample() if sample else posterior.mean)[:, None]
-            z, _, v = self.net.target_latent(enc, tx, z_c, sample)
+            z_c = (sample_normal(posterior, generator) if sample else posterior.mean)[:, None]
+            z, _, v = self.net.target_latent(enc, tx, z_c, sample, generator)
             kl = (kl_divergence(posterior, q_zc).sum(-1) / n_targets)[:, None].expand(-1, n_targets)
         mean, logvar = self.net.decode(tx, z, v)
         sq = (ty - mean) ** 2
@@ -172,7 +183,9 @@ class MetaDynamicsModel(pl.LightningModule):
 
     # ---- Lightning hooks ------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, terms = self.loss(batch)
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(derive_seed(MODEL_STEP, self.hparams.seed, self.global_step, self.global_rank))
+        loss, terms = self.loss(batch, generator)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"model loss is {loss.item()} at step {self.global_step} "
@@ -216,6 +229,15 @@ class MetaDynamicsModel(pl.LightningModule):
                 tag = prefix if split == "all" else f"{prefix}_{split}"
                 self.log(f"{tag}/{name}", metric.compute(), prog_bar=key == "all_nll")
             metric.reset()
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        env = getattr(datamodule, "hparams", {}).get("env") if datamodule is not None else None
+        if env is not None and env != self.hparams.env:
+            raise ValueError(
+                f"model.env={self.hparams.env!r} (from the config, or from the checkpoint given as "
+                f"--ckpt_path) but data.env={env!r}: model, data and checkpoint must be of the same env"
+            )
 
     def on_train_epoch_start(self) -> None:
         self.refit_normalizers()

@@ -28,6 +28,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from modules.attention import MaskedAttention, MessagePassingBlock, mlp
+from modules.sampling import sample_normal
 
 Variant = Literal["gssm", "mlsm_v0", "mlsm_v1"]
 VARIANTS: tuple[str, ...] = ("gssm", "mlsm_v0", "mlsm_v1")
@@ -120,13 +121,18 @@ class MetaDynamicsNet(nn.Module):
         return self.cross.attend(self.x_embed(x), enc.keys, enc.values, enc.mask)
 
     def target_latent(
-        self, enc: ContextEncoding, x: torch.Tensor, z_c: torch.Tensor, sample: bool
+        self,
+        enc: ContextEncoding,
+        x: torch.Tensor,
+        z_c: torch.Tensor,
+        sample: bool,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, Normal | None, torch.Tensor | None]:
         """The latent the decoder reads for each target.
 
         Args:
             x: targets ``[B, M, X]``; z_c: context latent per target ``[B, M, Z]`` (or ``[B, 1, Z]``).
-            sample: draw ``z_t`` (reparameterised) instead of taking its mean.
+            sample: draw ``z_t`` (reparameterised, from ``generator``) instead of taking its mean.
 
         Returns:
             ``(z [B, M, Z], q(z_t) or None, v_t or None)``; for the MLSM variants ``z = z_c``.
@@ -138,7 +144,7 @@ class MetaDynamicsNet(nn.Module):
         # residual around z_c: at initialisation z_t copies z_c, and v_t refines it per target
         delta_mean, raw_std = self.target_latent_head(torch.cat([z_c, v, x], dim=-1)).chunk(2, dim=-1)
         q_zt = Normal(z_c + delta_mean, F.softplus(raw_std) + MIN_STD)
-        return (q_zt.rsample() if sample else q_zt.mean), q_zt, v
+        return (sample_normal(q_zt, generator) if sample else q_zt.mean), q_zt, v
 
     def decode(
         self, x: torch.Tensor, z: torch.Tensor, v: torch.Tensor | None

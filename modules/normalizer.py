@@ -45,6 +45,26 @@ class Normalizer(nn.Module):
         )
         self.count.fill_(len(d))
 
+    @torch.no_grad()
+    def update(self, data: torch.Tensor) -> None:
+        """Merge ``data [N, D]`` into running statistics (Chan et al.'s parallel update)."""
+        data = data.reshape(-1, self.mean.numel()).double()
+        n_new = len(data)
+        if n_new == 0:
+            return
+        if not torch.isfinite(data).all():
+            raise ValueError("Normalizer.update: data contains NaN or inf")
+        n_old = int(self.count)
+        mean_new, var_new = data.mean(0), data.var(0, correction=0)
+        total = n_old + n_new
+        delta = mean_new - self.mean.double()
+        mean = self.mean.double() + delta * n_new / total
+        var_old = self.std.double() ** 2 if n_old > 0 else torch.zeros_like(var_new)
+        m2 = var_old * n_old + var_new * n_new + delta**2 * n_old * n_new / total
+        self.mean.copy_(mean)
+        self.std.copy_((m2 / total).sqrt().clamp_min(self.eps))
+        self.count.fill_(total)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 

@@ -1,0 +1,62 @@
+"""`ActorCritic`: Gaussian actor and value critic on ``[s, z_c]``, one network for all tasks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributions import Normal
+
+from modules.attention import mlp
+from modules.normalizer import Normalizer
+from modules.sampling import sample_normal
+
+
+class ActorCritic(nn.Module):
+    """``π(a | s, z_c) = N(μ(s, z_c), diag σ²)`` with a state-independent ``log σ``, and ``V(s, z_c)``.
+
+    Actions are sampled unbounded and clipped to ``[-1, 1]`` by the caller when applied (the
+    log-probability is that of the unclipped sample, as in CleanRL's continuous PPO). The input
+    ``[s, z_c]`` is standardised by a running :class:`Normalizer` saved with the policy.
+
+    Shapes: ``obs [..., O]``, ``latent [..., Z]`` → actions ``[..., A]``, values ``[...]``.
+
+    Example:
+        >>> ac = ActorCritic(obs_dim=6, latent_dim=4, act_dim=1, hidden_dim=32)
+        >>> dist, value = ac(torch.randn(5, 6), torch.randn(5, 4))
+        >>> dist.sample().shape, value.shape
+        (torch.Size([5, 1]), torch.Size([5]))
+    """
+
+    def __init__(
+        self, obs_dim: int, latent_dim: int, act_dim: int, hidden_dim: int = 64, init_log_std: float = -0.5
+    ):
+        super().__init__()
+        in_dim = obs_dim + latent_dim
+        self.input_normalizer = Normalizer(in_dim)
+        self.actor = mlp(in_dim, hidden_dim, act_dim, layers=2)
+        self.critic = mlp(in_dim, hidden_dim, 1, layers=2)
+        self.log_std = nn.Parameter(torch.full((act_dim,), init_log_std))
+        nn.init.orthogonal_(self.actor[-1].weight, gain=0.01)  # near-zero initial actions
+        nn.init.zeros_(self.actor[-1].bias)
+
+    def features(self, obs: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        return self.input_normalizer.normalize(torch.cat([obs, latent], dim=-1))
+
+    def forward(self, obs: torch.Tensor, latent: torch.Tensor) -> tuple[Normal, torch.Tensor]:
+        """Action distribution and value of ``[obs, latent]``."""
+        h = self.features(obs, latent)
+        mean = self.actor(h)
+        return Normal(mean, self.log_std.exp().expand_as(mean)), self.critic(h).squeeze(-1)
+
+    @torch.no_grad()
+    def act(
+        self,
+        obs: torch.Tensor,
+        latent: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """An action in ``[-1, 1]``: the clipped sample (noise from ``generator``), or the
+        clipped mean if ``deterministic``."""
+        dist, _ = self(obs, latent)
+        return (dist.mean if deterministic else sample_normal(dist, generator)).clamp(-1.0, 1.0)

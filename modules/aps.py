@@ -1,0 +1,235 @@
+"""`APSModule`: Amortized Policy Search — PPO on imagined rollouts of the meta dynamics model (DESIGN §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from datamodules.seeding import IMAGINATION, PPO_MINIBATCHES, derive_seed
+from datamodules.task_buffers import MultiTaskBuffer
+from envs import make_family
+from modules.actor_critic import ActorCritic
+from modules.imagination import ImaginedRollouts, generalized_advantages, imagine
+from modules.meta_dynamics_model import MetaDynamicsModel
+
+
+@dataclass
+class ImaginationSource:
+    """What APS imagines from. Deliberately not an ``nn.Module`` attribute of APS: the dynamics
+    model is frozen here, and registering it would give DDP unused parameters.
+
+    Attributes:
+        model: the meta dynamics model (used under ``no_grad``).
+        buffer: real transitions of every training task (start states and contexts).
+        task_ids: ``[T]`` the training tasks this rank imagines.
+        params: ``[num_tasks, P]`` physics parameters of every training task (for rewards).
+    """
+
+    model: MetaDynamicsModel
+    buffer: MultiTaskBuffer
+    task_ids: torch.Tensor
+    params: torch.Tensor
+
+
+class MinibatchIndexStream(IterableDataset):
+    """Per pass: ``ppo_epochs`` shuffles of ``range(num_samples)`` cut into ``num_minibatches``
+    index tensors. The count is the same on every rank whatever its number of samples."""
+
+    def __init__(self, num_samples: int, ppo_epochs: int, num_minibatches: int, seed: int):
+        self.num_samples, self.ppo_epochs, self.num_minibatches = num_samples, ppo_epochs, num_minibatches
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.ppo_epochs * self.num_minibatches
+
+    def __iter__(self):
+        for _ in range(self.ppo_epochs):
+            yield from torch.randperm(self.num_samples, generator=self.generator).tensor_split(
+                self.num_minibatches
+            )
+
+
+class APSModule(pl.LightningModule):
+    """One policy ``π(a | s, z_c)`` for all tasks, trained by PPO with GAE on imagined rollouts.
+
+    Each training *epoch* is one PPO iteration (CleanRL order): ``on_train_epoch_start`` draws,
+    for each of this rank's training tasks, ``rollouts_per_task`` start states from the real buffer
+    and as many random context subsets (sizes uniform in ``[1, context_size]``), samples
+    ``z_c ~ q(z_c | C)`` per rollout (posterior sampling) and imagines ``horizon`` steps of all
+    tasks × rollouts as one batch; ``training_step`` then runs ``ppo_epochs × num_minibatches``
+    clipped-PPO updates (paper eq. 11). The running input normaliser of the policy is updated
+    from the start states and latents before each imagination, so sampling and updates share it.
+
+    The optimizer is created once and reused by every ``Trainer.fit`` (the Dyna loop fits this
+    module again each iteration), so Adam's state carries over; :meth:`optimizer_state_dict`
+    exposes it for checkpoints.
+
+    Args:
+        env: task family; latent_dim: size of ``z_c`` (the dynamics model's).
+        dynamics_checkpoint: standalone use: a model-only (or Dyna) checkpoint whose dynamics
+            model and buffers are loaded and frozen.
+
+    Example:
+        >>> aps = APSModule(env="acrobot", latent_dim=4, hidden_dim=16)
+        >>> aps.policy(torch.zeros(2, 6), torch.zeros(2, 4))[1].shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        env: str = "acrobot",
+        latent_dim: int = 8,
+        hidden_dim: int = 64,
+        horizon: int = 20,
+        rollouts_per_task: int = 64,
+        context_size: int = 50,
+        ppo_epochs: int = 4,
+        num_minibatches: int = 4,
+        clip_ratio: float = 0.2,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        entropy_coef: float = 0.0,
+        value_coef: float = 0.5,
+        lr: float = 3e-4,
+        seed: int = 0,
+        dynamics_checkpoint: str | None = None,
+    ):
+        super().__init__()
+        self.family = make_family(env)
+        self.source: ImaginationSource | None = None
+        if dynamics_checkpoint is not None:
+            self.source = self._source_from_checkpoint(dynamics_checkpoint, env)
+            latent_dim = self.source.model.hparams.latent_dim
+        self.save_hyperparameters()
+        self.policy = ActorCritic(self.family.obs_dim, latent_dim, self.family.act_dim, hidden_dim)
+        self.iterations = 0
+        self.rollouts: ImaginedRollouts | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._batch: dict[str, torch.Tensor] = {}
+
+    def on_fit_start(self) -> None:
+        if self.source is not None:
+            self.source.model.to(self.device).eval()
+
+    # ---- imagination ----------------------------------------------------------------------
+    def imagine_batch(self) -> ImaginedRollouts:
+        """Imagined rollouts of this rank's tasks with the current policy (see the class docstring)."""
+        if self.source is None:
+            raise RuntimeError(
+                "APSModule has nothing to imagine from: set `source` or give dynamics_checkpoint"
+            )
+        hp, src = self.hparams, self.source
+        device = self.device
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        g = torch.Generator().manual_seed(derive_seed(IMAGINATION, hp.seed, self.iterations, rank))
+        tasks = src.task_ids.repeat_interleave(hp.rollouts_per_task)  # [B]
+        ctx_index = src.buffer.sample_index(tasks, hp.context_size, g)
+        cx, cy = src.buffer.xy(tasks, ctx_index)
+        ctx_size = torch.randint(1, hp.context_size + 1, (len(tasks),), generator=g)
+        mask = torch.arange(hp.context_size)[None] < ctx_size[:, None]
+        start = src.buffer.obs[tasks, src.buffer.sample_index(tasks, 1, g)[:, 0]]
+        model = src.model
+        with torch.no_grad():
+            encoding = model.infer_context(cx.to(device), cy.to(device), mask.to(device))
+            q = encoding.q_zc
+            latent = q.mean + q.stddev * torch.randn(q.mean.shape, generator=g).to(device)
+        start = start.to(device)
+        self.policy.input_normalizer.update(torch.cat([start, latent], dim=-1))
+        noise = torch.Generator(device=device).manual_seed(
+            derive_seed(IMAGINATION, hp.seed, self.iterations, rank, 1)
+        )
+        params = src.params[tasks].to(device)
+        return imagine(model, self.policy, self.family, start, encoding, latent, params, hp.horizon, noise)
+
+    def on_train_epoch_start(self) -> None:
+        hp = self.hparams
+        self.rollouts = r = self.imagine_batch()
+        adv, ret = generalized_advantages(r.reward, r.value, r.terminated, hp.gamma, hp.gae_lambda)
+        h, b = r.reward.shape
+        self._batch = {
+            "obs": r.obs.reshape(h * b, -1),
+            "latent": r.latent.expand(h, -1, -1).reshape(h * b, -1),
+            "action": r.action.reshape(h * b, -1),
+            "log_prob": r.log_prob.reshape(-1),
+            "advantage": adv.reshape(-1),
+            "return": ret.reshape(-1),
+            "weight": r.alive.reshape(-1),
+        }
+        self.iterations += 1
+        n = r.reward.shape[1]
+        self.log("policy/imagined_return", r.returns.mean(), batch_size=n, sync_dist=True)
+        self.log(
+            "policy/imagined_reward_per_step", r.reward.sum() / r.alive.sum(), batch_size=n, sync_dist=True
+        )
+
+    # ---- PPO ------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        hp, src = self.hparams, self.source
+        num_samples = hp.horizon * len(src.task_ids) * hp.rollouts_per_task
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        seed = derive_seed(PPO_MINIBATCHES, hp.seed, self.iterations, rank)
+        stream = MinibatchIndexStream(num_samples, hp.ppo_epochs, hp.num_minibatches, seed)
+        return DataLoader(stream, batch_size=None)
+
+    def ppo_loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Clipped PPO loss of a minibatch; steps after an imagined termination have weight 0."""
+        hp = self.hparams
+        w = mb["weight"]
+        wsum = w.sum().clamp_min(1.0)
+        adv = mb["advantage"]
+        mean = (adv * w).sum() / wsum
+        std = (((adv - mean) ** 2 * w).sum() / wsum).sqrt()
+        adv = (adv - mean) / (std + 1e-8)
+        dist, value = self.policy(mb["obs"], mb["latent"])
+        log_prob = dist.log_prob(mb["action"]).sum(-1)
+        ratio = (log_prob - mb["log_prob"]).exp()
+        pg = -torch.min(ratio * adv, ratio.clamp(1 - hp.clip_ratio, 1 + hp.clip_ratio) * adv)
+        v_loss = 0.5 * (value - mb["return"]) ** 2
+        entropy = dist.entropy().sum(-1)
+        wmean = lambda t: (t * w).sum() / wsum  # noqa: E731
+        loss = wmean(pg) + hp.value_coef * wmean(v_loss) - hp.entropy_coef * wmean(entropy)
+        clipped = ((ratio - 1).abs() > hp.clip_ratio).float()
+        return loss, {"entropy": wmean(entropy), "value_loss": wmean(v_loss), "clip_fraction": wmean(clipped)}
+
+    def training_step(self, index: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        mb = {k: v[index.to(v.device)] for k, v in self._batch.items()}
+        loss, info = self.ppo_loss(mb)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"PPO loss is {loss.item()} at policy iteration {self.iterations}")
+        n = len(index)
+        self.log("policy/loss", loss, batch_size=n, sync_dist=True)
+        for name, value in info.items():
+            self.log(f"policy/{name}", value, batch_size=n, sync_dist=True)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self._optimizer is None:
+            self._optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.hparams.lr, eps=1e-5)
+        return self._optimizer
+
+    def optimizer_state_dict(self) -> dict[str, Any]:
+        return self.configure_optimizers().state_dict()
+
+    def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
+        self.configure_optimizers().load_state_dict(state)
+
+    # ---- standalone use on a frozen model checkpoint -------------------------------------
+    @staticmethod
+    def _source_from_checkpoint(path: str, env: str) -> ImaginationSource:
+        from datamodules.transition_datamodule import TransitionDataModule
+
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        saved_env = ckpt["hyper_parameters"]["env"]
+        if saved_env != env:
+            raise ValueError(f"dynamics checkpoint {path!r} is for env {saved_env!r}, not {env!r}")
+        init_args = lambda key: {k: v for k, v in ckpt[key].items() if not k.startswith("_")}  # noqa: E731
+        model = MetaDynamicsModel(**init_args("hyper_parameters"))
+        model.load_state_dict(ckpt["state_dict"])
+        data = TransitionDataModule(**init_args("datamodule_hyper_parameters"))
+        data.load_state_dict(ckpt["TransitionDataModule"])
+        params = data.family.params_tensor(data.train_tasks)
+        return ImaginationSource(model.eval(), data.buffer, torch.arange(len(data.train_tasks)), params)

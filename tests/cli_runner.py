@@ -1,0 +1,27 @@
+"""Run ``train.py`` as a user would, and fail on noise a user should not see."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOISE = ("Tip:", "FutureWarning", "LeafSpec", "does not have many workers", "Traceback")
+
+
+def run_cli(cwd: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python train.py *args`` in ``cwd``; with ``check`` it must succeed without noise."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    output = proc.stdout + proc.stderr
+    if check:
+        assert proc.returncode == 0, output
+        for noise in NOISE:
+            assert noise not in output, f"{noise!r} shown to the user:\n{output}"
+    return proc

@@ -1,0 +1,119 @@
+"""The main job end to end from the command line: fit (2 Dyna iterations), test, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from cli_runner import ROOT, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import envs
+
+TINY = str(ROOT / "tests/configs/tiny_dyna.yaml")
+LOG = Path("runs/tiny/fixed")
+
+
+def fit(cwd: Path, *extra: str, env: str = "acrobot") -> None:
+    run_cli(cwd, "fit", "--config", str(ROOT / f"conf/{env}.yaml"), "--config", TINY, *extra)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("dyna")
+    fit(cwd)
+    return cwd
+
+
+def scalars(log_dir: Path) -> dict[str, list[float]]:
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def check_metatest(path: Path, family: str) -> dict:
+    report = json.loads(path.read_text())
+    tasks = envs.make_family(family).test_tasks()
+    for method in ("gssm_aps", "random"):
+        rows = [r for r in report["tasks"] if r["method"] == method]
+        assert sorted(r["task"] for r in rows) == sorted(t.name for t in tasks)
+        assert all(math.isfinite(r["return_mean"]) and math.isfinite(r["return_std"]) for r in rows)
+        for split in ("interpolation", "extrapolation"):
+            assert math.isfinite(report["summary"][method][split])
+    return report
+
+
+def test_fit_runs_the_dyna_loop_and_logs_every_phase(fitted):
+    log_dir = fitted / LOG
+    values = scalars(log_dir)
+    for tag in (
+        "model/train/nll", "model/val/nll", "policy/loss", "policy/entropy", "policy/imagined_return",
+        "real/return", "real/transitions", "time/model", "time/policy", "time/collect", "time/eval",
+        "metatest/return_mean", "metatest/return_std", "metatest/interpolation/reward_per_step",
+        "metatest/extrapolation/reward_per_step", "metatest/task/extrap-mixed",
+    ):  # fmt: skip
+        assert tag in values, (tag, sorted(values))
+        assert all(math.isfinite(v) for v in values[tag]), tag
+    assert values["dyna/iteration"] == [1.0, 2.0]
+    # random data, then 200 steps per task per iteration
+    assert values["real/transitions"] == [3 * 40 + 3 * 200, 3 * 40 + 2 * 3 * 200]
+    assert len(values["metatest/return_mean"]) == 2  # eval_every 1
+    check_metatest(log_dir / "metatest.json", "acrobot")
+    assert "| gssm_aps |" in (log_dir / "metatest.md").read_text()
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    assert any(tag.startswith("metatest/rollout/") for tag in events.Tags()["images"])
+    assert "metatest/table/text_summary" in events.Tags()["tensors"]
+
+
+def test_checkpoint_holds_everything_the_loop_needs(fitted):
+    ckpt = torch.load(fitted / LOG / "checkpoints/last.ckpt", weights_only=False)
+    loop = ckpt["callbacks"]["DynaLoop"]
+    assert loop["iteration"] == 2
+    assert {"aps", "aps_optimizer", "torch_rng"} <= set(loop)
+    assert any(k.startswith("policy.input_normalizer") for k in loop["aps"])
+    assert loop["aps_optimizer"]["state"], "APS optimizer state must be saved"
+    assert ckpt["TransitionDataModule"]["buffer"]["size"].tolist() == [40 + 2 * 200] * 3
+    assert "x_normalizer.mean" in ckpt["state_dict"]
+
+
+def test_test_command_runs_the_meta_test_from_a_checkpoint(fitted, tmp_path):
+    ckpt = fitted / LOG / "checkpoints/last.ckpt"
+    proc = run_cli(
+        tmp_path,
+        "test",
+        "--config",
+        str(ROOT / "conf/acrobot.yaml"),
+        "--config",
+        TINY,
+        "--ckpt_path",
+        str(ckpt),
+    )
+    assert "metatest/return_mean" in proc.stdout
+    check_metatest(tmp_path / LOG / "metatest.json", "acrobot")
+
+
+def test_cartpole_main_job_runs(tmp_path):
+    fit(tmp_path, "--trainer.max_epochs", "1", env="cartpole_swingup")
+    check_metatest(tmp_path / LOG / "metatest.json", "cartpole_swingup")
+
+
+def test_resume_after_iteration_1_equals_the_uninterrupted_run(fitted, tmp_path):
+    """Same seed, CPU: stop after iteration 1, resume with --ckpt_path last, compare with the
+    uninterrupted 2-iteration run bit for bit (model, policy, optimizers, buffers)."""
+    fit(tmp_path, "--trainer.max_epochs", "1")
+    ckpt_1 = tmp_path / LOG / "checkpoints/last.ckpt"
+    assert torch.load(ckpt_1, weights_only=False)["callbacks"]["DynaLoop"]["iteration"] == 1
+    fit(tmp_path, "--ckpt_path", str(ckpt_1))
+    resumed = torch.load(tmp_path / LOG / "checkpoints/last.ckpt", weights_only=False)
+    straight = torch.load(fitted / LOG / "checkpoints/last.ckpt", weights_only=False)
+    assert resumed["callbacks"]["DynaLoop"]["iteration"] == 2
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+    for key, value in straight["callbacks"]["DynaLoop"]["aps"].items():
+        assert torch.equal(resumed["callbacks"]["DynaLoop"]["aps"][key], value), key
+    for key, value in straight["TransitionDataModule"]["buffer"].items():
+        assert torch.equal(resumed["TransitionDataModule"]["buffer"][key], value), key
