@@ -81,9 +81,7 @@ class DynaLoop(pl.Callback):
 
     # ---- construction and checkpoint state ----------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if not isinstance(pl_module, MetaDynamicsModel) or not isinstance(
-            trainer.datamodule, TransitionDataModule
-        ):
+        if not isinstance(pl_module, MetaDynamicsModel) or not isinstance(trainer.datamodule, TransitionDataModule):
             raise TypeError("DynaLoop needs a MetaDynamicsModel fitted on a TransitionDataModule")
         if self.aps is None:
             kwargs = {"seed": self.seed, **self.policy_kwargs}
@@ -191,9 +189,7 @@ class DynaLoop(pl.Callback):
         rank's finished-episode returns.
         """
         device = gssm.device
-        g = torch.Generator().manual_seed(
-            derive_seed(COLLECT_LATENT, self.seed, self.iteration, trainer.global_rank)
-        )
+        g = torch.Generator().manual_seed(derive_seed(COLLECT_LATENT, self.seed, self.iteration, trainer.global_rank))
         cx, cy = dm.buffer.xy(shard, dm.buffer.sample_index(shard, self.context_size, g))
         q = gssm.infer_context(cx.to(device), cy.to(device)).q_zc
         latent = q.mean + q.stddev * torch.randn(q.mean.shape, generator=g).to(device)  # posterior sample
@@ -250,9 +246,7 @@ class DynaLoop(pl.Callback):
             tb.experiment.add_text("metatest/table", markdown, step)
             index = next((i for i, t in enumerate(dm.test_tasks) if t.split == "extrapolation"), 0)
             strip = rollout_strip(dm.family, dm.test_tasks[index], policy, latent[index])
-            tb.experiment.add_image(
-                f"metatest/rollout/{dm.test_tasks[index].name}", strip, step, dataformats="HWC"
-            )
+            tb.experiment.add_image(f"metatest/rollout/{dm.test_tasks[index].name}", strip, step, dataformats="HWC")
 
     def on_test_epoch_end(self, trainer: pl.Trainer, gssm: MetaDynamicsModel) -> None:
         self.meta_test(trainer, gssm, trainer.datamodule)
@@ -268,9 +262,7 @@ def gather_shards(trainer: pl.Trainer, data: Transitions, num_tasks: int) -> Tra
     for tensor in (data.obs, data.action, data.reward, data.next_obs, data.done.float()):
         padded = tensor.new_zeros(width, *tensor.shape[1:])
         padded[: len(tensor)] = tensor
-        gathered = trainer.strategy.all_gather(
-            padded.to(trainer.strategy.root_device)
-        ).cpu()  # [W, width, ...]
+        gathered = trainer.strategy.all_gather(padded.to(trainer.strategy.root_device)).cpu()  # [W, width, ...]
         out = tensor.new_zeros(num_tasks, *tensor.shape[1:])
         for rank in range(world):
             ids = shard_tasks(num_tasks, rank, world)

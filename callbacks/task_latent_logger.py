@@ -45,9 +45,7 @@ class TaskLatentLogger(pl.Callback):
             tag="model/latent",
             global_step=step,
         )
-        tb.experiment.add_figure(
-            "model/latent_vs_params", latent_figure(tasks, means, names), step, close=False
-        )
+        tb.experiment.add_figure("model/latent_vs_params", latent_figure(tasks, means, names), step, close=False)
 
 
 def latent_figure(tasks: list[Task], means: torch.Tensor, param_names: tuple[str, ...]) -> Figure:

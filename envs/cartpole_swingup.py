@@ -84,9 +84,7 @@ class CartPoleSwingUpEnv(ParametricEnv):
             self.length * (4.0 / 3.0 - self.masspole * costheta**2 / self.total_mass)
         )
         xacc = temp - self.polemass_length * thetaacc * costheta / self.total_mass
-        return np.array(
-            [x + TAU * x_dot, x_dot + TAU * xacc, theta + TAU * theta_dot, theta_dot + TAU * thetaacc]
-        )
+        return np.array([x + TAU * x_dot, x_dot + TAU * xacc, theta + TAU * theta_dot, theta_dot + TAU * thetaacc])
 
     def step(self, action):
         assert self.state is not None, "call reset() before step()"

@@ -62,9 +62,7 @@ def validate_params(where: str, params: Mapping[str, float], expected: tuple[str
     """
     unknown = sorted(set(params) - set(expected))
     if unknown:
-        raise ValueError(
-            f"{where}: unknown physics parameter(s) {unknown}; expected names in {list(expected)}"
-        )
+        raise ValueError(f"{where}: unknown physics parameter(s) {unknown}; expected names in {list(expected)}")
     out = {}
     for key, value in params.items():
         value = float(value)

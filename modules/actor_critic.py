@@ -27,9 +27,7 @@ class ActorCritic(nn.Module):
         (torch.Size([5, 1]), torch.Size([5]))
     """
 
-    def __init__(
-        self, obs_dim: int, latent_dim: int, act_dim: int, hidden_dim: int = 64, init_log_std: float = -0.5
-    ):
+    def __init__(self, obs_dim: int, latent_dim: int, act_dim: int, hidden_dim: int = 64, init_log_std: float = -0.5):
         super().__init__()
         in_dim = obs_dim + latent_dim
         self.input_normalizer = Normalizer(in_dim)

@@ -48,9 +48,7 @@ class MinibatchIndexStream(IterableDataset):
 
     def __iter__(self):
         for _ in range(self.ppo_epochs):
-            yield from torch.randperm(self.num_samples, generator=self.generator).tensor_split(
-                self.num_minibatches
-            )
+            yield from torch.randperm(self.num_samples, generator=self.generator).tensor_split(self.num_minibatches)
 
 
 class APSModule(pl.LightningModule):
@@ -102,14 +100,19 @@ class APSModule(pl.LightningModule):
         self.family = make_family(env)
         self.source: ImaginationSource | None = None
         if dynamics_checkpoint is not None:
-            self.source = self._source_from_checkpoint(dynamics_checkpoint, env)
-            latent_dim = self.source.model.hparams.latent_dim
+            latent_dim = self._checkpoint(dynamics_checkpoint, env)["hyper_parameters"]["latent_dim"]
         self.save_hyperparameters()
         self.policy = ActorCritic(self.family.obs_dim, latent_dim, self.family.act_dim, hidden_dim)
         self.iterations = 0
         self.rollouts: ImaginedRollouts | None = None
         self._optimizer: torch.optim.Optimizer | None = None
         self._batch: dict[str, torch.Tensor] = {}
+
+    def setup(self, stage: str) -> None:
+        # built here, not in __init__: a LightningModule constructed while LightningCLI
+        # instantiates this one would inherit this one's hyperparameters (Lightning 2.6)
+        if self.source is None and self.hparams.dynamics_checkpoint is not None:
+            self.source = self._source_from_checkpoint(self.hparams.dynamics_checkpoint, self.hparams.env)
 
     def on_fit_start(self) -> None:
         if self.source is not None:
@@ -119,9 +122,7 @@ class APSModule(pl.LightningModule):
     def imagine_batch(self) -> ImaginedRollouts:
         """Imagined rollouts of this rank's tasks with the current policy (see the class docstring)."""
         if self.source is None:
-            raise RuntimeError(
-                "APSModule has nothing to imagine from: set `source` or give dynamics_checkpoint"
-            )
+            raise RuntimeError("APSModule has nothing to imagine from: set `source` or give dynamics_checkpoint")
         hp, src = self.hparams, self.source
         device = self.device
         rank = self.trainer.global_rank if self._trainer is not None else 0
@@ -139,9 +140,7 @@ class APSModule(pl.LightningModule):
             latent = q.mean + q.stddev * torch.randn(q.mean.shape, generator=g).to(device)
         start = start.to(device)
         self.policy.input_normalizer.update(torch.cat([start, latent], dim=-1))
-        noise = torch.Generator(device=device).manual_seed(
-            derive_seed(IMAGINATION, hp.seed, self.iterations, rank, 1)
-        )
+        noise = torch.Generator(device=device).manual_seed(derive_seed(IMAGINATION, hp.seed, self.iterations, rank, 1))
         params = src.params[tasks].to(device)
         return imagine(model, self.policy, self.family, start, encoding, latent, params, hp.horizon, noise)
 
@@ -162,9 +161,7 @@ class APSModule(pl.LightningModule):
         self.iterations += 1
         n = r.reward.shape[1]
         self.log("policy/imagined_return", r.returns.mean(), batch_size=n, sync_dist=True)
-        self.log(
-            "policy/imagined_reward_per_step", r.reward.sum() / r.alive.sum(), batch_size=n, sync_dist=True
-        )
+        self.log("policy/imagined_reward_per_step", r.reward.sum() / r.alive.sum(), batch_size=n, sync_dist=True)
 
     # ---- PPO ------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
@@ -219,13 +216,21 @@ class APSModule(pl.LightningModule):
 
     # ---- standalone use on a frozen model checkpoint -------------------------------------
     @staticmethod
-    def _source_from_checkpoint(path: str, env: str) -> ImaginationSource:
+    def _checkpoint(path: str, env: str) -> dict[str, Any]:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        saved_env = ckpt.get("hyper_parameters", {}).get("env")
+        if saved_env != env or "TransitionDataModule" not in ckpt:
+            raise ValueError(
+                f"dynamics checkpoint {path!r} is for env {saved_env!r}, not {env!r}, or holds no "
+                "TransitionDataModule state; expected a checkpoint of the model-only or Dyna job of this env"
+            )
+        return ckpt
+
+    @classmethod
+    def _source_from_checkpoint(cls, path: str, env: str) -> ImaginationSource:
         from datamodules.transition_datamodule import TransitionDataModule
 
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        saved_env = ckpt["hyper_parameters"]["env"]
-        if saved_env != env:
-            raise ValueError(f"dynamics checkpoint {path!r} is for env {saved_env!r}, not {env!r}")
+        ckpt = cls._checkpoint(path, env)
         init_args = lambda key: {k: v for k, v in ckpt[key].items() if not k.startswith("_")}  # noqa: E731
         model = MetaDynamicsModel(**init_args("hyper_parameters"))
         model.load_state_dict(ckpt["state_dict"])

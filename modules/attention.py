@@ -50,9 +50,7 @@ class MaskedAttention(nn.Module):
         v = self.v(value).view(b, n, self.heads, self.head_dim).transpose(1, 2)
         return k, v
 
-    def attend(
-        self, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor
-    ) -> torch.Tensor:
+    def attend(self, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         """Attention of ``query [B, M, Dq]`` over projected ``k, v [B, heads, N, d]``."""
         b, m, _ = query.shape
         q = self.q(query).view(b, m, self.heads, self.head_dim).transpose(1, 2)

@@ -83,9 +83,7 @@ def imagine(
         action = sample_normal(dist, generator)
         applied = action.clamp(-1.0, 1.0)
         x = torch.cat([obs, applied], dim=-1)[:, None]  # one query per trajectory
-        next_obs = sample_normal(
-            model.predict(x, encoding, latent, sample=True, generator=generator), generator
-        )[:, 0]
+        next_obs = sample_normal(model.predict(x, encoding, latent, sample=True, generator=generator), generator)[:, 0]
         if not torch.isfinite(next_obs).all():
             raise FloatingPointError(
                 f"imagined states became NaN/inf at step {t} of {horizon}; the dynamics model is "

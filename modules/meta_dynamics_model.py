@@ -105,9 +105,7 @@ class MetaDynamicsModel(pl.LightningModule):
             )
         if mask is None:
             mask = torch.ones(context_x.shape[:2], dtype=torch.bool, device=context_x.device)
-        return self.net.encode(
-            self.x_normalizer.normalize(context_x), self.y_normalizer.normalize(context_y), mask
-        )
+        return self.net.encode(self.x_normalizer.normalize(context_x), self.y_normalizer.normalize(context_y), mask)
 
     def predict(
         self,
@@ -259,9 +257,7 @@ class MetaDynamicsModel(pl.LightningModule):
         self.y_normalizer.fit(y.to(self.device))
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("hyper_parameters", {})

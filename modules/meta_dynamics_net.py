@@ -146,9 +146,7 @@ class MetaDynamicsNet(nn.Module):
         q_zt = Normal(z_c + delta_mean, F.softplus(raw_std) + MIN_STD)
         return (sample_normal(q_zt, generator) if sample else q_zt.mean), q_zt, v
 
-    def decode(
-        self, x: torch.Tensor, z: torch.Tensor, v: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(self, x: torch.Tensor, z: torch.Tensor, v: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and soft-clamped log-variance of ``p(y | x, z[, v])``, each ``[B, M, Y]``."""
         parts = [x, z] + ([v] if self.variant == "mlsm_v1" else [])
         mean, logvar = self.decoder(torch.cat(parts, dim=-1)).chunk(2, dim=-1)

@@ -33,16 +33,12 @@ class Normalizer(nn.Module):
     def fit(self, data: torch.Tensor) -> None:
         """Set the statistics from ``data [N, D]`` (all rows, float64 accumulation)."""
         if data.ndim != 2 or data.shape[1] != self.mean.numel():
-            raise ValueError(
-                f"Normalizer.fit: data of shape {tuple(data.shape)}; expected [N, {self.mean.numel()}]"
-            )
+            raise ValueError(f"Normalizer.fit: data of shape {tuple(data.shape)}; expected [N, {self.mean.numel()}]")
         if not torch.isfinite(data).all():
             raise ValueError("Normalizer.fit: data contains NaN or inf")
         d = data.double()
         self.mean.copy_(d.mean(0))
-        self.std.copy_(
-            d.std(0, correction=0).clamp_min(self.eps) if len(d) > 1 else torch.ones_like(self.std)
-        )
+        self.std.copy_(d.std(0, correction=0).clamp_min(self.eps) if len(d) > 1 else torch.ones_like(self.std))
         self.count.fill_(len(d))
 
     @torch.no_grad()

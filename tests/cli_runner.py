@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +12,19 @@ NOISE = ("Tip:", "FutureWarning", "LeafSpec", "does not have many workers", "Tra
 
 
 def run_cli(cwd: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python train.py *args`` in ``cwd``; with ``check`` it must succeed without noise."""
+    """``python train.py *args`` in ``cwd``; with ``check`` it must succeed without noise.
+
+    ``tests/`` is on the child's ``PYTHONPATH`` so configs can name test-only callbacks.
+    """
+    paths = [str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
     output = proc.stdout + proc.stderr
     if check:

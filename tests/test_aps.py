@@ -30,9 +30,7 @@ def tiny_source(env: str = "acrobot", tasks: int = 3) -> ImaginationSource:
     x, y = buf.all_xy()
     model.x_normalizer.fit(x)
     model.y_normalizer.fit(y)
-    return ImaginationSource(
-        model, buf, torch.arange(tasks), fam.params_tensor(fam.train_tasks(tasks, seed=0))
-    )
+    return ImaginationSource(model, buf, torch.arange(tasks), fam.params_tensor(fam.train_tasks(tasks, seed=0)))
 
 
 def test_imagined_rollouts_have_the_documented_shapes_and_exact_rewards():

@@ -117,3 +117,43 @@ def test_resume_after_iteration_1_equals_the_uninterrupted_run(fitted, tmp_path)
         assert torch.equal(resumed["callbacks"]["DynaLoop"]["aps"][key], value), key
     for key, value in straight["TransitionDataModule"]["buffer"].items():
         assert torch.equal(resumed["TransitionDataModule"]["buffer"][key], value), key
+
+
+def test_a_run_killed_mid_iteration_resumes_from_its_last_checkpoint(tmp_path):
+    kill = '{"class_path": "kill_switch.KillAtStep", "init_args": {"step": 4}}'  # in iteration 2's model epoch
+    proc = run_cli(
+        tmp_path, "fit", "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY,
+        "--trainer.max_epochs", "3", f"--trainer.callbacks+={kill}", check=False,
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    last = tmp_path / LOG / "checkpoints/last.ckpt"
+    assert torch.load(last, weights_only=False)["callbacks"]["DynaLoop"]["iteration"] == 1
+    fit(tmp_path, "--trainer.max_epochs", "3", "--ckpt_path", str(last))
+    done = torch.load(last, weights_only=False)
+    assert done["callbacks"]["DynaLoop"]["iteration"] == 3
+    assert done["TransitionDataModule"]["buffer"]["size"].tolist() == [40 + 3 * 200] * 3
+
+
+def test_policy_alone_on_a_frozen_dynamics_checkpoint(fitted, tmp_path):
+    ckpt = str(fitted / LOG / "checkpoints/last.ckpt")
+    small = ["--model.hidden_dim", "8", "--model.horizon", "3", "--model.rollouts_per_task", "4",
+             "--model.context_size", "8", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
+             "--trainer.logger.init_args.version", "fixed"]  # fmt: skip
+    run_cli(
+        tmp_path, "fit", "--config", str(ROOT / "conf/policy/acrobot.yaml"), "--model.dynamics_checkpoint", ckpt, *small
+    )
+    log_dir = tmp_path / "runs/policy/acrobot/fixed"
+    values = scalars(log_dir)
+    for tag in ("policy/loss", "policy/entropy", "policy/imagined_return"):
+        assert tag in values and all(math.isfinite(v) for v in values[tag]), tag
+    saved = torch.load(log_dir / "checkpoints/last.ckpt", weights_only=False)
+    assert any(k.startswith("policy.actor") for k in saved["state_dict"])
+    assert not any(k.startswith("net.") for k in saved["state_dict"]), (
+        "the dynamics model must not be saved as part of APS"
+    )
+    assert saved["optimizer_states"][0]["state"]
+    wrong = run_cli(
+        tmp_path, "fit", "--config", str(ROOT / "conf/policy/acrobot.yaml"), "--model.dynamics_checkpoint", ckpt,
+        "--model.env", "cartpole_swingup", *small, check=False,
+    )  # fmt: skip
+    assert wrong.returncode != 0 and "is for env 'acrobot', not 'cartpole_swingup'" in wrong.stderr

@@ -90,8 +90,7 @@ def test_elbo_terms_finite_kl_nonnegative_and_gradients_reach_every_parameter(va
 
 def test_variants_are_one_family_with_the_expected_parts():
     names = {
-        v: {n.split(".")[1] for n, _ in tiny_model(v).named_parameters() if n.startswith("net.")}
-        for v in VARIANTS
+        v: {n.split(".")[1] for n, _ in tiny_model(v).named_parameters() if n.startswith("net.")} for v in VARIANTS
     }
     assert "blocks" in names["gssm"] and "target_latent_head" in names["gssm"]
     assert "blocks" not in names["mlsm_v0"] and "cross" not in names["mlsm_v0"]

@@ -77,9 +77,7 @@ def test_rerun_into_the_same_directory_and_test_from_the_checkpoint(fitted):
 def test_ablation_variant_trains_from_the_same_command(tmp_path):
     run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/model/cartpole_swingup.yaml"), *TINY,
             "--model.variant", "mlsm_v1", "--trainer.max_epochs", "1")  # fmt: skip
-    ckpt = torch.load(
-        tmp_path / "runs/model/cartpole_swingup/fixed/checkpoints/last.ckpt", weights_only=False
-    )
+    ckpt = torch.load(tmp_path / "runs/model/cartpole_swingup/fixed/checkpoints/last.ckpt", weights_only=False)
     assert ckpt["hyper_parameters"]["variant"] == "mlsm_v1"
     assert ckpt["hyper_parameters"]["env"] == "cartpole_swingup"
 
