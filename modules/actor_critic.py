@@ -16,7 +16,10 @@ class ActorCritic(nn.Module):
 
     Actions are sampled unbounded and clipped to ``[-1, 1]`` by the caller when applied (the
     log-probability is that of the unclipped sample, as in CleanRL's continuous PPO). The input
-    ``[s, z_c]`` is standardised by a running :class:`Normalizer` saved with the policy.
+    ``[s, z_c]`` is standardised by a running :class:`Normalizer` saved with the policy; the critic
+    predicts standardised returns (a second running normaliser, updated by the learner), so the
+    value loss has unit scale whatever the reward scale and does not swamp the actor's gradient
+    under global gradient clipping. ``forward`` returns values in raw return units.
 
     Shapes: ``obs [..., O]``, ``latent [..., Z]`` → actions ``[..., A]``, values ``[...]``.
 
@@ -31,6 +34,7 @@ class ActorCritic(nn.Module):
         super().__init__()
         in_dim = obs_dim + latent_dim
         self.input_normalizer = Normalizer(in_dim)
+        self.value_normalizer = Normalizer(1)
         self.actor = mlp(in_dim, hidden_dim, act_dim, layers=2)
         self.critic = mlp(in_dim, hidden_dim, 1, layers=2)
         self.log_std = nn.Parameter(torch.full((act_dim,), init_log_std))
@@ -44,7 +48,8 @@ class ActorCritic(nn.Module):
         """Action distribution and value of ``[obs, latent]``."""
         h = self.features(obs, latent)
         mean = self.actor(h)
-        return Normal(mean, self.log_std.exp().expand_as(mean)), self.critic(h).squeeze(-1)
+        value = self.value_normalizer.denormalize(self.critic(h)).squeeze(-1)
+        return Normal(mean, self.log_std.exp().expand_as(mean)), value
 
     @torch.no_grad()
     def act(

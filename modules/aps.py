@@ -92,7 +92,7 @@ class APSModule(pl.LightningModule):
         gae_lambda: float = 0.95,
         entropy_coef: float = 0.0,
         value_coef: float = 0.5,
-        lr: float = 3e-4,
+        lr: float = 1e-3,
         seed: int = 0,
         dynamics_checkpoint: str | None = None,
     ):
@@ -148,6 +148,7 @@ class APSModule(pl.LightningModule):
         hp = self.hparams
         self.rollouts = r = self.imagine_batch()
         adv, ret = generalized_advantages(r.reward, r.value, r.terminated, hp.gamma, hp.gae_lambda)
+        self.policy.value_normalizer.update(ret[r.alive > 0].reshape(-1, 1))
         h, b = r.reward.shape
         self._batch = {
             "obs": r.obs.reshape(h * b, -1),
@@ -185,7 +186,7 @@ class APSModule(pl.LightningModule):
         log_prob = dist.log_prob(mb["action"]).sum(-1)
         ratio = (log_prob - mb["log_prob"]).exp()
         pg = -torch.min(ratio * adv, ratio.clamp(1 - hp.clip_ratio, 1 + hp.clip_ratio) * adv)
-        v_loss = 0.5 * (value - mb["return"]) ** 2
+        v_loss = 0.5 * ((value - mb["return"]) / self.policy.value_normalizer.std) ** 2  # standardised units
         entropy = dist.entropy().sum(-1)
         wmean = lambda t: (t * w).sum() / wsum  # noqa: E731
         loss = wmean(pg) + hp.value_coef * wmean(v_loss) - hp.entropy_coef * wmean(entropy)
