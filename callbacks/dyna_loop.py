@@ -35,7 +35,8 @@ class DynaLoop(pl.Callback):
     c. **meta-test** every ``eval_every`` iterations and after the last one, on rank 0 only:
        :func:`callbacks.meta_test.run_meta_test` on the family's test tasks, ``metatest.json`` and
        ``metatest.md`` in the log directory, ``metatest/...`` scalars, the table as TensorBoard
-       text and an image strip of one episode of the first extrapolation task.
+       text and an image strip of one episode of the first extrapolation task (for MuJoCo families
+       only with an offscreen OpenGL backend, ``MUJOCO_GL=egl`` or ``osmesa``).
 
     Iteration 0 is the datamodule's random-action data. ``train.py test --ckpt_path`` runs the
     meta-test of the checkpoint's policy (``on_test_epoch_end``). The callback's state (iteration,
@@ -49,7 +50,7 @@ class DynaLoop(pl.Callback):
         max_grad_norm: gradient clipping of the policy updates.
         context_size: transitions in the context that ``z_c`` is inferred from when collecting.
         metatest_context: online context transitions per test task; metatest_episodes: evaluation
-            episodes per test task.
+            episodes per test task; metatest_tasks: names of the test tasks to meta-test (None: all).
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class DynaLoop(pl.Callback):
         eval_every: int = 5,
         metatest_context: int = 50,
         metatest_episodes: int = 50,
+        metatest_tasks: list[str] | None = None,
         seed: int = 0,
     ):
         self.policy_kwargs = dict(policy or {})
@@ -72,6 +74,7 @@ class DynaLoop(pl.Callback):
             metatest_context,
             metatest_episodes,
         )
+        self.metatest_tasks = metatest_tasks
         self.seed = seed
         self.iteration = 0
         self.real_transitions = 0
@@ -86,6 +89,7 @@ class DynaLoop(pl.Callback):
         if self.aps is None:
             kwargs = {"seed": self.seed, **self.policy_kwargs}
             self.aps = APSModule(env=pl_module.hparams.env, latent_dim=pl_module.hparams.latent_dim, **kwargs)
+        self.metatest_task_list(trainer.datamodule)  # unknown task names fail now, not after an iteration
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -217,9 +221,10 @@ class DynaLoop(pl.Callback):
         was_training = gssm.training
         gssm.eval()
         policy = self.aps.policy.to(gssm.device)
+        tasks = self.metatest_task_list(dm)
         try:
             results, latent = run_meta_test(
-                dm.family, dm.test_tasks, gssm, policy, self.metatest_context, self.metatest_episodes,
+                dm.family, tasks, gssm, policy, self.metatest_context, self.metatest_episodes,
                 seed=derive_seed(METATEST, self.seed, self.iteration),
                 progress=trainer.progress_bar_callback is not None,
             )  # fmt: skip
@@ -244,9 +249,20 @@ class DynaLoop(pl.Callback):
         if tb is not None:
             step = trainer.global_step
             tb.experiment.add_text("metatest/table", markdown, step)
-            index = next((i for i, t in enumerate(dm.test_tasks) if t.split == "extrapolation"), 0)
-            strip = rollout_strip(dm.family, dm.test_tasks[index], policy, latent[index])
-            tb.experiment.add_image(f"metatest/rollout/{dm.test_tasks[index].name}", strip, step, dataformats="HWC")
+            if dm.family.renders_offscreen:  # MuJoCo families: only with MUJOCO_GL=egl or osmesa
+                index = next((i for i, t in enumerate(tasks) if t.split == "extrapolation"), 0)
+                strip = rollout_strip(dm.family, tasks[index], policy, latent[index])
+                tb.experiment.add_image(f"metatest/rollout/{tasks[index].name}", strip, step, dataformats="HWC")
+
+    def metatest_task_list(self, dm: TransitionDataModule) -> list:
+        """The family's test tasks, or those named in ``metatest_tasks``."""
+        if self.metatest_tasks is None:
+            return dm.test_tasks
+        known = {t.name: t for t in dm.test_tasks}
+        unknown = [n for n in self.metatest_tasks if n not in known]
+        if unknown:
+            raise ValueError(f"unknown metatest_tasks {unknown} for {dm.family.name}; test tasks are {sorted(known)}")
+        return [known[n] for n in self.metatest_tasks]
 
     def on_test_epoch_end(self, trainer: pl.Trainer, gssm: MetaDynamicsModel) -> None:
         self.meta_test(trainer, gssm, trainer.datamodule)

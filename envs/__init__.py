@@ -14,11 +14,12 @@ import gymnasium as gym
 from envs.acrobot import AcrobotEnv, AcrobotFamily
 from envs.cartpole_swingup import CartPoleSwingUpEnv, CartPoleSwingUpFamily
 from envs.family import TaskFamily
+from envs.half_cheetah import HalfCheetahFamily, HalfCheetahTaskEnv
+from envs.slim_humanoid import SlimHumanoidFamily, SlimHumanoidTaskEnv
 from envs.task import Task
 
 FAMILIES: dict[str, type[TaskFamily]] = {
-    AcrobotFamily.name: AcrobotFamily,
-    CartPoleSwingUpFamily.name: CartPoleSwingUpFamily,
+    family.name: family for family in (AcrobotFamily, CartPoleSwingUpFamily, HalfCheetahFamily, SlimHumanoidFamily)
 }
 
 for _family in FAMILIES.values():
@@ -43,6 +44,10 @@ __all__ = [
     "AcrobotFamily",
     "CartPoleSwingUpEnv",
     "CartPoleSwingUpFamily",
+    "HalfCheetahFamily",
+    "HalfCheetahTaskEnv",
+    "SlimHumanoidFamily",
+    "SlimHumanoidTaskEnv",
     "Task",
     "TaskFamily",
     "make_family",

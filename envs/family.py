@@ -43,6 +43,11 @@ class TaskFamily(ABC):
     act_dim: ClassVar[int]
     episode_length: ClassVar[int]
 
+    @property
+    def renders_offscreen(self) -> bool:
+        """Can ``render_mode="rgb_array"`` run here without a display (for image strips)?"""
+        return True
+
     # ---- tasks ---------------------------------------------------------------------------
     def make_task(self, name: str, split: str, **params: float) -> Task:
         """A validated :class:`Task`; parameters not given take their defaults."""

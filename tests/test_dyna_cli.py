@@ -157,3 +157,17 @@ def test_policy_alone_on_a_frozen_dynamics_checkpoint(fitted, tmp_path):
         "--model.env", "cartpole_swingup", *small, check=False,
     )  # fmt: skip
     assert wrong.returncode != 0 and "is for env 'acrobot', not 'cartpole_swingup'" in wrong.stderr
+
+
+@pytest.mark.parametrize("env", ["half_cheetah", "slim_humanoid"])
+def test_mujoco_smoke_config_runs_one_full_dyna_iteration(env, tmp_path):
+    run_cli(tmp_path, "fit", "--config", str(ROOT / f"conf/smoke/{env}.yaml"), "--trainer.enable_progress_bar", "false")
+    log_dir = next((tmp_path / "runs/smoke" / env).glob("version_*"))
+    values = scalars(log_dir)
+    assert values["dyna/iteration"] == [1.0]
+    for tag in ("model/train/nll", "policy/loss", "real/reward_per_step", "time/collect", "metatest/return_mean"):
+        assert tag in values and all(math.isfinite(v) for v in values[tag]), tag
+    report = json.loads((log_dir / "metatest.json").read_text())
+    tasks = {(r["task"], r["split"]) for r in report["tasks"]}  # the two smoke test tasks, one per split
+    assert len(tasks) == 2 and {split for _, split in tasks} == {"interpolation", "extrapolation"}
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()

@@ -16,7 +16,7 @@ import envs
 from envs import AcrobotEnv, CartPoleSwingUpEnv
 from envs.cartpole_swingup import SUBSTEPS
 
-FAMILY_NAMES = sorted(envs.FAMILIES)
+FAMILY_NAMES = ["acrobot", "cartpole_swingup"]  # the MuJoCo families: test_mujoco_envs.py
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
