@@ -68,6 +68,7 @@ class APSModule(pl.LightningModule):
 
     Args:
         env: task family; latent_dim: size of ``z_c`` (the dynamics model's).
+        init_log_std: initial log standard deviation of the actor's Gaussian.
         dynamics_checkpoint: standalone use: a model-only (or Dyna) checkpoint whose dynamics
             model and buffers are loaded and frozen.
 
@@ -82,6 +83,7 @@ class APSModule(pl.LightningModule):
         env: str = "acrobot",
         latent_dim: int = 8,
         hidden_dim: int = 64,
+        init_log_std: float = -0.5,
         horizon: int = 20,
         rollouts_per_task: int = 64,
         context_size: int = 50,
@@ -102,7 +104,7 @@ class APSModule(pl.LightningModule):
         if dynamics_checkpoint is not None:
             latent_dim = self._checkpoint(dynamics_checkpoint, env)["hyper_parameters"]["latent_dim"]
         self.save_hyperparameters()
-        self.policy = ActorCritic(self.family.obs_dim, latent_dim, self.family.act_dim, hidden_dim)
+        self.policy = ActorCritic(self.family.obs_dim, latent_dim, self.family.act_dim, hidden_dim, init_log_std)
         self.iterations = 0
         self.rollouts: ImaginedRollouts | None = None
         self._optimizer: torch.optim.Optimizer | None = None
