@@ -32,8 +32,8 @@ class DynaLoop(pl.Callback):
        policy, ``z_c`` posterior-sampled once per task from ``q(z_c | random context of its
        buffer)``; each rank collects its shard of tasks and the shards are all-gathered, so every
        rank holds identical buffers and every task is collected exactly once per iteration;
-    c. **meta-test** every ``eval_every`` iterations and after the last one, on rank 0 only:
-       :func:`callbacks.meta_test.run_meta_test` on the family's test tasks, ``metatest.json`` and
+    c. **meta-test** every ``eval_every`` iterations and after the last one, the test tasks sharded
+       across ranks and gathered on rank 0: :func:`callbacks.meta_test.run_meta_test`, ``metatest.json`` and
        ``metatest.md`` in the log directory, ``metatest/...`` scalars, the table as TensorBoard
        text and an image strip of one episode of the first extrapolation task (for MuJoCo families
        only with an offscreen OpenGL backend, ``MUJOCO_GL=egl`` or ``osmesa``).
@@ -215,44 +215,55 @@ class DynaLoop(pl.Callback):
 
     # ---- meta-test --------------------------------------------------------------------------
     def meta_test(self, trainer: pl.Trainer, gssm: MetaDynamicsModel, dm: TransitionDataModule) -> None:
-        """Rank 0: run the protocol on every test task, write reports, log scalars, text and images."""
+        """Every rank meta-tests its shard of the test tasks (``r, r + W, ...``); rank 0 gathers the
+        results, writes the reports and logs scalars, the table and an image strip."""
+        tasks = self.metatest_task_list(dm)
+        rank, world = trainer.global_rank, trainer.world_size
+        mine = tasks[rank::world]
+        policy = self.aps.policy.to(gssm.device)
+        results, latent = [], None
+        if mine:
+            was_training = gssm.training
+            gssm.eval()
+            try:
+                results, latent = run_meta_test(
+                    dm.family, mine, gssm, policy, self.metatest_context, self.metatest_episodes,
+                    seed=derive_seed(METATEST, self.seed, self.iteration, rank),
+                    progress=trainer.is_global_zero and trainer.progress_bar_callback is not None,
+                )  # fmt: skip
+            finally:
+                gssm.train(was_training)
+        if world > 1:
+            gathered: list[list] = [[] for _ in range(world)]
+            torch.distributed.all_gather_object(gathered, results)
+            results = [r for part in gathered for r in part]
         if not trainer.is_global_zero:
             return
-        was_training = gssm.training
-        gssm.eval()
-        policy = self.aps.policy.to(gssm.device)
-        tasks = self.metatest_task_list(dm)
-        try:
-            results, latent = run_meta_test(
-                dm.family, tasks, gssm, policy, self.metatest_context, self.metatest_episodes,
-                seed=derive_seed(METATEST, self.seed, self.iteration),
-                progress=trainer.progress_bar_callback is not None,
-            )  # fmt: skip
-        finally:
-            gssm.train(was_training)
+        position = {t.name: i for i, t in enumerate(tasks)}
+        results.sort(key=lambda r: (r.method != "gssm_aps", position[r.task]))
         header = (
             f"{dm.family.name}, Dyna iteration {self.iteration}, {self.real_transitions} real training "
             f"transitions, {self.metatest_context} context steps, {self.metatest_episodes} episodes per task"
         )
-        log_dir = trainer.log_dir or trainer.default_root_dir
-        markdown = write_reports(results, log_dir, header)
+        markdown = write_reports(results, trainer.log_dir or trainer.default_root_dir, header)
         summary = split_means(results)["gssm_aps"]
         ours = [r for r in results if r.method == "gssm_aps"]
         log = dict(rank_zero_only=True)
         gssm.log("metatest/return_mean", float(np.mean([r.return_mean for r in ours])), **log)
         gssm.log("metatest/return_std", float(np.mean([r.return_std for r in ours])), **log)
         for split in ("interpolation", "extrapolation"):
-            gssm.log(f"metatest/{split}/reward_per_step", summary[split], **log)
+            if summary[split] is not None:
+                gssm.log(f"metatest/{split}/reward_per_step", summary[split], **log)
         for r in ours:
             gssm.log(f"metatest/task/{r.task}", r.return_mean, **log)
         tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         if tb is not None:
             step = trainer.global_step
             tb.experiment.add_text("metatest/table", markdown, step)
-            if dm.family.renders_offscreen:  # MuJoCo families: only with MUJOCO_GL=egl or osmesa
-                index = next((i for i, t in enumerate(tasks) if t.split == "extrapolation"), 0)
-                strip = rollout_strip(dm.family, tasks[index], policy, latent[index])
-                tb.experiment.add_image(f"metatest/rollout/{tasks[index].name}", strip, step, dataformats="HWC")
+            if mine and dm.family.renders_offscreen:  # MuJoCo families: only with MUJOCO_GL=egl or osmesa
+                index = next((i for i, t in enumerate(mine) if t.split == "extrapolation"), 0)
+                strip = rollout_strip(dm.family, mine[index], policy, latent[index])
+                tb.experiment.add_image(f"metatest/rollout/{mine[index].name}", strip, step, dataformats="HWC")
 
     def metatest_task_list(self, dm: TransitionDataModule) -> list:
         """The family's test tasks, or those named in ``metatest_tasks``."""

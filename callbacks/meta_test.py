@@ -147,15 +147,16 @@ def run_meta_test(
     return results, latent
 
 
-def split_means(results: list[TaskResult]) -> dict[str, dict[str, float]]:
-    """``{method: {"interpolation": r, "extrapolation": r, "all": r}}`` mean per-step reward."""
-    out: dict[str, dict[str, float]] = {}
+def split_means(results: list[TaskResult]) -> dict[str, dict[str, float | None]]:
+    """``{method: {"interpolation": r, "extrapolation": r, "all": r}}`` mean per-step reward
+    (None for a split without tasks)."""
+    out: dict[str, dict[str, float | None]] = {}
     for method in dict.fromkeys(r.method for r in results):
         rows = [r for r in results if r.method == method]
-        out[method] = {
-            split: float(np.mean([r.reward_per_step for r in rows if split in ("all", r.split)]))
-            for split in ("interpolation", "extrapolation", "all")
-        }
+        out[method] = {}
+        for split in ("interpolation", "extrapolation", "all"):
+            values = [r.reward_per_step for r in rows if split in ("all", r.split)]
+            out[method][split] = float(np.mean(values)) if values else None
     return out
 
 
@@ -181,7 +182,8 @@ def write_reports(results: list[TaskResult], directory: str | Path, header: str)
         )
     lines += ["", "| method | interpolation | extrapolation | all |", "|---|---:|---:|---:|"]
     for method, s in summary.items():
-        lines.append(f"| {method} | {s['interpolation']:.3f} | {s['extrapolation']:.3f} | {s['all']:.3f} |")
+        cells = " | ".join("n/a" if s[k] is None else f"{s[k]:.3f}" for k in ("interpolation", "extrapolation", "all"))
+        lines.append(f"| {method} | {cells} |")
     markdown = "\n".join(lines) + "\n"
     (directory / "metatest.md").write_text(markdown)
     return markdown

@@ -141,16 +141,22 @@ class APSModule(pl.LightningModule):
             q = encoding.q_zc
             latent = q.mean + q.stddev * torch.randn(q.mean.shape, generator=g).to(device)
         start = start.to(device)
-        self.policy.input_normalizer.update(torch.cat([start, latent], dim=-1))
+        self.policy.input_normalizer.update(torch.cat([start, latent], dim=-1), self._sum_over_ranks)
         noise = torch.Generator(device=device).manual_seed(derive_seed(IMAGINATION, hp.seed, self.iterations, rank, 1))
         params = src.params[tasks].to(device)
         return imagine(model, self.policy, self.family, start, encoding, latent, params, hp.horizon, noise)
+
+    def _sum_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
+        """All-reduce sum, so the policy's running normalisers stay identical on every rank."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return t
+        return self.trainer.strategy.reduce(t, reduce_op="sum")
 
     def on_train_epoch_start(self) -> None:
         hp = self.hparams
         self.rollouts = r = self.imagine_batch()
         adv, ret = generalized_advantages(r.reward, r.value, r.terminated, hp.gamma, hp.gae_lambda)
-        self.policy.value_normalizer.update(ret[r.alive > 0].reshape(-1, 1))
+        self.policy.value_normalizer.update(ret[r.alive > 0].reshape(-1, 1), self._sum_over_ranks)
         h, b = r.reward.shape
         self._batch = {
             "obs": r.obs.reshape(h * b, -1),

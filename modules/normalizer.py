@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -42,22 +44,30 @@ class Normalizer(nn.Module):
         self.count.fill_(len(d))
 
     @torch.no_grad()
-    def update(self, data: torch.Tensor) -> None:
-        """Merge ``data [N, D]`` into running statistics (Chan et al.'s parallel update)."""
-        data = data.reshape(-1, self.mean.numel()).double()
-        n_new = len(data)
-        if n_new == 0:
-            return
+    def update(self, data: torch.Tensor, sum_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """Merge ``data [N, D]`` into running statistics (Chan et al.'s parallel update).
+
+        With ``sum_over_ranks`` (e.g. an all-reduce) the moments of every rank's ``data`` are
+        merged, so all ranks keep identical statistics.
+        """
+        d = self.mean.numel()
+        data = data.reshape(-1, d).double()
         if not torch.isfinite(data).all():
             raise ValueError("Normalizer.update: data contains NaN or inf")
+        moments = torch.cat([data.new_tensor([len(data)]), data.sum(0), (data**2).sum(0)])
+        if sum_over_ranks is not None:
+            moments = sum_over_ranks(moments)
+        n_new = int(moments[0])
+        if n_new == 0:
+            return
+        mean_new = moments[1 : 1 + d] / n_new
+        var_new = (moments[1 + d :] / n_new - mean_new**2).clamp_min(0.0)
         n_old = int(self.count)
-        mean_new, var_new = data.mean(0), data.var(0, correction=0)
         total = n_old + n_new
         delta = mean_new - self.mean.double()
-        mean = self.mean.double() + delta * n_new / total
         var_old = self.std.double() ** 2 if n_old > 0 else torch.zeros_like(var_new)
         m2 = var_old * n_old + var_new * n_new + delta**2 * n_old * n_new / total
-        self.mean.copy_(mean)
+        self.mean.copy_(self.mean.double() + delta * n_new / total)
         self.std.copy_((m2 / total).sqrt().clamp_min(self.eps))
         self.count.fill_(total)
 
