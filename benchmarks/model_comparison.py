@@ -49,8 +49,8 @@ def run(env: str, variant: str, seed: int, epochs: int, workdir: str) -> dict[st
     with open(os.path.join(ROOT, f"conf/model/{env}.yaml")) as f:
         conf = yaml.safe_load(f)
     pl.seed_everything(seed, verbose=False)
-    data = TransitionDataModule(**{**conf["data"], "seed": seed})
-    model = MetaDynamicsModel(**{**conf["model"], "env": env, "variant": variant})
+    data = TransitionDataModule(**{**conf["data"]["init_args"], "seed": seed})
+    model = MetaDynamicsModel(**{**conf["model"]["init_args"], "env": env, "variant": variant})
     speed = Throughput()
     trainer = pl.Trainer(
         max_epochs=epochs,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,10 @@ from datamodules.seeding import COLLECT_ENV, COLLECT_LATENT, METATEST, derive_se
 from datamodules.transition_datamodule import TransitionDataModule
 from modules.aps import APSModule, ImaginationSource
 from modules.meta_dynamics_model import MetaDynamicsModel
+
+# What this callback logs is global on purpose: gathered (identical on every rank), already
+# reduced by the APS trainer, or rank 0's meta-test; Lightning's advice to sync it again is moot.
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(policy|real|metatest|time|dyna)/")
 
 
 class DynaLoop(pl.Callback):
@@ -211,7 +217,7 @@ class DynaLoop(pl.Callback):
             progress=trainer.is_global_zero and trainer.progress_bar_callback is not None,
         )
         returns = torch.tensor([r for task in data.episode_returns for r in task])
-        return gather_shards(trainer, data, len(dm.train_tasks)), returns
+        return gather_shards(data, len(dm.train_tasks), trainer.world_size, device=device), returns
 
     # ---- meta-test --------------------------------------------------------------------------
     def meta_test(self, trainer: pl.Trainer, gssm: MetaDynamicsModel, dm: TransitionDataModule) -> None:
@@ -233,6 +239,7 @@ class DynaLoop(pl.Callback):
                 )  # fmt: skip
             finally:
                 gssm.train(was_training)
+        log_dir = trainer.log_dir or trainer.default_root_dir  # a broadcast: every rank must ask
         if world > 1:
             gathered: list[list] = [[] for _ in range(world)]
             torch.distributed.all_gather_object(gathered, results)
@@ -245,7 +252,7 @@ class DynaLoop(pl.Callback):
             f"{dm.family.name}, Dyna iteration {self.iteration}, {self.real_transitions} real training "
             f"transitions, {self.metatest_context} context steps, {self.metatest_episodes} episodes per task"
         )
-        markdown = write_reports(results, trainer.log_dir or trainer.default_root_dir, header)
+        markdown = write_reports(results, log_dir, header)
         summary = split_means(results)["gssm_aps"]
         ours = [r for r in results if r.method == "gssm_aps"]
         log = dict(rank_zero_only=True)
@@ -279,9 +286,21 @@ class DynaLoop(pl.Callback):
         self.meta_test(trainer, gssm, trainer.datamodule)
 
 
-def gather_shards(trainer: pl.Trainer, data: Transitions, num_tasks: int) -> Transitions:
+def all_gather_stacked(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` stacked ``[W, ...]`` (plain ``torch.distributed.all_gather``)."""
+    parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, tensor)
+    return torch.stack(parts)
+
+
+def gather_shards(
+    data: Transitions,
+    num_tasks: int,
+    world: int,
+    all_gather: Callable[[torch.Tensor], torch.Tensor] = all_gather_stacked,
+    device: torch.device | str = "cpu",
+) -> Transitions:
     """All ranks' transitions in task order ``[num_tasks, S, ·]`` (shard ``r`` holds tasks ``r::W``)."""
-    world = trainer.world_size
     if world == 1:
         return data
     width = -(-num_tasks // world)  # ceil: shards are padded to equal size for all_gather
@@ -289,7 +308,7 @@ def gather_shards(trainer: pl.Trainer, data: Transitions, num_tasks: int) -> Tra
     for tensor in (data.obs, data.action, data.reward, data.next_obs, data.done.float()):
         padded = tensor.new_zeros(width, *tensor.shape[1:])
         padded[: len(tensor)] = tensor
-        gathered = trainer.strategy.all_gather(padded.to(trainer.strategy.root_device)).cpu()  # [W, width, ...]
+        gathered = all_gather(padded.to(device)).cpu()  # [W, width, ...]
         out = tensor.new_zeros(num_tasks, *tensor.shape[1:])
         for rank in range(world):
             ids = shard_tasks(num_tasks, rank, world)

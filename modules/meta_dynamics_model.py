@@ -16,6 +16,7 @@ latent means (no sampling), so they are deterministic and comparable across vari
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -28,6 +29,9 @@ from envs import make_family
 from modules.meta_dynamics_net import ContextEncoding, MetaDynamicsNet, Variant
 from modules.normalizer import Normalizer
 from modules.sampling import sample_normal
+
+# Evaluation scores are torchmetrics whose compute() all-reduces: logged values are already global.
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('model/(val|test)")
 
 SPLITS = ("interpolation", "extrapolation")
 SCORES = ("nll", "mse", "kl")

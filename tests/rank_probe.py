@@ -21,6 +21,10 @@ def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
 class RankProbe(pl.Callback):
     def __init__(self, out_dir: str):
         self.out_dir = Path(out_dir)
+        self.streamed_tasks: set[int] = set()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.streamed_tasks |= set(batch["task_index"].tolist())
 
     def on_fit_end(self, trainer, pl_module) -> None:
         loop = next(cb for cb in trainer.callbacks if type(cb).__name__ == "DynaLoop")
@@ -34,7 +38,7 @@ class RankProbe(pl.Callback):
                     "aps": fingerprint(loop.aps.state_dict()),
                     "buffer": fingerprint(buffer.state_dict()),
                     "sizes": buffer.size.tolist(),
-                    "seed_probe": torch.randn(1).item(),
+                    "streamed_tasks": sorted(self.streamed_tasks),
                 }
             )
         )
