@@ -6,6 +6,7 @@ import os
 from typing import ClassVar
 
 import numpy as np
+import torch
 
 from envs.family import TaskFamily
 from envs.scaled_mujoco import ScaledMujocoEnv
@@ -45,6 +46,10 @@ class ScaleGridFamily(TaskFamily):
             )
             for i in sorted(order)
         ]
+
+    def terminated(self, next_obs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """These locomotion tasks never terminate (a fallen humanoid just stops earning its bonus)."""
+        return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
 
     def test_tasks(self) -> list[Task]:
         tasks = [

@@ -13,7 +13,6 @@ interpolation (0.8, 1.2), (0.95, 0.95), (1.1, 0.8), (1.2, 1.1); extrapolation: f
 from __future__ import annotations
 
 import numpy as np
-import torch
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
 from envs.grid_family import ScaleGridFamily
@@ -58,6 +57,3 @@ class HalfCheetahFamily(ScaleGridFamily):
 
     def reward(self, obs, action, next_obs, params):
         return next_obs[..., VX_INDEX] - CTRL_COST * (action**2).sum(-1)
-
-    def terminated(self, next_obs, params):
-        return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)

@@ -15,7 +15,6 @@ interpolation (0.85, 1.2), (0.95, 0.95), (1.1, 0.85), (1.2, 1.1); extrapolation:
 from __future__ import annotations
 
 import numpy as np
-import torch
 from gymnasium import spaces
 from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
 
@@ -77,6 +76,3 @@ class SlimHumanoidFamily(ScaleGridFamily):
         alive = ((z > 1.0) & (z < 2.0)).to(next_obs.dtype)
         ctrl = CTRL_RANGE * action
         return VX_WEIGHT * next_obs[..., VX_INDEX] - CTRL_COST * (ctrl**2).sum(-1) + ALIVE_BONUS * alive
-
-    def terminated(self, next_obs, params):
-        return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
