@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NOISE = ("Tip:", "FutureWarning", "LeafSpec", "does not have many workers", "Traceback")
+NOISE = (
+    "Tip:",
+    "FutureWarning",
+    "LeafSpec",
+    "does not have many workers",
+    "It is recommended",
+    "is deprecated",
+    "Traceback",
+)
 
 
 def run_cli(cwd: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
