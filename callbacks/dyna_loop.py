@@ -19,6 +19,7 @@ from datamodules.seeding import COLLECT_ENV, COLLECT_LATENT, METATEST, derive_se
 from datamodules.transition_datamodule import TransitionDataModule
 from modules.aps import APSModule, ImaginationSource
 from modules.meta_dynamics_model import MetaDynamicsModel
+from modules.sampling import sample_normal
 
 # What this callback logs is global on purpose: gathered (identical on every rank), already
 # reduced by the APS trainer, or rank 0's meta-test; Lightning's advice to sync it again is moot.
@@ -201,8 +202,7 @@ class DynaLoop(pl.Callback):
         device = gssm.device
         g = torch.Generator().manual_seed(derive_seed(COLLECT_LATENT, self.seed, self.iteration, trainer.global_rank))
         cx, cy = dm.buffer.xy(shard, dm.buffer.sample_index(shard, self.context_size, g))
-        q = gssm.infer_context(cx.to(device), cy.to(device)).q_zc
-        latent = q.mean + q.stddev * torch.randn(q.mean.shape, generator=g).to(device)  # posterior sample
+        latent = sample_normal(gssm.infer_context(cx.to(device), cy.to(device)).q_zc, g)  # posterior sample
         policy = self.aps.policy.to(device)
         noise = torch.Generator(device=device).manual_seed(
             derive_seed(COLLECT_LATENT, self.seed, self.iteration, trainer.global_rank, 1)

@@ -15,6 +15,7 @@ from envs import make_family
 from modules.actor_critic import ActorCritic
 from modules.imagination import ImaginedRollouts, generalized_advantages, imagine
 from modules.meta_dynamics_model import MetaDynamicsModel
+from modules.sampling import sample_normal
 
 
 @dataclass
@@ -106,7 +107,6 @@ class APSModule(pl.LightningModule):
         self.save_hyperparameters()
         self.policy = ActorCritic(self.family.obs_dim, latent_dim, self.family.act_dim, hidden_dim, init_log_std)
         self.iterations = 0
-        self.rollouts: ImaginedRollouts | None = None
         self._optimizer: torch.optim.Optimizer | None = None
         self._batch: dict[str, torch.Tensor] = {}
 
@@ -138,8 +138,7 @@ class APSModule(pl.LightningModule):
         model = src.model
         with torch.no_grad():
             encoding = model.infer_context(cx.to(device), cy.to(device), mask.to(device))
-            q = encoding.q_zc
-            latent = q.mean + q.stddev * torch.randn(q.mean.shape, generator=g).to(device)
+            latent = sample_normal(encoding.q_zc, g)  # posterior sampling, one z_c per rollout
         start = start.to(device)
         self.policy.input_normalizer.update(torch.cat([start, latent], dim=-1), self._sum_over_ranks)
         noise = torch.Generator(device=device).manual_seed(derive_seed(IMAGINATION, hp.seed, self.iterations, rank, 1))
@@ -154,7 +153,7 @@ class APSModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         hp = self.hparams
-        self.rollouts = r = self.imagine_batch()
+        r = self.imagine_batch()
         adv, ret = generalized_advantages(r.reward, r.value, r.terminated, hp.gamma, hp.gae_lambda)
         self.policy.value_normalizer.update(ret[r.alive > 0].reshape(-1, 1), self._sum_over_ranks)
         h, b = r.reward.shape

@@ -14,6 +14,9 @@ from torch.distributions import Normal
 def sample_normal(dist: Normal, generator: torch.Generator | None) -> torch.Tensor:
     """``loc + scale · ε``, ``ε ~ N(0, I)`` from ``generator`` (the global one if None); differentiable.
 
+    ``ε`` is drawn on the generator's device and moved to ``loc``'s, so a CPU generator can seed
+    samples of an accelerator-resident distribution.
+
     Example:
         >>> g = torch.Generator().manual_seed(0)
         >>> a = sample_normal(Normal(torch.zeros(3), torch.ones(3)), g)
@@ -21,5 +24,6 @@ def sample_normal(dist: Normal, generator: torch.Generator | None) -> torch.Tens
         >>> torch.equal(a, b)
         True
     """
-    eps = torch.randn(dist.loc.shape, generator=generator, device=dist.loc.device, dtype=dist.loc.dtype)
-    return dist.loc + dist.scale * eps
+    device = generator.device if generator is not None else dist.loc.device
+    eps = torch.randn(dist.loc.shape, generator=generator, device=device, dtype=dist.loc.dtype)
+    return dist.loc + dist.scale * eps.to(dist.loc.device)
