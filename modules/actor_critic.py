@@ -49,7 +49,7 @@ class ActorCritic(nn.Module):
         h = self.features(obs, latent)
         mean = self.actor(h)
         value = self.value_normalizer.denormalize(self.critic(h)).squeeze(-1)
-        return Normal(mean, self.log_std.exp().expand_as(mean)), value
+        return Normal(mean, self.log_std.exp().expand_as(mean), validate_args=False), value
 
     @torch.no_grad()
     def act(

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch.distributions import Normal
 from torch.utils.data import DataLoader, IterableDataset
 
 from datamodules.seeding import IMAGINATION, PPO_MINIBATCHES, derive_seed
@@ -57,8 +58,9 @@ class APSModule(pl.LightningModule):
 
     Each training *epoch* is one PPO iteration (CleanRL order): ``on_train_epoch_start`` draws,
     for each of this rank's training tasks, ``rollouts_per_task`` start states from the real buffer
-    and as many random context subsets (sizes uniform in ``[1, context_size]``), samples
-    ``z_c ~ q(z_c | C)`` per rollout (posterior sampling) and imagines ``horizon`` steps of all
+    and ``context_sets_per_task`` random context subsets (sizes uniform in ``[1, context_size]``),
+    encodes each subset once, samples ``z_c ~ q(z_c | C)`` per rollout (posterior sampling; the
+    rollouts of a task are split evenly over its subsets) and imagines ``horizon`` steps of all
     tasks × rollouts as one batch; ``training_step`` then runs ``ppo_epochs × num_minibatches``
     clipped-PPO updates (paper eq. 11). The running input normaliser of the policy is updated
     from the start states and latents before each imagination, so sampling and updates share it.
@@ -69,6 +71,10 @@ class APSModule(pl.LightningModule):
 
     Args:
         env: task family; latent_dim: size of ``z_c`` (the dynamics model's).
+        context_sets_per_task: context subsets encoded per task and iteration; must divide
+            ``rollouts_per_task``. Encoding a set costs ~16× an imagined step of one rollout at the
+            acrobot sizes, so one set per rollout would dominate imagination; the latent is still
+            sampled per rollout.
         init_log_std: initial log standard deviation of the actor's Gaussian.
         dynamics_checkpoint: standalone use: a model-only (or Dyna) checkpoint whose dynamics
             model and buffers are loaded and frozen.
@@ -88,6 +94,7 @@ class APSModule(pl.LightningModule):
         horizon: int = 20,
         rollouts_per_task: int = 64,
         context_size: int = 50,
+        context_sets_per_task: int = 8,
         ppo_epochs: int = 4,
         num_minibatches: int = 4,
         clip_ratio: float = 0.2,
@@ -100,6 +107,11 @@ class APSModule(pl.LightningModule):
         dynamics_checkpoint: str | None = None,
     ):
         super().__init__()
+        if context_sets_per_task < 1 or rollouts_per_task % context_sets_per_task:
+            raise ValueError(
+                f"context_sets_per_task={context_sets_per_task} must be ≥ 1 and divide "
+                f"rollouts_per_task={rollouts_per_task}"
+            )
         self.family = make_family(env)
         self.source: ImaginationSource | None = None
         if dynamics_checkpoint is not None:
@@ -129,21 +141,25 @@ class APSModule(pl.LightningModule):
         device = self.device
         rank = self.trainer.global_rank if self._trainer is not None else 0
         g = torch.Generator().manual_seed(derive_seed(IMAGINATION, hp.seed, self.iterations, rank))
-        tasks = src.task_ids.repeat_interleave(hp.rollouts_per_task)  # [B]
-        ctx_index = src.buffer.sample_index(tasks, hp.context_size, g)
-        cx, cy = src.buffer.xy(tasks, ctx_index)
-        ctx_size = torch.randint(1, hp.context_size + 1, (len(tasks),), generator=g)
+        per_set = hp.rollouts_per_task // hp.context_sets_per_task
+        sets = src.task_ids.repeat_interleave(hp.context_sets_per_task)  # [E] task of each context set
+        tasks = sets.repeat_interleave(per_set)  # [B] task of each rollout
+        ctx_index = src.buffer.sample_index(sets, hp.context_size, g)
+        cx, cy = src.buffer.xy(sets, ctx_index)
+        ctx_size = torch.randint(1, hp.context_size + 1, (len(sets),), generator=g)
         mask = torch.arange(hp.context_size)[None] < ctx_size[:, None]
         start = src.buffer.obs[tasks, src.buffer.sample_index(tasks, 1, g)[:, 0]]
         model = src.model
         with torch.no_grad():
             encoding = model.infer_context(cx.to(device), cy.to(device), mask.to(device))
-            latent = sample_normal(encoding.q_zc, g)  # posterior sampling, one z_c per rollout
+            q_zc = encoding.q_zc
+            q_zc = Normal(q_zc.loc.repeat_interleave(per_set, 0), q_zc.scale.repeat_interleave(per_set, 0))
+            latent = sample_normal(q_zc, g)  # posterior sampling, one z_c per rollout
         start = start.to(device)
         self.policy.input_normalizer.update(torch.cat([start, latent], dim=-1), self._sum_over_ranks)
         noise = torch.Generator(device=device).manual_seed(derive_seed(IMAGINATION, hp.seed, self.iterations, rank, 1))
         params = src.params[tasks].to(device)
-        return imagine(model, self.policy, self.family, start, encoding, latent, params, hp.horizon, noise)
+        return imagine(model, self.policy, self.family, start, encoding, latent, params, hp.horizon, noise, per_set)
 
     def _sum_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
         """All-reduce sum, so the policy's running normalisers stay identical on every rank."""

@@ -19,6 +19,19 @@ def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> nn.Sequentia
     return nn.Sequential(*mods)
 
 
+def scatter_nodes(nodes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Packed real nodes ``[n, D]`` → dense ``[B, N, D]`` with zeros where ``mask [B, N]`` is False.
+
+    Example:
+        >>> scatter_nodes(torch.tensor([[1.0], [2.0]]), torch.tensor([[True, False], [False, True]]))[..., 0]
+        tensor([[1., 0.],
+                [0., 2.]])
+    """
+    dense = nodes.new_zeros(*mask.shape, nodes.shape[-1])
+    dense[mask] = nodes
+    return dense
+
+
 class MaskedAttention(nn.Module):
     """Multi-head attention ``softmax_j(<q_i, k_j>/√d)`` over the unmasked keys only.
 
@@ -28,9 +41,12 @@ class MaskedAttention(nn.Module):
     Args:
         query_dim, key_dim, value_dim: input feature sizes; ``dim`` is the output size.
 
+    Keys and values arrive *packed* (only the real nodes): the projections skip the padding,
+    which is half of a context batch whose set sizes are uniform in ``[1, N]``.
+
     Shapes:
-        query ``[B, M, Dq]``, key ``[B, N, Dk]``, value ``[B, N, Dv]``, key_mask ``[B, N]``
-        (True = real node) → ``[B, M, dim]``.
+        query ``[B, M, Dq]``, key ``[n, Dk]``, value ``[n, Dv]``, key_mask ``[B, N]`` (True = real
+        node, ``n`` of them) → ``[B, M, dim]``.
     """
 
     def __init__(self, query_dim: int, key_dim: int, value_dim: int, dim: int, heads: int):
@@ -43,18 +59,23 @@ class MaskedAttention(nn.Module):
         self.v = nn.Linear(value_dim, dim)
         self.out = nn.Linear(dim, dim)
 
-    def project_keys(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-head keys and values ``[B, heads, N, d]``; computed once per context and reused."""
-        b, n, _ = key.shape
-        k = self.k(key).view(b, n, self.heads, self.head_dim).transpose(1, 2)
-        v = self.v(value).view(b, n, self.heads, self.head_dim).transpose(1, 2)
-        return k, v
+    def project_keys(
+        self, key: torch.Tensor, value: torch.Tensor, key_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project the real nodes ``key [n, Dk]``, ``value [n, Dv]`` (``n = key_mask.sum()``, in
+        ``key_mask``'s row-major order) into dense per-head transposed keys ``[B, heads, d, N]`` and
+        values ``[B, heads, N, d]``, zero at padding. Contiguous, computed once per context and
+        reused by every :meth:`attend` without a per-call copy."""
+        b, n = key_mask.shape
+        k = scatter_nodes(self.k(key), key_mask).view(b, n, self.heads, self.head_dim)
+        v = scatter_nodes(self.v(value), key_mask).view(b, n, self.heads, self.head_dim)
+        return k.permute(0, 2, 3, 1).contiguous(), v.transpose(1, 2).contiguous()
 
-    def attend(self, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        """Attention of ``query [B, M, Dq]`` over projected ``k, v [B, heads, N, d]``."""
+    def attend(self, query: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """Attention of ``query [B, M, Dq]`` over projected ``k_t [B, heads, d, N]``, ``v [B, heads, N, d]``."""
         b, m, _ = query.shape
         q = self.q(query).view(b, m, self.heads, self.head_dim).transpose(1, 2)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # [B, h, M, N]
+        scores = q @ k_t / math.sqrt(self.head_dim)  # [B, h, M, N]
         mask = key_mask[:, None, None, :]
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         weights = scores.softmax(-1) * mask  # all-masked rows → 0, not NaN
@@ -62,17 +83,19 @@ class MaskedAttention(nn.Module):
         return self.out(out)
 
     def forward(self, query, key, value, key_mask):
-        k, v = self.project_keys(key, value)
-        return self.attend(query, k, v, key_mask)
+        """``query [B, M, Dq]``; ``key [n, Dk]``, ``value [n, Dv]`` the real nodes of ``key_mask``."""
+        k_t, v = self.project_keys(key, value, key_mask)
+        return self.attend(query, k_t, v, key_mask)
 
 
 class MessagePassingBlock(nn.Module):
     """One round of message passing over the fully connected context graph.
 
     ``h ← h + Attn(LN(h)); h ← h + MLP(LN(h))`` (pre-norm residual), with learned
-    attention edge weights. Permutation-equivariant; masked nodes send no messages.
+    attention edge weights. Permutation-equivariant; padding sends and receives no messages.
+    Node states are packed: the per-node layers run on the real nodes only.
 
-    Shapes: ``h [B, N, H]``, ``mask [B, N]`` → ``[B, N, H]``.
+    Shapes: ``nodes [n, H]`` (the real nodes of ``mask [B, N]``, row-major) → ``[n, H]``.
     """
 
     def __init__(self, dim: int, heads: int):
@@ -81,7 +104,7 @@ class MessagePassingBlock(nn.Module):
         self.attn = MaskedAttention(dim, dim, dim, dim, heads)
         self.mlp = mlp(dim, 2 * dim, dim, layers=1)
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(h)
-        h = h + self.attn(x, x, x, mask)
-        return h + self.mlp(self.norm2(h))
+    def forward(self, nodes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(nodes)
+        nodes = nodes + self.attn(scatter_nodes(x, mask), x, x, mask)[mask]
+        return nodes + self.mlp(self.norm2(nodes))

@@ -49,26 +49,33 @@ def imagine(
     params: torch.Tensor,
     horizon: int,
     generator: torch.Generator | None = None,
+    rollouts_per_context: int = 1,
 ) -> ImaginedRollouts:
     """Roll the policy out in the model for ``horizon`` steps, all ``B`` trajectories as one batch.
 
-    Trajectory ``b`` belongs to context set ``b`` of ``encoding`` (one per trajectory, so each
-    can have its own context subset), acts on ``[s, latent[b]]`` and steps with the target
-    latent sampled around ``latent[b]``. Next states are sampled from the model's Gaussian;
-    rewards and terminations are the family's exact batched functions.
+    The ``B = E · M`` trajectories come in ``E`` consecutive groups of ``M = rollouts_per_context``:
+    group ``e`` reads context set ``e`` of ``encoding`` (its ``M`` trajectories are the ``M`` target
+    queries of that set, so the keys/values computed once per set serve every step with no copy).
+    Trajectory ``b`` acts on ``[s, latent[b]]`` and steps with the target latent sampled around
+    ``latent[b]``. Next states are sampled from the model's Gaussian; rewards and terminations are
+    the family's exact batched functions. Each step is a fixed sequence of batched tensor ops.
 
     Args:
         start_obs: ``[B, O]`` real start states; latent: ``[B, Z]`` posterior samples of ``z_c``;
-        params: ``[B, P]`` physics parameters of each trajectory's task (for the reward).
+        encoding: ``E`` encoded context sets; params: ``[B, P]`` physics parameters of each
+        trajectory's task (for the reward).
         generator: source of the action and next-state noise (on the tensors' device).
 
     Raises:
-        FloatingPointError: if the model produces NaN/inf states.
+        FloatingPointError: if the model produced NaN/inf states (checked once, after the rollout).
     """
     b, o = start_obs.shape
+    if b % rollouts_per_context:
+        raise ValueError(f"{b} start states do not split into groups of rollouts_per_context={rollouts_per_context}")
+    groups = b // rollouts_per_context
     zeros = start_obs.new_zeros
     out = ImaginedRollouts(
-        obs=zeros(horizon, b, o),
+        obs=zeros(horizon + 1, b, o),  # the extra row holds the final state until the return
         action=zeros(horizon, b, family.act_dim),
         log_prob=zeros(horizon, b),
         reward=zeros(horizon, b),
@@ -77,26 +84,31 @@ def imagine(
         value=zeros(horizon + 1, b),
         latent=latent,
     )
+    z_c = latent.view(groups, rollouts_per_context, -1)
     obs, alive = start_obs, start_obs.new_ones(b)
+    out.obs[0] = obs
     for t in range(horizon):
-        dist, value = policy(obs, latent)
-        action = sample_normal(dist, generator)
+        dist, out.value[t] = policy(obs, latent)
+        action = out.action[t] = sample_normal(dist, generator)
         applied = action.clamp(-1.0, 1.0)
-        x = torch.cat([obs, applied], dim=-1)[:, None]  # one query per trajectory
-        next_obs = sample_normal(model.predict(x, encoding, latent, sample=True, generator=generator), generator)[:, 0]
-        if not torch.isfinite(next_obs).all():
-            raise FloatingPointError(
-                f"imagined states became NaN/inf at step {t} of {horizon}; the dynamics model is "
-                "unstable here: shorten the policy horizon or train the model longer first"
-            )
-        terminated = family.terminated(next_obs, params) & (alive > 0)
-        out.obs[t], out.action[t], out.value[t], out.alive[t] = obs, action, value, alive
+        x = torch.cat([obs, applied], dim=-1).view(groups, rollouts_per_context, -1)
+        next_dist = model.predict(x, encoding, z_c, sample=True, generator=generator)
+        next_obs = out.obs[t + 1] = sample_normal(next_dist, generator).view(b, o)
+        terminated = out.terminated[t] = family.terminated(next_obs, params) & (alive > 0)
+        out.alive[t] = alive
         out.log_prob[t] = dist.log_prob(action).sum(-1)
         out.reward[t] = family.reward(obs, applied, next_obs, params) * alive
-        out.terminated[t] = terminated
         alive = alive * (~terminated).float()
         obs = next_obs
     out.value[horizon] = policy(obs, latent)[1]
+    finite = torch.isfinite(out.obs).flatten(1).all(1)
+    if not finite.all():
+        step = int((~finite).nonzero()[0]) - 1
+        raise FloatingPointError(
+            f"imagined states became NaN/inf at step {step} of {horizon}; the dynamics model is "
+            "unstable here: shorten the policy horizon or train the model longer first"
+        )
+    out.obs = out.obs[:horizon]
     return out
 
 

@@ -139,7 +139,7 @@ class MetaDynamicsModel(pl.LightningModule):
         z, _, v = self.net.target_latent(encoding, xn, z_c, sample, generator)
         mean, logvar = self.net.decode(xn, z, v)
         std = (0.5 * logvar).exp() * self.y_normalizer.std
-        return Normal(x[..., : self.obs_dim] + self.y_normalizer.denormalize(mean), std)
+        return Normal(x[..., : self.obs_dim] + self.y_normalizer.denormalize(mean), std, validate_args=False)
 
     # ---- objective ------------------------------------------------------------------------
     def loss(

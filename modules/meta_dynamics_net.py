@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal
 
-from modules.attention import MaskedAttention, MessagePassingBlock, mlp
+from modules.attention import MaskedAttention, MessagePassingBlock, mlp, scatter_nodes
 from modules.sampling import sample_normal
 
 Variant = Literal["gssm", "mlsm_v0", "mlsm_v1"]
@@ -37,7 +37,7 @@ MIN_STD = 1e-4
 
 def _gaussian(params: torch.Tensor) -> Normal:
     mean, raw_std = params.chunk(2, dim=-1)
-    return Normal(mean, F.softplus(raw_std) + MIN_STD)
+    return Normal(mean, F.softplus(raw_std) + MIN_STD, validate_args=False)
 
 
 @dataclass
@@ -47,8 +47,8 @@ class ContextEncoding:
     Attributes:
         q_zc: context latent ``q(z_c | C)``, batch shape ``[B, Z]``.
         mask: ``[B, N]``, True for real context points.
-        keys, values: per-head cross-attention keys/values ``[B, heads, N, d]``
-            (None for ``mlsm_v0``).
+        keys, values: per-head cross-attention keys ``[B, heads, d, N]`` (transposed) and
+            values ``[B, heads, N, d]`` (None for ``mlsm_v0``).
     """
 
     q_zc: Normal
@@ -104,14 +104,14 @@ class MetaDynamicsNet(nn.Module):
 
     def encode(self, cx: torch.Tensor, cy: torch.Tensor, mask: torch.Tensor) -> ContextEncoding:
         """Encode a context ``cx [B, N, X]``, ``cy [B, N, Y]``, ``mask [B, N]``."""
-        h = self.embed(torch.cat([cx, cy], dim=-1))
+        nodes = self.embed(torch.cat([cx, cy], dim=-1)[mask])  # [n, H], real nodes only
         for block in self.blocks:
-            h = block(h, mask)
-        w = mask.unsqueeze(-1).to(h.dtype)
-        pooled = (h * w).sum(1) / w.sum(1).clamp_min(1.0)  # empty context → zeros
+            nodes = block(nodes, mask)
+        h = scatter_nodes(nodes, mask)
+        pooled = h.sum(1) / mask.sum(1, keepdim=True).clamp_min(1).to(h.dtype)  # empty context → zeros
         keys = values = None
         if self.has_cross_attention:
-            keys, values = self.cross.project_keys(self.x_embed(cx), h)
+            keys, values = self.cross.project_keys(self.x_embed(cx[mask]), nodes, mask)
         return ContextEncoding(_gaussian(self.context_latent(pooled)), mask, keys, values)
 
     def message(self, enc: ContextEncoding, x: torch.Tensor) -> torch.Tensor | None:
@@ -143,7 +143,7 @@ class MetaDynamicsNet(nn.Module):
             return z_c, None, v
         # residual around z_c: at initialisation z_t copies z_c, and v_t refines it per target
         delta_mean, raw_std = self.target_latent_head(torch.cat([z_c, v, x], dim=-1)).chunk(2, dim=-1)
-        q_zt = Normal(z_c + delta_mean, F.softplus(raw_std) + MIN_STD)
+        q_zt = Normal(z_c + delta_mean, F.softplus(raw_std) + MIN_STD, validate_args=False)
         return (sample_normal(q_zt, generator) if sample else q_zt.mean), q_zt, v
 
     def decode(self, x: torch.Tensor, z: torch.Tensor, v: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

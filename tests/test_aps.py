@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.distributions import Normal
 
@@ -35,20 +36,47 @@ def tiny_source(env: str = "acrobot", tasks: int = 3) -> ImaginationSource:
 
 def test_imagined_rollouts_have_the_documented_shapes_and_exact_rewards():
     src = tiny_source()
-    aps = APSModule("acrobot", latent_dim=3, hidden_dim=16, horizon=7, rollouts_per_task=5, context_size=10)
+    aps = APSModule("acrobot", latent_dim=3, hidden_dim=16, horizon=7, rollouts_per_task=6, context_size=10,
+                     context_sets_per_task=3)
     aps.source = src
     r = aps.imagine_batch()
-    b = 3 * 5
+    b = 3 * 6
     assert r.obs.shape == (7, b, 6) and r.action.shape == (7, b, 1)
     assert r.reward.shape == r.log_prob.shape == r.alive.shape == (7, b)
     assert r.value.shape == (8, b) and r.latent.shape == (b, 3)
     assert torch.isfinite(r.obs).all() and torch.isfinite(r.reward).all()
     # each reward is the family's reward of the model's predicted next state
-    params = src.params.repeat_interleave(5, dim=0)
+    params = src.params.repeat_interleave(6, dim=0)
     expected = aps.family.reward(r.obs[:-1], r.action[:-1].clamp(-1, 1), r.obs[1:], params)
     torch.testing.assert_close(r.reward[:-1], expected)
     # rollouts of one task share its physics but have their own latent sample
     assert not torch.allclose(r.latent[0], r.latent[1])
+
+
+def test_rollouts_grouped_per_context_set_equal_one_set_per_rollout():
+    """Reading E encoded sets with M queries each is the same computation as E·M sets."""
+    src = tiny_source()
+    aps = APSModule("acrobot", latent_dim=3, hidden_dim=16)
+    model, fam = src.model, aps.family
+    with torch.no_grad():  # leave the initialisation, where z_t ignores the context message
+        for w in model.parameters():
+            w.add_(0.3 * torch.randn_like(w))
+    e, m = 3, 4
+    cx, cy = src.buffer.xy(torch.arange(e), src.buffer.sample_index(torch.arange(e), 10, torch.Generator()))
+    mask = torch.arange(10)[None] < torch.tensor([[3], [10], [6]])
+    with torch.no_grad():
+        grouped = model.infer_context(cx, cy, mask)
+    rep = lambda t: t.repeat_interleave(m, 0)  # noqa: E731
+    per_rollout = type(grouped)(Normal(rep(grouped.q_zc.loc), rep(grouped.q_zc.scale)), rep(grouped.mask),
+                                rep(grouped.keys), rep(grouped.values))  # fmt: skip
+    start, latent, params = torch.randn(e * m, 6), torch.randn(e * m, 3), src.params[:1].expand(e * m, -1)
+    run = lambda enc, group: imagine(model, aps.policy, fam, start, enc, latent, params, horizon=5,  # noqa: E731
+                                     generator=torch.Generator().manual_seed(0), rollouts_per_context=group)
+    a, b = run(grouped, m), run(per_rollout, 1)
+    torch.testing.assert_close(a.obs, b.obs)
+    torch.testing.assert_close(a.reward, b.reward)
+    with pytest.raises(ValueError, match="context_sets_per_task=5"):
+        APSModule("acrobot", rollouts_per_task=64, context_sets_per_task=5)
 
 
 class DriftingModel:

@@ -137,6 +137,7 @@ def test_a_run_killed_mid_iteration_resumes_from_its_last_checkpoint(tmp_path):
 def test_policy_alone_on_a_frozen_dynamics_checkpoint(fitted, tmp_path):
     ckpt = str(fitted / LOG / "checkpoints/last.ckpt")
     small = ["--model.hidden_dim", "8", "--model.horizon", "3", "--model.rollouts_per_task", "4",
+             "--model.context_sets_per_task", "2",
              "--model.context_size", "8", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
              "--trainer.logger.init_args.version", "fixed"]  # fmt: skip
     run_cli(
