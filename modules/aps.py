@@ -5,17 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch.distributions import Normal
-from torch.utils.data import DataLoader, IterableDataset
 
-from datamodules.seeding import IMAGINATION, PPO_MINIBATCHES, derive_seed
+from datamodules.seeding import IMAGINATION, derive_seed
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import make_family
 from modules.actor_critic import ActorCritic
-from modules.imagination import ImaginedRollouts, generalized_advantages, imagine
+from modules.imagination import imagine
 from modules.meta_dynamics_model import MetaDynamicsModel
+from modules.ppo import PPOLearner, Rollouts
 from modules.sampling import sample_normal
 
 
@@ -37,23 +36,7 @@ class ImaginationSource:
     params: torch.Tensor
 
 
-class MinibatchIndexStream(IterableDataset):
-    """Per pass: ``ppo_epochs`` shuffles of ``range(num_samples)`` cut into ``num_minibatches``
-    index tensors. The count is the same on every rank whatever its number of samples."""
-
-    def __init__(self, num_samples: int, ppo_epochs: int, num_minibatches: int, seed: int):
-        self.num_samples, self.ppo_epochs, self.num_minibatches = num_samples, ppo_epochs, num_minibatches
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return self.ppo_epochs * self.num_minibatches
-
-    def __iter__(self):
-        for _ in range(self.ppo_epochs):
-            yield from torch.randperm(self.num_samples, generator=self.generator).tensor_split(self.num_minibatches)
-
-
-class APSModule(pl.LightningModule):
+class APSModule(PPOLearner):
     """One policy ``π(a | s, z_c)`` for all tasks, trained by PPO with GAE on imagined rollouts.
 
     Each training *epoch* is one PPO iteration (CleanRL order): ``on_train_epoch_start`` draws,
@@ -62,12 +45,9 @@ class APSModule(pl.LightningModule):
     encodes each subset once, samples ``z_c ~ q(z_c | C)`` per rollout (posterior sampling; the
     rollouts of a task are split evenly over its subsets) and imagines ``horizon`` steps of all
     tasks × rollouts as one batch; ``training_step`` then runs ``ppo_epochs × num_minibatches``
-    clipped-PPO updates (paper eq. 11). The running input normaliser of the policy is updated
-    from the start states and latents before each imagination, so sampling and updates share it.
-
-    The optimizer is created once and reused by every ``Trainer.fit`` (the Dyna loop fits this
-    module again each iteration), so Adam's state carries over; :meth:`optimizer_state_dict`
-    exposes it for checkpoints.
+    clipped-PPO updates (paper eq. 11, :class:`modules.ppo.PPOLearner`). The running input
+    normaliser of the policy is updated from the start states and latents before each imagination,
+    so sampling and updates share it.
 
     Args:
         env: task family; latent_dim: size of ``z_c`` (the dynamics model's).
@@ -118,9 +98,6 @@ class APSModule(pl.LightningModule):
             latent_dim = self._checkpoint(dynamics_checkpoint, env)["hyper_parameters"]["latent_dim"]
         self.save_hyperparameters()
         self.policy = ActorCritic(self.family.obs_dim, latent_dim, self.family.act_dim, hidden_dim, init_log_std)
-        self.iterations = 0
-        self._optimizer: torch.optim.Optimizer | None = None
-        self._batch: dict[str, torch.Tensor] = {}
 
     def setup(self, stage: str) -> None:
         # built here, not in __init__: a LightningModule constructed while LightningCLI
@@ -133,7 +110,7 @@ class APSModule(pl.LightningModule):
             self.source.model.to(self.device).eval()
 
     # ---- imagination ----------------------------------------------------------------------
-    def imagine_batch(self) -> ImaginedRollouts:
+    def imagine_batch(self) -> Rollouts:
         """Imagined rollouts of this rank's tasks with the current policy (see the class docstring)."""
         if self.source is None:
             raise RuntimeError("APSModule has nothing to imagine from: set `source` or give dynamics_checkpoint")
@@ -161,82 +138,16 @@ class APSModule(pl.LightningModule):
         params = src.params[tasks].to(device)
         return imagine(model, self.policy, self.family, start, encoding, latent, params, hp.horizon, noise, per_set)
 
-    def _sum_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
-        """All-reduce sum, so the policy's running normalisers stay identical on every rank."""
-        if self._trainer is None or self.trainer.world_size == 1:
-            return t
-        return self.trainer.strategy.reduce(t, reduce_op="sum")
+    collect_rollouts = imagine_batch
 
-    def on_train_epoch_start(self) -> None:
-        hp = self.hparams
-        r = self.imagine_batch()
-        adv, ret = generalized_advantages(r.reward, r.value, r.terminated, hp.gamma, hp.gae_lambda)
-        self.policy.value_normalizer.update(ret[r.alive > 0].reshape(-1, 1), self._sum_over_ranks)
-        h, b = r.reward.shape
-        self._batch = {
-            "obs": r.obs.reshape(h * b, -1),
-            "latent": r.latent.expand(h, -1, -1).reshape(h * b, -1),
-            "action": r.action.reshape(h * b, -1),
-            "log_prob": r.log_prob.reshape(-1),
-            "advantage": adv.reshape(-1),
-            "return": ret.reshape(-1),
-            "weight": r.alive.reshape(-1),
-        }
-        self.iterations += 1
+    @property
+    def samples_per_iteration(self) -> int:
+        return self.hparams.horizon * len(self.source.task_ids) * self.hparams.rollouts_per_task
+
+    def log_rollouts(self, r: Rollouts) -> None:
         n = r.reward.shape[1]
         self.log("policy/imagined_return", r.returns.mean(), batch_size=n, sync_dist=True)
         self.log("policy/imagined_reward_per_step", r.reward.sum() / r.alive.sum(), batch_size=n, sync_dist=True)
-
-    # ---- PPO ------------------------------------------------------------------------------
-    def train_dataloader(self) -> DataLoader:
-        hp, src = self.hparams, self.source
-        num_samples = hp.horizon * len(src.task_ids) * hp.rollouts_per_task
-        rank = self.trainer.global_rank if self._trainer is not None else 0
-        seed = derive_seed(PPO_MINIBATCHES, hp.seed, self.iterations, rank)
-        stream = MinibatchIndexStream(num_samples, hp.ppo_epochs, hp.num_minibatches, seed)
-        return DataLoader(stream, batch_size=None)
-
-    def ppo_loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Clipped PPO loss of a minibatch; steps after an imagined termination have weight 0."""
-        hp = self.hparams
-        w = mb["weight"]
-        wsum = w.sum().clamp_min(1.0)
-        adv = mb["advantage"]
-        mean = (adv * w).sum() / wsum
-        std = (((adv - mean) ** 2 * w).sum() / wsum).sqrt()
-        adv = (adv - mean) / (std + 1e-8)
-        dist, value = self.policy(mb["obs"], mb["latent"])
-        log_prob = dist.log_prob(mb["action"]).sum(-1)
-        ratio = (log_prob - mb["log_prob"]).exp()
-        pg = -torch.min(ratio * adv, ratio.clamp(1 - hp.clip_ratio, 1 + hp.clip_ratio) * adv)
-        v_loss = 0.5 * ((value - mb["return"]) / self.policy.value_normalizer.std) ** 2  # standardised units
-        entropy = dist.entropy().sum(-1)
-        wmean = lambda t: (t * w).sum() / wsum  # noqa: E731
-        loss = wmean(pg) + hp.value_coef * wmean(v_loss) - hp.entropy_coef * wmean(entropy)
-        clipped = ((ratio - 1).abs() > hp.clip_ratio).float()
-        return loss, {"entropy": wmean(entropy), "value_loss": wmean(v_loss), "clip_fraction": wmean(clipped)}
-
-    def training_step(self, index: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        mb = {k: v[index.to(v.device)] for k, v in self._batch.items()}
-        loss, info = self.ppo_loss(mb)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"PPO loss is {loss.item()} at policy iteration {self.iterations}")
-        n = len(index)
-        self.log("policy/loss", loss, batch_size=n, sync_dist=True)
-        for name, value in info.items():
-            self.log(f"policy/{name}", value, batch_size=n, sync_dist=True)
-        return loss
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        if self._optimizer is None:
-            self._optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.hparams.lr, eps=1e-5)
-        return self._optimizer
-
-    def optimizer_state_dict(self) -> dict[str, Any]:
-        return self.configure_optimizers().state_dict()
-
-    def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
-        self.configure_optimizers().load_state_dict(state)
 
     # ---- standalone use on a frozen model checkpoint -------------------------------------
     @staticmethod

@@ -1,8 +1,6 @@
-"""Imagined rollouts in the meta dynamics model, and generalised advantage estimation."""
+"""Imagined rollouts in the meta dynamics model."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 
@@ -10,32 +8,8 @@ from envs import TaskFamily
 from modules.actor_critic import ActorCritic
 from modules.meta_dynamics_model import MetaDynamicsModel
 from modules.meta_dynamics_net import ContextEncoding
+from modules.ppo import Rollouts
 from modules.sampling import sample_normal
-
-
-@dataclass
-class ImaginedRollouts:
-    """``B`` imagined trajectories of ``H`` steps, time-major.
-
-    Shapes: obs ``[H, B, O]``, action ``[H, B, A]`` (the unclipped policy sample),
-    log_prob/reward/alive/terminated ``[H, B]``, value ``[H + 1, B]`` (the last one bootstraps),
-    latent ``[B, Z]``. ``alive`` is 1 until the step on which the trajectory terminates
-    (inclusive) and 0 after: rewards after termination are zeroed and those steps carry no loss.
-    """
-
-    obs: torch.Tensor
-    action: torch.Tensor
-    log_prob: torch.Tensor
-    reward: torch.Tensor
-    alive: torch.Tensor
-    terminated: torch.Tensor
-    value: torch.Tensor
-    latent: torch.Tensor
-
-    @property
-    def returns(self) -> torch.Tensor:
-        """Undiscounted return of each trajectory ``[B]``."""
-        return self.reward.sum(0)
 
 
 @torch.no_grad()
@@ -50,7 +24,7 @@ def imagine(
     horizon: int,
     generator: torch.Generator | None = None,
     rollouts_per_context: int = 1,
-) -> ImaginedRollouts:
+) -> Rollouts:
     """Roll the policy out in the model for ``horizon`` steps, all ``B`` trajectories as one batch.
 
     The ``B = E · M`` trajectories come in ``E`` consecutive groups of ``M = rollouts_per_context``:
@@ -74,7 +48,7 @@ def imagine(
         raise ValueError(f"{b} start states do not split into groups of rollouts_per_context={rollouts_per_context}")
     groups = b // rollouts_per_context
     zeros = start_obs.new_zeros
-    out = ImaginedRollouts(
+    out = Rollouts(
         obs=zeros(horizon + 1, b, o),  # the extra row holds the final state until the return
         action=zeros(horizon, b, family.act_dim),
         log_prob=zeros(horizon, b),
@@ -110,27 +84,3 @@ def imagine(
         )
     out.obs = out.obs[:horizon]
     return out
-
-
-def generalized_advantages(
-    reward: torch.Tensor, value: torch.Tensor, terminated: torch.Tensor, gamma: float, lam: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """GAE(γ, λ) over time-major ``reward [H, B]``, ``value [H + 1, B]``, ``terminated [H, B]``.
-
-    The backward recursion runs over ``H`` with all ``B`` trajectories as one tensor; a
-    terminated step does not bootstrap. Returns ``(advantages [H, B], value targets [H, B])``.
-
-    Example:
-        >>> adv, ret = generalized_advantages(torch.ones(3, 1), torch.zeros(4, 1),
-        ...                                   torch.zeros(3, 1, dtype=torch.bool), gamma=1.0, lam=1.0)
-        >>> ret[:, 0].tolist()
-        [3.0, 2.0, 1.0]
-    """
-    advantages = torch.zeros_like(reward)
-    running = torch.zeros_like(reward[0])
-    nonterminal = (~terminated).float()
-    for t in reversed(range(reward.shape[0])):
-        delta = reward[t] + gamma * value[t + 1] * nonterminal[t] - value[t]
-        running = delta + gamma * lam * nonterminal[t] * running
-        advantages[t] = running
-    return advantages, advantages + value[:-1]

@@ -10,7 +10,8 @@ import envs
 from datamodules import MultiTaskBuffer
 from modules import APSModule, MetaDynamicsModel
 from modules.aps import ImaginationSource
-from modules.imagination import generalized_advantages, imagine
+from modules.imagination import imagine
+from modules.ppo import generalized_advantages
 
 
 def tiny_source(env: str = "acrobot", tasks: int = 3) -> ImaginationSource:
