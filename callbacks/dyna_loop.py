@@ -7,12 +7,11 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from callbacks.meta_test import rollout_strip, run_meta_test, split_means, write_reports
+from callbacks.meta_test import publish_meta_test, rollout_strip, run_meta_test, select_tasks
 from datamodules.collection import Transitions, collect_transitions
 from datamodules.context_target_stream import shard_tasks
 from datamodules.seeding import COLLECT_ENV, COLLECT_LATENT, METATEST, derive_seed
@@ -233,54 +232,30 @@ class DynaLoop(pl.Callback):
             gssm.eval()
             try:
                 results, latent = run_meta_test(
-                    dm.family, mine, gssm, policy, self.metatest_context, self.metatest_episodes,
+                    dm.family, mine, "gssm_aps", policy, self.metatest_episodes,
                     seed=derive_seed(METATEST, self.seed, self.iteration, rank),
+                    infer_latent=lambda cx, cy, mask: gssm.infer_context(cx, cy, mask).q_zc,
+                    n_context=self.metatest_context,
                     progress=trainer.is_global_zero and trainer.progress_bar_callback is not None,
                 )  # fmt: skip
             finally:
                 gssm.train(was_training)
-        log_dir = trainer.log_dir or trainer.default_root_dir  # a broadcast: every rank must ask
-        if world > 1:
-            gathered: list[list] = [[] for _ in range(world)]
-            torch.distributed.all_gather_object(gathered, results)
-            results = [r for part in gathered for r in part]
-        if not trainer.is_global_zero:
-            return
-        position = {t.name: i for i, t in enumerate(tasks)}
-        results.sort(key=lambda r: (r.method != "gssm_aps", position[r.task]))
         header = (
             f"{dm.family.name}, Dyna iteration {self.iteration}, {self.real_transitions} real training "
             f"transitions, {self.metatest_context} context steps, {self.metatest_episodes} episodes per task"
         )
-        markdown = write_reports(results, log_dir, header)
-        summary = split_means(results)["gssm_aps"]
-        ours = [r for r in results if r.method == "gssm_aps"]
-        log = dict(rank_zero_only=True)
-        gssm.log("metatest/return_mean", float(np.mean([r.return_mean for r in ours])), **log)
-        gssm.log("metatest/return_std", float(np.mean([r.return_std for r in ours])), **log)
-        for split in ("interpolation", "extrapolation"):
-            if summary[split] is not None:
-                gssm.log(f"metatest/{split}/reward_per_step", summary[split], **log)
-        for r in ours:
-            gssm.log(f"metatest/task/{r.task}", r.return_mean, **log)
+        publish_meta_test(trainer, gssm, results, tasks, "gssm_aps", header)
         tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-        if tb is not None:
-            step = trainer.global_step
-            tb.experiment.add_text("metatest/table", markdown, step)
-            if mine and dm.family.renders_offscreen:  # MuJoCo families: only with MUJOCO_GL=egl or osmesa
-                index = next((i for i, t in enumerate(mine) if t.split == "extrapolation"), 0)
-                strip = rollout_strip(dm.family, mine[index], policy, latent[index])
-                tb.experiment.add_image(f"metatest/rollout/{mine[index].name}", strip, step, dataformats="HWC")
+        if tb is not None and trainer.is_global_zero and mine and dm.family.renders_offscreen:
+            # MuJoCo families: only with MUJOCO_GL=egl or osmesa
+            index = next((i for i, t in enumerate(mine) if t.split == "extrapolation"), 0)
+            strip = rollout_strip(dm.family, mine[index], policy, latent[index])
+            name = f"metatest/rollout/{mine[index].name}"
+            tb.experiment.add_image(name, strip, trainer.global_step, dataformats="HWC")
 
     def metatest_task_list(self, dm: TransitionDataModule) -> list:
         """The family's test tasks, or those named in ``metatest_tasks``."""
-        if self.metatest_tasks is None:
-            return dm.test_tasks
-        known = {t.name: t for t in dm.test_tasks}
-        unknown = [n for n in self.metatest_tasks if n not in known]
-        if unknown:
-            raise ValueError(f"unknown metatest_tasks {unknown} for {dm.family.name}; test tasks are {sorted(known)}")
-        return [known[n] for n in self.metatest_tasks]
+        return select_tasks(dm.test_tasks, self.metatest_tasks, dm.family.name)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, gssm: MetaDynamicsModel) -> None:
         self.meta_test(trainer, gssm, trainer.datamodule)

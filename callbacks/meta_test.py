@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.distributions import Normal
 from tqdm.auto import tqdm
 
 from envs import Task, TaskFamily
 from modules.actor_critic import ActorCritic
-from modules.meta_dynamics_model import MetaDynamicsModel
 
 
 @dataclass
@@ -31,11 +34,14 @@ class TaskResult:
     episodes: int
 
 
+LatentInference = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Normal]
+
+
 @torch.no_grad()
 def collect_online_context(
     family: TaskFamily,
     tasks: list[Task],
-    model: MetaDynamicsModel,
+    infer_latent: LatentInference,
     policy: ActorCritic,
     n_context: int,
     seed: int,
@@ -43,12 +49,12 @@ def collect_online_context(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Act in every test task for ``n_context`` steps, re-inferring ``z_c`` as the context grows.
 
-    The latent starts at the model's prior (empty context) and before each step is the mean of
-    ``q(z_c | transitions so far)``; actions are sampled from the policy (exploration helps
-    identification). All tasks advance as one batch. Returns raw ``context_x [T, n, obs+act]``
-    and ``context_y [T, n, obs]``.
+    The latent starts at the prior (empty context) and before each step is the mean of
+    ``infer_latent(context_x, context_y, mask)`` — ``q(z_c | transitions so far)``; actions are
+    sampled from the policy (exploration helps identification). All tasks advance as one batch.
+    Returns raw ``context_x [T, n, obs+act]`` and ``context_y [T, n, obs]``.
     """
-    device = model.device
+    device = next(policy.parameters()).device
     venv = family.make_vector_env(tasks, seed=seed)
     obs_np, _ = venv.reset(seed=seed)
     t, o, a = len(tasks), family.obs_dim, family.act_dim
@@ -57,7 +63,7 @@ def collect_online_context(
     cy = torch.zeros(t, n_context, o, device=device)
     for step in tqdm(range(n_context), desc="meta-test context", leave=False, disable=not progress):
         mask = (torch.arange(n_context, device=device) < step)[None].expand(t, -1)
-        latent = model.infer_context(cx, cy, mask).q_zc.mean
+        latent = infer_latent(cx, cy, mask).mean
         obs = torch.as_tensor(obs_np, dtype=torch.float32, device=device)
         action = policy.act(obs, latent, generator=noise)
         next_np, _, term, trunc, info = venv.step(action.cpu().numpy())
@@ -118,18 +124,26 @@ def summarise(method: str, tasks: list[Task], returns: np.ndarray, episode_lengt
 def run_meta_test(
     family: TaskFamily,
     tasks: list[Task],
-    model: MetaDynamicsModel,
+    method: str,
     policy: ActorCritic,
-    n_context: int,
     episodes: int,
     seed: int,
+    infer_latent: LatentInference | None = None,
+    n_context: int = 0,
     progress: bool = False,
 ) -> tuple[list[TaskResult], torch.Tensor]:
-    """GSSM+APS and a uniform-random policy on ``tasks``; returns the results and the inferred
-    latents ``[T, Z]`` (mean of ``q(z_c | online context)``). The policy acts with its mean action."""
-    device = model.device
-    cx, cy = collect_online_context(family, tasks, model, policy, n_context, seed, progress)
-    latent = model.infer_context(cx, cy).q_zc.mean  # [T, Z]
+    """The protocol for one method, plus a uniform-random policy, on ``tasks``.
+
+    With ``infer_latent`` (GSSM+APS, PE-PPO) the latent is the mean of ``q(z_c | online context)``
+    after :func:`collect_online_context`; without (DR-PPO) the policy reads no latent (``Z = 0``).
+    The policy acts with its mean action. Returns the results and the latents ``[T, Z]``.
+    """
+    device = next(policy.parameters()).device
+    if infer_latent is None:
+        latent = torch.zeros(len(tasks), 0, device=device)
+    else:
+        cx, cy = collect_online_context(family, tasks, infer_latent, policy, n_context, seed, progress)
+        latent = infer_latent(cx, cy, torch.ones(cx.shape[:2], dtype=torch.bool, device=device)).mean  # [T, Z]
     per_env_latent = latent.repeat_interleave(episodes, dim=0)
 
     def policy_act(obs: torch.Tensor) -> np.ndarray:
@@ -141,9 +155,9 @@ def run_meta_test(
         return rng.uniform(-1, 1, size=(obs.shape[0], family.act_dim)).astype(np.float32)
 
     results = []
-    for method, act in (("gssm_aps", policy_act), ("random", random_act)):
+    for name, act in ((method, policy_act), ("random", random_act)):
         returns = evaluation_returns(family, tasks, episodes, seed + 1, act, progress)
-        results += summarise(method, tasks, returns, family.episode_length)
+        results += summarise(name, tasks, returns, family.episode_length)
     return results, latent
 
 
@@ -187,6 +201,51 @@ def write_reports(results: list[TaskResult], directory: str | Path, header: str)
     markdown = "\n".join(lines) + "\n"
     (directory / "metatest.md").write_text(markdown)
     return markdown
+
+
+def publish_meta_test(
+    trainer: pl.Trainer, module: pl.LightningModule, results: list[TaskResult], tasks: list[Task], method: str,
+    header: str,
+) -> str | None:  # fmt: skip
+    """Gather every rank's ``results`` (rank ``r`` ran ``tasks[r::W]``) on rank 0, which writes
+    ``metatest.json``/``.md`` into the log directory and logs ``metatest/...`` scalars of ``method``
+    through ``module`` and the table as TensorBoard text. Call on every rank (the log directory is
+    a broadcast); returns the markdown on rank 0, None elsewhere."""
+    log_dir = trainer.log_dir or trainer.default_root_dir
+    if trainer.world_size > 1:
+        gathered: list[list] = [[] for _ in range(trainer.world_size)]
+        torch.distributed.all_gather_object(gathered, results)
+        results = [r for part in gathered for r in part]
+    if not trainer.is_global_zero:
+        return None
+    position = {t.name: i for i, t in enumerate(tasks)}
+    results = sorted(results, key=lambda r: (r.method != method, position[r.task]))
+    markdown = write_reports(results, log_dir, header)
+    summary = split_means(results)[method]
+    ours = [r for r in results if r.method == method]
+    log = dict(rank_zero_only=True)
+    module.log("metatest/return_mean", float(np.mean([r.return_mean for r in ours])), **log)
+    module.log("metatest/return_std", float(np.mean([r.return_std for r in ours])), **log)
+    for split in ("interpolation", "extrapolation"):
+        if summary[split] is not None:
+            module.log(f"metatest/{split}/reward_per_step", summary[split], **log)
+    for r in ours:
+        module.log(f"metatest/task/{r.task}", r.return_mean, **log)
+    tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    if tb is not None:
+        tb.experiment.add_text("metatest/table", markdown, trainer.global_step)
+    return markdown
+
+
+def select_tasks(tasks: list[Task], names: list[str] | None, family: str) -> list[Task]:
+    """``tasks``, or those named in ``names`` (a clear error for an unknown name)."""
+    if names is None:
+        return tasks
+    known = {t.name: t for t in tasks}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown metatest_tasks {unknown} for {family}; test tasks are {sorted(known)}")
+    return [known[n] for n in names]
 
 
 @torch.no_grad()
