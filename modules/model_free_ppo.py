@@ -1,0 +1,288 @@
+"""`ModelFreePPO`: the model-free rows of the comparison — DR-PPO and PE-PPO on real episodes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.distributions import Normal
+from torch.utils.data import DataLoader, IterableDataset
+
+from callbacks.meta_test import TaskResult, publish_meta_test, run_meta_test, select_tasks
+from datamodules.seeding import COLLECT_ENV, COLLECT_LATENT, METATEST, derive_seed
+from datamodules.task_buffers import MultiTaskBuffer
+from envs import make_family
+from modules.actor_critic import ActorCritic
+from modules.pe_encoder import ProbabilisticContextEncoder
+from modules.ppo import PPOLearner, Rollouts
+from modules.sampling import sample_normal
+
+METHODS = ("dr_ppo", "pe_ppo")
+
+
+class TaskIndexShard(IterableDataset):
+    """One batch: the indices ``rank, rank + W, ...`` of ``num_tasks`` (the test loop's trigger, the
+    same single batch on every rank)."""
+
+    def __init__(self, num_tasks: int, rank: int, world: int):
+        self.indices = torch.arange(num_tasks)[rank::world]
+
+    def __iter__(self):
+        yield self.indices
+
+
+class ModelFreePPO(PPOLearner):
+    """PPO trained directly on real episodes of the training tasks, meta-tested by DESIGN §6.
+
+    * ``method="dr_ppo"`` — domain randomisation: a policy ``π(a | s)`` without a latent.
+    * ``method="pe_ppo"`` — a PEARL-style probabilistic context encoder
+      (:class:`~modules.pe_encoder.ProbabilisticContextEncoder`) and ``π(a | s, z)``. Each episode's
+      ``z = μ + σ ε`` is drawn once from ``q(z | C)``, ``C`` a random subset (size uniform in
+      ``[0, context_size]``) of the transitions its task produced in earlier iterations (empty at
+      first: the prior). The PPO loss recomputes ``z`` from the stored ``C`` and ``ε``, so the encoder
+      learns through the actor and critic losses, plus ``kl_weight · KL[q ‖ N(0, I)]``.
+      At meta-test ``z`` is inferred from the online context exactly as for APS.
+
+    Each epoch is one PPO iteration (:class:`~modules.ppo.PPOLearner`): every rank runs
+    ``envs_per_iteration`` full episodes in parallel, each in a training task drawn uniformly
+    (seeded by run seed, iteration and rank). Steps after an early termination are masked out and not
+    counted. The budget ``real_transitions`` counts the transitions used, over all ranks; the run stops
+    once it is spent (set ``trainer.max_epochs: -1``), with a meta-test every ``eval_every_transitions``
+    and at the end. The policy's input normaliser is updated after each collection, and the behaviour
+    log-probabilities and values are recomputed under it, so each iteration's PPO starts at ratio 1.
+    ``train.py test --ckpt_path`` meta-tests a checkpoint.
+
+    Args:
+        num_train_tasks, task_seed: the training tasks (``family.train_tasks(num_train_tasks, task_seed)``,
+            as the GSSM datamodule draws them).
+        context_capacity: transitions kept per training task for PE contexts.
+
+    Example:
+        >>> agent = ModelFreePPO(env="acrobot", method="pe_ppo", latent_dim=3, hidden_dim=16)
+        >>> agent.policy(torch.zeros(2, 6), torch.zeros(2, 3))[1].shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        env: str = "acrobot",
+        method: Literal["dr_ppo", "pe_ppo"] = "dr_ppo",
+        real_transitions: int = 86_400,
+        envs_per_iteration: int = 16,
+        num_train_tasks: int = 16,
+        task_seed: int = 0,
+        latent_dim: int = 8,
+        context_size: int = 50,
+        context_capacity: int = 2_000,
+        kl_weight: float = 0.1,
+        hidden_dim: int = 64,
+        init_log_std: float = -0.5,
+        ppo_epochs: int = 4,
+        num_minibatches: int = 4,
+        clip_ratio: float = 0.2,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        entropy_coef: float = 0.0,
+        value_coef: float = 0.5,
+        lr: float = 3e-4,
+        eval_every_transitions: int = 0,
+        metatest_context: int = 50,
+        metatest_episodes: int = 50,
+        metatest_tasks: list[str] | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"unknown model-free method {method!r}; expected one of {METHODS}")
+        if real_transitions < 1 or envs_per_iteration < 1:
+            raise ValueError(
+                f"real_transitions={real_transitions} and envs_per_iteration={envs_per_iteration} must be ≥ 1"
+            )
+        self.save_hyperparameters()
+        self.family = make_family(env)
+        self.train_tasks = self.family.train_tasks(num_train_tasks, task_seed)
+        self.test_tasks = select_tasks(self.family.test_tasks(), metatest_tasks, self.family.name)
+        obs_dim, act_dim = self.family.obs_dim, self.family.act_dim
+        self.encoder = None
+        if method == "pe_ppo":
+            self.encoder = ProbabilisticContextEncoder(obs_dim + act_dim, obs_dim, latent_dim, hidden_dim)
+        self.policy = ActorCritic(obs_dim, latent_dim if self.encoder else 0, act_dim, hidden_dim, init_log_std)
+        self.contexts = MultiTaskBuffer(num_train_tasks, context_capacity, obs_dim, act_dim) if self.encoder else None
+        self.real_transitions = self._transitions_before = 0
+        self._context: tuple[torch.Tensor, ...] = ()
+        self._returns = torch.zeros(0)
+        self._test_results: list[TaskResult] = []
+
+    # ---- real episodes ----------------------------------------------------------------------
+    @property
+    def samples_per_iteration(self) -> int:
+        return self.hparams.envs_per_iteration * self.family.episode_length
+
+    def episode_latents(self, tasks: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """``z`` per episode ``[B, Z]`` (``Z = 0`` for DR-PPO); stores the context and noise for the loss."""
+        if self.encoder is None:
+            return torch.zeros(len(tasks), 0, device=self.device)
+        n = self.hparams.context_size
+        sizes = self.contexts.size[tasks]
+        index = (torch.rand(len(tasks), n, generator=g) * sizes.clamp_min(1)[:, None]).long()
+        cx, cy = self.contexts.xy(tasks, index)
+        mask = (torch.arange(n)[None] < torch.randint(0, n + 1, (len(tasks), 1), generator=g)) & (sizes[:, None] > 0)
+        eps = torch.randn(len(tasks), self.hparams.latent_dim, generator=g)
+        self._context = tuple(t.to(self.device) for t in (cx, cy, mask, eps))
+        with torch.no_grad():
+            q = self.encoder(*self._context[:3])
+        return q.loc + q.scale * self._context[3]
+
+    @torch.no_grad()
+    def collect_rollouts(self) -> Rollouts:
+        hp, fam, device = self.hparams, self.family, self.device
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        g = torch.Generator().manual_seed(derive_seed(COLLECT_LATENT, hp.seed, self.iterations, rank))
+        tasks = torch.randint(len(self.train_tasks), (hp.envs_per_iteration,), generator=g)
+        latent = self.episode_latents(tasks, g)
+        env_seed = derive_seed(COLLECT_ENV, hp.seed, self.iterations, rank) % 2**31
+        venv = fam.make_vector_env([self.train_tasks[i] for i in tasks], seed=env_seed)
+        noise = torch.Generator().manual_seed(env_seed)
+        h, b = fam.episode_length, hp.envs_per_iteration
+        obs = torch.zeros(h + 1, b, fam.obs_dim)  # row h: each episode's last state, for the bootstrap
+        action, reward = torch.zeros(h, b, fam.act_dim), torch.zeros(h, b)
+        terminated, alive = torch.zeros(h, b, dtype=torch.bool), torch.ones(h, b)
+        obs_np, _ = venv.reset(seed=env_seed)
+        running = torch.ones(b)
+        for t in range(h):  # real envs step one at a time; every op inside is batched over episodes
+            obs[t] = torch.as_tensor(obs_np, dtype=torch.float32)
+            dist, _ = self.policy(obs[t].to(device), latent)
+            action[t] = sample_normal(dist, noise).cpu()
+            obs_np, r, term, trunc, info = venv.step(action[t].clamp(-1.0, 1.0).numpy())
+            alive[t] = running
+            reward[t] = torch.as_tensor(r, dtype=torch.float32) * running
+            terminated[t] = torch.as_tensor(term) & (running > 0)
+            running = running * (~terminated[t]).float()
+            ended = term | trunc
+            real_next = obs_np.copy()
+            if ended.any():  # SAME_STEP autoreset: obs_np already holds the next episode's start
+                real_next[ended] = np.stack(info["final_obs"][ended])
+            obs[t + 1] = torch.as_tensor(real_next, dtype=torch.float32)
+        venv.close()
+        self._remember(tasks, obs, action, alive)
+        return self._evaluate(obs.to(device), action.to(device), reward.to(device), alive.to(device),
+                              terminated.to(device), latent)  # fmt: skip
+
+    def _remember(self, tasks: torch.Tensor, obs: torch.Tensor, action: torch.Tensor, alive: torch.Tensor) -> None:
+        """Add each episode's live transitions to its task's context buffer; update the normalisers."""
+        live = alive.T > 0  # [B, H]
+        x = torch.cat([obs[:-1], action], dim=-1).transpose(0, 1)[live]
+        y = (obs[1:] - obs[:-1]).transpose(0, 1)[live]
+        if self.encoder is not None:
+            self.encoder.x_normalizer.update(x, self._sum_over_ranks)
+            self.encoder.y_normalizer.update(y, self._sum_over_ranks)
+            for k, task in enumerate(tasks.tolist()):  # ≤ envs_per_iteration ring writes, not per step
+                n = int(live[k].sum())
+                nothing = torch.zeros(1, n)  # rewards and dones play no part in a context
+                self.contexts.add(torch.tensor([task]), obs[:n, k][None], action[:n, k][None], nothing,
+                                  obs[1 : n + 1, k][None], nothing.bool())  # fmt: skip
+
+    def _evaluate(self, obs, action, reward, alive, terminated, latent) -> Rollouts:
+        """Behaviour log-probabilities and values under the input normaliser updated with this batch."""
+        h = reward.shape[0]
+        z = latent.expand(h + 1, -1, -1)
+        self.policy.input_normalizer.update(torch.cat([obs[:-1], z[:-1]], dim=-1)[alive > 0], self._sum_over_ranks)
+        dist, value = self.policy(obs, z)
+        log_prob = Normal(dist.loc[:h], dist.scale[:h], validate_args=False).log_prob(action).sum(-1)
+        self._transitions_before = self.real_transitions
+        self.real_transitions += int(self._sum_over_ranks(alive.sum().reshape(1))[0])
+        self._returns = reward.sum(0)
+        return Rollouts(obs[:h], action, log_prob, reward, alive, terminated, value, latent)
+
+    def minibatch_latent(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """PE-PPO: ``z`` recomputed from each episode's context and noise, with gradients, and the
+        KL term; DR-PPO: the (empty) stored latent."""
+        if self.encoder is None:
+            return super().minibatch_latent(mb)
+        cx, cy, mask, eps = self._context
+        q = self.encoder(cx, cy, mask)
+        z = q.loc + q.scale * eps
+        return z[mb["trajectory"]], self.hparams.kl_weight * self.encoder.kl_to_prior(q).mean()
+
+    def log_rollouts(self, r: Rollouts) -> None:
+        n = r.reward.shape[1]
+        self.log("real/return", r.returns.mean(), batch_size=n, sync_dist=True)
+        self.log("real/reward_per_step", r.reward.sum() / r.alive.sum(), batch_size=n, sync_dist=True)
+
+    def on_train_epoch_end(self) -> None:
+        hp = self.hparams
+        self.log("real/transitions", float(self.real_transitions), rank_zero_only=True)
+        done = self.real_transitions >= hp.real_transitions
+        every = hp.eval_every_transitions
+        if done or (every > 0 and self.real_transitions // every > self._transitions_before // every):
+            self.meta_test()
+        if done:
+            self.trainer.should_stop = True
+
+    # ---- meta-test --------------------------------------------------------------------------
+    def infer_latent(self):
+        """What the meta-test infers ``z`` with: the encoder (PE-PPO), or nothing (DR-PPO)."""
+        return self.encoder
+
+    def meta_test_tasks(self, indices: torch.Tensor) -> list[TaskResult]:
+        """Run the meta-test protocol on the test tasks at ``indices`` (this rank's share)."""
+        hp = self.hparams
+        if len(indices) == 0:
+            return []
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        was_training = self.training
+        self.eval()
+        try:
+            results, _ = run_meta_test(
+                self.family, [self.test_tasks[i] for i in indices.tolist()], hp.method, self.policy,
+                hp.metatest_episodes, seed=derive_seed(METATEST, hp.seed, self.iterations, rank),
+                infer_latent=self.infer_latent(), n_context=hp.metatest_context,
+            )  # fmt: skip
+        finally:
+            self.train(was_training)
+        return results
+
+    def meta_test(self) -> None:
+        """Meta-test this rank's shard of the test tasks; rank 0 gathers, writes and logs."""
+        shard = next(iter(TaskIndexShard(len(self.test_tasks), self.trainer.global_rank, self.trainer.world_size)))
+        self._publish(self.meta_test_tasks(shard))
+
+    def _publish(self, results: list[TaskResult]) -> None:
+        hp = self.hparams
+        header = (
+            f"{self.family.name}, {hp.method}, PPO iteration {self.iterations}, {self.real_transitions} real "
+            f"training transitions, {hp.metatest_context} context steps, {hp.metatest_episodes} episodes per task"
+        )
+        publish_meta_test(self.trainer, self, results, self.test_tasks, hp.method, header)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(TaskIndexShard(len(self.test_tasks), self.trainer.global_rank, self.trainer.world_size),
+                          batch_size=None)  # fmt: skip
+
+    def test_step(self, indices: torch.Tensor, batch_idx: int) -> None:
+        self._test_results += self.meta_test_tasks(indices)
+
+    def on_test_epoch_end(self) -> None:
+        self._publish(self._test_results)
+        self._test_results = []
+
+    # ---- checkpoint -------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["model_free_ppo"] = {
+            "contexts": self.contexts.state_dict() if self.contexts is not None else None,
+            "real_transitions": self.real_transitions,
+            "iterations": self.iterations,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("hyper_parameters", {})
+        for key in ("env", "method"):
+            if saved.get(key) != self.hparams[key]:
+                raise ValueError(
+                    f"checkpoint was made for {key}={saved.get(key)!r}, this run has {key}={self.hparams[key]!r}"
+                )
+        state = checkpoint["model_free_ppo"]
+        if self.contexts is not None:
+            self.contexts.load_state_dict(state["contexts"])
+        self.real_transitions, self.iterations = state["real_transitions"], state["iterations"]
