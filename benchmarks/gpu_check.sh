@@ -16,4 +16,4 @@ report = json.load(open(sys.argv[1]))
 assert all(math.isfinite(r["return_mean"]) for r in report["tasks"]), "non-finite meta-test returns"
 print("tiny end-to-end on GPU: ok,", len(report["tasks"]), "meta-test rows")
 PY
-python benchmarks/imagination_throughput.py --devices cpu cuda
+python benchmarks/throughput.py --devices cpu cuda

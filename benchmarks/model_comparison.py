@@ -1,12 +1,14 @@
-"""GSSM vs MLSM-v0 vs MLSM-v1 on identical random-policy data: held-out NLL/MSE, size, speed.
+"""GSSM vs MLSM-v0 vs MLSM-v1 on identical random-policy data: held-out NLL/MSE, multi-step
+rollout error, size, speed.
 
     python benchmarks/model_comparison.py [--envs acrobot cartpole_swingup] [--seeds 0 1 2] [--epochs 30]
 
 Every variant of one env and seed trains on the same data (the datamodule's ``seed``) for the
 same number of steps with the settings of ``conf/model/<env>.yaml``; the table gives mean ± std
-across seeds of the test-task NLL and MSE (normalised Δs; see ``modules/meta_dynamics_model.py``),
-split into interpolation and extrapolation tasks, plus parameter counts and training throughput
-(target transitions per second of the optimisation loop).
+across seeds of the test-task NLL and MSE (normalised Δs; see ``modules/meta_dynamics_model.py``)
+and the H-step open-loop rollout error (:func:`rollout_error`, H = 10 and 50), split into
+interpolation and extrapolation tasks, plus parameter counts and training throughput (target
+transitions per second of the optimisation loop).
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ import time
 import warnings
 
 import pytorch_lightning as pl
+import torch
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from datamodules import TransitionDataModule
+from datamodules import MultiTaskBuffer, TransitionDataModule
 from modules import VARIANTS, MetaDynamicsModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HORIZONS = (10, 50)
 
 
 class Throughput(pl.Callback):
@@ -45,12 +49,56 @@ class Throughput(pl.Callback):
         self.targets += batch["target_x"].shape[0] * batch["target_x"].shape[1]
 
 
-def run(env: str, variant: str, seed: int, epochs: int, workdir: str) -> dict[str, float]:
+@torch.no_grad()
+def rollout_error(
+    model: MetaDynamicsModel, buffer: MultiTaskBuffer, horizons: tuple[int, ...] = HORIZONS, context_size: int = 50,
+    starts: int = 32, seed: int = 0,
+) -> dict[int, torch.Tensor]:  # fmt: skip
+    """Open-loop error of the model's mean prediction after ``h`` steps, per task ``[T]``.
+
+    From ``starts`` random states of each task's recorded episodes (windows that cross no episode
+    boundary), the model replays the recorded actions for ``max(horizons)`` steps, its latent the
+    mean of ``q(z_c | context)`` for a random context of ``context_size`` transitions of the same
+    task; the error is the RMSE of ``s_{t+h}`` in units of each observation dimension's std.
+    """
+    g = torch.Generator().manual_seed(seed)
+    span = max(horizons)
+    # a transition continues into the next stored one unless an episode ended between them
+    joined = (buffer.next_obs[:, :-1] - buffer.obs[:, 1:]).abs().amax(-1) < 1e-6  # [T, C-1]
+    windows = joined.float().unfold(1, span - 1, 1).amin(-1) > 0  # [T, C-span+1]: span steps, no reset
+    windows &= torch.arange(windows.shape[1])[None] + span <= buffer.size[:, None]
+    if not windows.any(1).all():
+        raise ValueError(f"every task needs a recorded episode of at least {span} steps")
+    first = torch.multinomial(windows.float(), starts, replacement=True, generator=g)  # [T, S]
+    tasks = torch.arange(buffer.num_tasks)
+    cx, cy = buffer.xy(tasks, buffer.sample_index(tasks, context_size, g))
+    encoding = model.infer_context(cx, cy)
+    z = encoding.q_zc.mean  # [T, Z]
+    rows = tasks[:, None].expand_as(first)
+    scale = buffer.obs[buffer.size[:, None] > torch.arange(buffer.capacity)].std(0)  # [O]
+    obs, errors = buffer.obs[rows, first], {}
+    for h in range(1, span + 1):
+        x = torch.cat([obs, buffer.action[rows, first + h - 1]], dim=-1)
+        obs = model.predict(x, encoding, z).mean  # [T, S, O]
+        if h in horizons:
+            real = buffer.next_obs[rows, first + h - 1]
+            errors[h] = (((obs - real) / scale) ** 2).mean((1, 2)).sqrt()
+    return errors
+
+
+def run(env: str, variant: str, seed: int, epochs: int, workdir: str, quick: bool = False) -> dict[str, float]:
+    """Train one variant on ``conf/model/<env>.yaml`` data; its held-out scores, size and speed
+    (``quick``: tiny widths and data, for the test suite's smoke run)."""
     with open(os.path.join(ROOT, f"conf/model/{env}.yaml")) as f:
         conf = yaml.safe_load(f)
     pl.seed_everything(seed, verbose=False)
-    data = TransitionDataModule(**{**conf["data"]["init_args"], "seed": seed})
-    model = MetaDynamicsModel(**{**conf["model"]["init_args"], "env": env, "variant": variant})
+    data_conf, model_conf = dict(conf["data"]["init_args"]), dict(conf["model"]["init_args"])
+    if quick:
+        data_conf.update(num_train_tasks=2, random_steps_per_task=120, val_steps_per_task=120, batches_per_epoch=2,
+                         val_batches=1, tasks_per_batch=2)  # fmt: skip
+        model_conf.update(hidden_dim=16, num_heads=2)
+    data = TransitionDataModule(**{**data_conf, "seed": seed})
+    model = MetaDynamicsModel(**{**model_conf, "env": env, "variant": variant})
     speed = Throughput()
     trainer = pl.Trainer(
         max_epochs=epochs,
@@ -65,6 +113,11 @@ def run(env: str, variant: str, seed: int, epochs: int, workdir: str) -> dict[st
     )
     trainer.fit(model, data)
     scores = trainer.validate(model, data, verbose=False)[0]
+    errors = rollout_error(model.eval(), data.val_buffer, seed=seed)
+    extrapolation = data.test_extrapolation
+    for h, per_task in errors.items():
+        scores[f"rollout{h}/interpolation"] = per_task[~extrapolation].mean()
+        scores[f"rollout{h}/extrapolation"] = per_task[extrapolation].mean()
     return {
         **{k: float(v) for k, v in scores.items()},
         "params": sum(p.numel() for p in model.parameters()),
@@ -77,6 +130,42 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {sd:.2f}"
 
 
+COLUMNS = [f"model/val_{split}/{score}" for score in ("nll", "mse") for split in ("interpolation", "extrapolation")]
+COLUMNS += [f"rollout{h}/{split}" for h in HORIZONS for split in ("interpolation", "extrapolation")]
+
+
+def compare(envs: list[str], variants: list[str], seeds: list[int], epochs: int, quick: bool = False) -> list[dict]:
+    """One row per env × variant: ``{"env", "variant", "params", "samples_per_s", column: [per seed]}``."""
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for env in envs:
+            for variant in variants:
+                runs = [run(env, variant, seed, epochs, workdir, quick) for seed in seeds]
+                row = {"env": env, "variant": variant, "params": runs[0]["params"]}
+                row["samples_per_s"] = statistics.mean(r["samples_per_s"] for r in runs)
+                row.update({c: [r[c] for r in runs] for c in COLUMNS})
+                rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| env | variant | params | NLL interp | NLL extrap | MSE interp | MSE extrap | "
+        + " | ".join(f"H={h} RMSE {s}" for h in HORIZONS for s in ("interp", "extrap"))
+        + " | samples/s |",
+        "|---|---|" + "---:|" * (2 + len(COLUMNS)),
+    ]
+    for r in rows:
+        cells = [r["env"], r["variant"], f"{r['params']:,}", *(mean_std(r[c]) for c in COLUMNS)]
+        lines.append(f"| {' | '.join(cells)} | {r['samples_per_s']:,.0f} |")
+    return "\n".join(lines)
+
+
+def setup_quiet() -> None:
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", default=["acrobot", "cartpole_swingup"])
@@ -84,27 +173,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args()
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    setup_quiet()
     print(
         f"# GSSM vs MLSM, {args.epochs} epochs × conf batches, seeds {args.seeds}; "
         f"{platform.machine()}, {os.cpu_count()} cpus, {time.strftime('%Y-%m-%d')}"
     )
-    header = "| env | variant | params | NLL interp | NLL extrap | MSE interp | MSE extrap | samples/s |"
-    print(header)
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    with tempfile.TemporaryDirectory() as workdir:
-        for env in args.envs:
-            for variant in args.variants:
-                runs = [run(env, variant, seed, args.epochs, workdir) for seed in args.seeds]
-                cols = [
-                    mean_std([r[f"model/val_{split}/{score}"] for r in runs])
-                    for score in ("nll", "mse")
-                    for split in ("interpolation", "extrapolation")
-                ]
-                speed = statistics.mean(r["samples_per_s"] for r in runs)
-                row = [env, variant, f"{runs[0]['params']:,}", *cols, f"{speed:,.0f}"]
-                print(f"| {' | '.join(row)} |", flush=True)
+    print(markdown(compare(args.envs, args.variants, args.seeds, args.epochs)))
 
 
 if __name__ == "__main__":

@@ -244,7 +244,7 @@ class DynaLoop(pl.Callback):
             f"{dm.family.name}, Dyna iteration {self.iteration}, {self.real_transitions} real training "
             f"transitions, {self.metatest_context} context steps, {self.metatest_episodes} episodes per task"
         )
-        publish_meta_test(trainer, gssm, results, tasks, "gssm_aps", header)
+        publish_meta_test(trainer, gssm, results, tasks, "gssm_aps", header, self.real_transitions)
         tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         if tb is not None and trainer.is_global_zero and mine and dm.family.renders_offscreen:
             # MuJoCo families: only with MUJOCO_GL=egl or osmesa

@@ -22,7 +22,8 @@ from modules.actor_critic import ActorCritic
 @dataclass
 class TaskResult:
     """One method on one test task. ``reward_per_step`` is the return divided by the full episode
-    length, so steps lost to an early termination count as zero reward."""
+    length, so steps lost to an early termination count as zero reward; ``latent`` is the mean of
+    ``q(z | online context)`` the method acted on (empty without a latent)."""
 
     method: str
     task: str
@@ -32,6 +33,7 @@ class TaskResult:
     return_std: float
     reward_per_step: float
     episodes: int
+    latent: list[float]
 
 
 LatentInference = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Normal]
@@ -104,7 +106,11 @@ def evaluation_returns(
     return returns.reshape(len(tasks), episodes)
 
 
-def summarise(method: str, tasks: list[Task], returns: np.ndarray, episode_length: int) -> list[TaskResult]:
+def summarise(
+    method: str, tasks: list[Task], returns: np.ndarray, episode_length: int, latent: torch.Tensor | None = None
+) -> list[TaskResult]:
+    """One :class:`TaskResult` per task from ``returns [T, episodes]`` (and latents ``[T, Z]``)."""
+    latents = latent.cpu().tolist() if latent is not None else [[] for _ in tasks]
     return [
         TaskResult(
             method,
@@ -115,8 +121,9 @@ def summarise(method: str, tasks: list[Task], returns: np.ndarray, episode_lengt
             float(r.std()),
             float(r.mean() / episode_length),
             len(r),
+            z,
         )
-        for task, r in zip(tasks, returns, strict=True)
+        for task, r, z in zip(tasks, returns, latents, strict=True)
     ]
 
 
@@ -155,9 +162,9 @@ def run_meta_test(
         return rng.uniform(-1, 1, size=(obs.shape[0], family.act_dim)).astype(np.float32)
 
     results = []
-    for name, act in ((method, policy_act), ("random", random_act)):
+    for name, act, z in ((method, policy_act, latent), ("random", random_act, None)):
         returns = evaluation_returns(family, tasks, episodes, seed + 1, act, progress)
-        results += summarise(name, tasks, returns, family.episode_length)
+        results += summarise(name, tasks, returns, family.episode_length, z)
     return results, latent
 
 
@@ -205,12 +212,14 @@ def write_reports(results: list[TaskResult], directory: str | Path, header: str)
 
 def publish_meta_test(
     trainer: pl.Trainer, module: pl.LightningModule, results: list[TaskResult], tasks: list[Task], method: str,
-    header: str,
+    header: str, real_transitions: int,
 ) -> str | None:  # fmt: skip
     """Gather every rank's ``results`` (rank ``r`` ran ``tasks[r::W]``) on rank 0, which writes
-    ``metatest.json``/``.md`` into the log directory and logs ``metatest/...`` scalars of ``method``
-    through ``module`` and the table as TensorBoard text. Call on every rank (the log directory is
-    a broadcast); returns the markdown on rank 0, None elsewhere."""
+    ``metatest.json``/``.md`` into the log directory, appends the split means to
+    ``metatest_history.jsonl`` (one line per evaluation: the learning curve against
+    ``real_transitions``), and logs ``metatest/...`` scalars of ``method`` through ``module`` and the
+    table as TensorBoard text. Call on every rank (the log directory is a broadcast); returns the
+    markdown on rank 0, None elsewhere."""
     log_dir = trainer.log_dir or trainer.default_root_dir
     if trainer.world_size > 1:
         gathered: list[list] = [[] for _ in range(trainer.world_size)]
@@ -221,7 +230,10 @@ def publish_meta_test(
     position = {t.name: i for i, t in enumerate(tasks)}
     results = sorted(results, key=lambda r: (r.method != method, position[r.task]))
     markdown = write_reports(results, log_dir, header)
-    summary = split_means(results)[method]
+    summaries = split_means(results)
+    with open(Path(log_dir) / "metatest_history.jsonl", "a") as history:
+        history.write(json.dumps({"real_transitions": real_transitions, "summary": summaries}) + "\n")
+    summary = summaries[method]
     ours = [r for r in results if r.method == method]
     log = dict(rank_zero_only=True)
     module.log("metatest/return_mean", float(np.mean([r.return_mean for r in ours])), **log)

@@ -254,7 +254,7 @@ class ModelFreePPO(PPOLearner):
             f"{self.family.name}, {hp.method}, PPO iteration {self.iterations}, {self.real_transitions} real "
             f"training transitions, {hp.metatest_context} context steps, {hp.metatest_episodes} episodes per task"
         )
-        publish_meta_test(self.trainer, self, results, self.test_tasks, hp.method, header)
+        publish_meta_test(self.trainer, self, results, self.test_tasks, hp.method, header, self.real_transitions)
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(TaskIndexShard(len(self.test_tasks), self.trainer.global_rank, self.trainer.world_size),

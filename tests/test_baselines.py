@@ -71,6 +71,10 @@ def test_baseline_fits_and_tests_from_the_command_line(method, tmp_path):
     assert {r["method"] for r in report["tasks"]} == {method, "random"}
     assert sorted(r["task"] for r in report["tasks"] if r["method"] == method) == ["extrap-mixed", "interp-default"]
     assert "800 real training transitions" in report["header"]
+    assert all(len(r["latent"]) == (3 if r["method"] == "pe_ppo" else 0) for r in report["tasks"])
+    history = [json.loads(line) for line in (log_dir / "metatest_history.jsonl").read_text().splitlines()]
+    assert [h["real_transitions"] for h in history] == [800]  # eval_every (28,800) > budget: the final one
+    assert history[0]["summary"] == report["summary"]
 
     ckpt = log_dir / "checkpoints/last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
