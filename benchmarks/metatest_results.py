@@ -1,0 +1,234 @@
+"""Meta-test results of every method — GSSM+APS, DR-PPO, PE-PPO — over seeds, at equal budgets.
+
+    python benchmarks/metatest_results.py [--envs acrobot cartpole_swingup] [--seeds 0 1 2]
+        [--methods gssm_aps dr_ppo pe_ppo] [--no-long] [--jobs 2] [--out runs/metatest_results] [--quick]
+
+Each run is ``python train.py fit`` of the method's config (``conf/<env>.yaml`` for GSSM+APS,
+``conf/baselines/<env>_<method>.yaml`` otherwise) with every ``seed`` of the config (run, data,
+Dyna loop, PPO; never the task set's ``task_seed``) set to the run's seed, in its own directory.
+The model-free methods run twice: at GSSM+APS's real-transition budget and at their long budget
+(``conf/baselines/long_budget.yaml`` on top). Results are always the final checkpoint's
+``metatest.json`` (the meta-test after the last iteration); learning curves come from each run's
+``metatest_history.jsonl``. ``--jobs`` runs several in parallel with one torch thread each (wall
+times are then those of a shared machine). Everything lands in ``<out>/metatest_results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("gssm_aps", "dr_ppo", "pe_ppo")
+SPLITS = ("interpolation", "extrapolation", "all")
+LONG = ROOT / "conf/baselines/long_budget.yaml"
+# the tiny profile of the test suite: seconds per run
+QUICK_DYNA = ROOT / "tests/configs/tiny_dyna.yaml"
+QUICK_BASELINE = {"real_transitions": 800, "envs_per_iteration": 2, "hidden_dim": 16, "latent_dim": 3,
+                  "metatest_episodes": 2, "metatest_context": 5, "eval_every_transitions": 400}  # fmt: skip
+QUICK_LONG = {"real_transitions": 1600, "eval_every_transitions": 400}
+
+
+def with_seed(node, seed: int):
+    """A copy of a parsed config with every ``seed``/``seed_everything`` (not ``task_seed``) set."""
+    if isinstance(node, dict):
+        return {k: seed if k in ("seed", "seed_everything") else with_seed(v, seed) for k, v in node.items()}
+    if isinstance(node, list):
+        return [with_seed(v, seed) for v in node]
+    return node
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """``base`` with ``extra``'s leaves written over it (nested dicts merged)."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def run_config(env: str, method: str, long: bool, seed: int, run_dir: Path, quick: bool) -> dict:
+    """The config one run uses, as a dict."""
+    path = ROOT / (f"conf/{env}.yaml" if method == "gssm_aps" else f"conf/baselines/{env}_{method}.yaml")
+    conf = yaml.safe_load(path.read_text())
+    if long:
+        conf = merge(conf, yaml.safe_load(LONG.read_text()))
+    if quick:
+        if method == "gssm_aps":
+            conf = merge(conf, yaml.safe_load(QUICK_DYNA.read_text()))
+        else:
+            conf = merge(conf, {"model": {"init_args": {**QUICK_BASELINE, **(QUICK_LONG if long else {})}}})
+            conf["model"]["init_args"]["metatest_tasks"] = ["interp-default", "extrap-mixed"]
+    conf = with_seed(conf, seed)
+    conf["trainer"]["enable_progress_bar"] = False
+    conf["trainer"]["logger"]["init_args"].update(save_dir=str(run_dir), name="run", version="final")
+    return conf
+
+
+def execute(spec: dict, threads: int) -> dict:
+    """Run one ``train.py fit``; its final meta-test, learning curve and wall time."""
+    run_dir = Path(spec["dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = run_dir / "config_in.yaml"
+    config.write_text(yaml.safe_dump(spec["config"], sort_keys=False))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if spec["quick"]:
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", "--config", str(config)],
+                          cwd=run_dir, capture_output=True, text=True, env=env)  # fmt: skip
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{spec['name']} failed:\n{proc.stderr[-4000:]}")
+    log_dir = run_dir / "run/final"
+    final = json.loads((log_dir / "metatest.json").read_text())
+    history = [json.loads(line) for line in (log_dir / "metatest_history.jsonl").read_text().splitlines()]
+    keys = ("env", "method", "long", "seed")
+    return {**{k: spec[k] for k in keys}, "wall": wall, "final": final, "history": history}
+
+
+def collect(envs: list[str], methods: list[str], seeds: list[int], long: bool, jobs: int, out: Path,
+            quick: bool = False) -> dict:  # fmt: skip
+    """Run every (env, method, budget, seed) and gather the results (see the module docstring)."""
+    specs = []
+    for env in envs:
+        for method in methods:
+            for is_long in (False, True) if (long and method != "gssm_aps") else (False,):
+                for seed in seeds:
+                    name = f"{env}/{method}{'_long' if is_long else ''}/seed{seed}"
+                    run_dir = out / name
+                    specs.append({"name": name, "dir": str(run_dir), "env": env, "method": method, "long": is_long,
+                                  "seed": seed, "quick": quick,
+                                  "config": run_config(env, method, is_long, seed, run_dir, quick)})  # fmt: skip
+    threads = 1 if jobs > 1 else (os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        runs = list(pool.map(lambda s: execute(s, threads), specs))
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.platform()}",
+        "date": time.strftime("%Y-%m-%d"),
+        "jobs": jobs,
+        "command": " ".join(["python", "benchmarks/metatest_results.py", *sys.argv[1:]]),
+        "runs": runs,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metatest_results.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def final_metric(run: dict, method: str, split: str) -> float:
+    return run["final"]["summary"][method][split]
+
+
+def transitions_to_reach(history: list[dict], method: str, level: float) -> float | None:
+    """Real transitions at which the learning curve (mean per-step reward, all test tasks) first
+    reaches ``level``, linearly interpolated between evaluations; None if it never does."""
+    xs = [h["real_transitions"] for h in history]
+    ys = [h["summary"][method]["all"] for h in history]
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        if y >= level:
+            if i == 0:
+                return float(x)
+            x0, y0 = xs[i - 1], ys[i - 1]
+            return float(x0 + (level - y0) / (y - y0) * (x - x0))
+    return None
+
+
+def mean_std(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+
+def markdown(result: dict) -> str:
+    """The results table (per env × method × budget, mean ± std across seeds) and the sample ratios."""
+    runs = result["runs"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["env"], r["method"], r["long"]), []).append(r)
+    lines = [
+        "| env | method | budget | real transitions | seeds | interpolation | extrapolation | all | wall per run |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (env, method, long), group in groups.items():
+        transitions = statistics.mean(g["history"][-1]["real_transitions"] for g in group)
+        cells = [mean_std([final_metric(g, method, s) for g in group]) for s in SPLITS]
+        wall = statistics.mean(g["wall"] for g in group)
+        lines.append(f"| {env} | {method} | {'long' if long else 'equal'} | {transitions:,.0f} | {len(group)} | "
+                     f"{' | '.join(cells)} | {wall:.0f} s |")  # fmt: skip
+    for env in dict.fromkeys(r["env"] for r in runs):
+        group = [r for r in runs if r["env"] == env and r["method"] == "gssm_aps"]
+        group = group or [r for r in runs if r["env"] == env]
+        cells = [mean_std([final_metric(g, "random", s) for g in group]) for s in SPLITS]
+        lines.append(f"| {env} | random | — | 0 | {len(group)} | {' | '.join(cells)} | — |")
+    lines += ["", "Real transitions a model-free method needs to reach GSSM+APS's final mean per-step reward (all test",
+              "tasks, mean over seeds), from its long-budget learning curve, as a multiple of GSSM+APS's budget:", "",
+              "| env | GSSM+APS reward | GSSM+APS transitions | method | transitions to reach (per seed) | ratio |",
+              "|---|---:|---:|---|---|---:|"]  # fmt: skip
+    for env in dict.fromkeys(r["env"] for r in runs):
+        ours = [r for r in runs if r["env"] == env and r["method"] == "gssm_aps"]
+        if not ours:
+            continue
+        level = statistics.mean(final_metric(r, "gssm_aps", "all") for r in ours)
+        budget = statistics.mean(r["history"][-1]["real_transitions"] for r in ours)
+        for method in ("dr_ppo", "pe_ppo"):
+            group = [r for r in runs if r["env"] == env and r["method"] == method and r["long"]]
+            if not group:
+                continue
+            needed = [transitions_to_reach(r["history"], method, level) for r in group]
+            per_seed = ", ".join("not reached" if n is None else f"{n:,.0f}" for n in needed)
+            longest = max(r["history"][-1]["real_transitions"] for r in group)
+            reached = [n for n in needed if n is not None]
+            ratio = (f"{statistics.mean(reached) / budget:.1f}×" if len(reached) == len(needed)
+                     else f"> {longest / budget:.1f}× ({len(reached)}/{len(needed)} seeds reached)")  # fmt: skip
+            lines.append(f"| {env} | {level:.3f} | {budget:,.0f} | {method} | {per_seed} | {ratio} |")
+    return "\n".join(lines)
+
+
+def curves(result: dict, env: str, points: int = 50) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per method (long budget for the model-free ones): a common transition grid and the mean and
+    std across seeds of the meta-test per-step reward (all test tasks) interpolated onto it."""
+    out = {}
+    for method in METHODS:
+        group = [r for r in result["runs"] if r["env"] == env and r["method"] == method]
+        if any(r["long"] for r in group):
+            group = [r for r in group if r["long"]]
+        if not group:
+            continue
+        histories = [
+            ([h["real_transitions"] for h in r["history"]], [h["summary"][method]["all"] for h in r["history"]])
+            for r in group
+        ]
+        lo = max(xs[0] for xs, _ in histories)
+        hi = min(xs[-1] for xs, _ in histories)
+        grid = np.linspace(lo, hi, points) if hi > lo else np.array([hi])
+        values = np.stack([np.interp(grid, xs, ys) for xs, ys in histories])
+        out[method] = (grid, values.mean(0), values.std(0))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", nargs="+", default=["acrobot", "cartpole_swingup"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--no-long", action="store_true", help="skip the model-free long-budget runs")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", default="runs/metatest_results")
+    parser.add_argument("--quick", action="store_true", help="tiny settings (the test suite's smoke run)")
+    args = parser.parse_args()
+    result = collect(args.envs, args.methods, args.seeds, not args.no_long, args.jobs, Path(args.out), args.quick)
+    print(f"# meta-test results; {result['machine']}, {result['date']}")
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
