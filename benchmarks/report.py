@@ -1,0 +1,233 @@
+"""``docs/RESULTS.md`` and its figures, regenerated from the benchmarks by one command.
+
+    python benchmarks/report.py [--reuse] [--out runs/report] [--docs docs] [--jobs 2]
+    python benchmarks/report.py --quick --out /tmp/report --docs /tmp/report/docs   # the test suite's profile
+
+Runs ``benchmarks/throughput.py``, ``benchmarks/model_comparison.py`` and
+``benchmarks/metatest_results.py`` (their JSON lands in ``--out``; ``--reuse`` loads a benchmark's
+JSON instead of rerunning it when it is there), then writes ``RESULTS.md``, ``learning_curves.png``
+(meta-test reward vs real transitions, one line per method, shaded ±1 std across seeds) and
+``latents.png`` (GSSM's latent means vs the physics parameters of the test tasks) into ``--docs``.
+Targets missed stay in the tables as measured, with their cause where it is known.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a server
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import metatest_results  # noqa: E402
+import model_comparison  # noqa: E402
+import throughput  # noqa: E402
+
+import envs  # noqa: E402
+
+IMAGINATION_TARGET = 200_000
+METATEST_TARGETS = {"acrobot": (-0.70, -0.70), "cartpole_swingup": (0.70, 0.50)}
+LABELS = {"gssm_aps": "GSSM+APS", "dr_ppo": "DR-PPO", "pe_ppo": "PE-PPO", "random": "random"}
+# what is known about a target that the measurement misses (printed only when it is missed)
+KNOWN_CAUSES = {
+    "imagination": "the benchmark machine is a shared 2-core VM whose speed varies by ±30% between runs; "
+    "the matmul-bound share is in the table (the rest is per-op overhead of small kernels)",
+    "cartpole_swingup": "the APS policy converges to spinning the pole round (per-step reward ≈ 0.46–0.48, the "
+    "mean of (1 + cos θ)/2 over a rotation) instead of balancing it; horizon 40, a smaller initial action "
+    "noise and γ = 0.995 did not move the plateau",
+}
+
+
+def profile(quick: bool) -> dict:
+    """What each benchmark runs: the full report or the test suite's tiny one."""
+    if quick:
+        return {"devices": ["cpu"], "context_sets": [8], "repeats": 2, "model_envs": ["acrobot"], "model_seeds": [0],
+                "model_epochs": 1, "envs": ["acrobot"], "seeds": [0, 1]}  # fmt: skip
+    devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    return {"devices": devices, "context_sets": [4, 64], "repeats": 10, "model_envs": ["acrobot", "cartpole_swingup"],
+            "model_seeds": [0, 1, 2], "model_epochs": 30, "envs": ["acrobot", "cartpole_swingup"],
+            "seeds": [0, 1, 2]}  # fmt: skip
+
+
+def cached(path: Path, reuse: bool, compute):
+    """``compute()``'s JSON at ``path``, or what is already there with ``reuse``."""
+    if reuse and path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=1))
+    return value
+
+
+def learning_curves(results: dict, path: Path) -> None:
+    """One panel per env: meta-test mean per-step reward (all test tasks) vs real transitions."""
+    env_names = list(dict.fromkeys(r["env"] for r in results["runs"]))
+    fig, axes = plt.subplots(1, len(env_names), figsize=(6 * len(env_names), 4), squeeze=False)
+    for ax, env in zip(axes[0], env_names, strict=True):
+        for method, (grid, mean, std) in metatest_results.curves(results, env).items():
+            (line,) = ax.plot(grid, mean, label=LABELS[method], marker="." if len(grid) == 1 else None)
+            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.25)
+        random = [metatest_results.final_metric(r, "random", "all") for r in results["runs"] if r["env"] == env]
+        ax.axhline(statistics.mean(random), color="grey", linestyle=":", label="random")
+        ax.set_xscale("log")
+        ax.set_title(env)
+        ax.set_xlabel("real training transitions")
+        ax.set_ylabel("meta-test mean per-step reward")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def latent_figure(results: dict, path: Path) -> None:
+    """GSSM's latent means on the test tasks (first principal component per seed, its sign fixed so it
+    rises with the first parameter) against each physics parameter, coloured by split."""
+    runs = [r for r in results["runs"] if r["method"] == "gssm_aps"]
+    env_names = list(dict.fromkeys(r["env"] for r in runs))
+    params = {env: list(envs.make_family(env).test_tasks()[0].parameters) for env in env_names}
+    width = max((len(p) for p in params.values()), default=1)
+    fig, axes = plt.subplots(len(env_names), width, figsize=(4 * width, 3.2 * len(env_names)), squeeze=False)
+    for row, env in enumerate(env_names):
+        for k, run in enumerate(r for r in runs if r["env"] == env):
+            tasks = [t for t in run["final"]["tasks"] if t["method"] == "gssm_aps"]
+            z = np.array([t["latent"] for t in tasks])
+            z = z - z.mean(0)
+            pc = z @ np.linalg.svd(z, full_matrices=False)[2][0]
+            first = np.array([t["params"][params[env][0]] for t in tasks])
+            if np.corrcoef(first, pc)[0, 1] < 0:
+                pc = -pc
+            for col, name in enumerate(params[env]):
+                x = np.array([t["params"][name] for t in tasks])
+                for split, colour in (("interpolation", "tab:blue"), ("extrapolation", "tab:red")):
+                    keep = np.array([t["split"] == split for t in tasks])
+                    axes[row, col].scatter(x[keep], pc[keep], color=colour, marker="os^v"[k % 4],
+                                           label=f"{split}, seed {run['seed']}")  # fmt: skip
+                axes[row, col].set_xlabel(name)
+                axes[row, col].set_ylabel(f"{env}: latent PC1")
+        axes[row, 0].legend(fontsize=7)
+        for col in range(len(params[env]), width):
+            axes[row, col].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def target_lines(tp: dict, results: dict) -> list[str]:
+    lines = ["| target | measured | status |", "|---|---|---|"]
+    cpu = next(r for r in tp["imagination"] if r["device"] == "cpu")
+    met = cpu["transitions_per_s"] >= IMAGINATION_TARGET
+    status = "met" if met else f"missed: {KNOWN_CAUSES['imagination']}"
+    lines.append(f"| imagined transitions/s ≥ {IMAGINATION_TARGET:,} (CPU, default acrobot sizes) | "
+                 f"{cpu['transitions_per_s']:,.0f} | {status} |")  # fmt: skip
+    for env, (lo_i, lo_e) in METATEST_TARGETS.items():
+        runs = [r for r in results["runs"] if r["env"] == env and r["method"] == "gssm_aps"]
+        if not runs:
+            continue
+        interp = statistics.mean(metatest_results.final_metric(r, "gssm_aps", "interpolation") for r in runs)
+        extrap = statistics.mean(metatest_results.final_metric(r, "gssm_aps", "extrapolation") for r in runs)
+        met = interp >= lo_i and extrap >= lo_e
+        status = "met" if met else f"missed: {KNOWN_CAUSES.get(env, 'cause not known')}"
+        lines.append(f"| {env} GSSM+APS per-step reward interp ≥ {lo_i}, extrap ≥ {lo_e} | "
+                     f"{interp:.3f} / {extrap:.3f} | {status} |")  # fmt: skip
+    return lines
+
+
+def render(tp: dict, models: list[dict], results: dict, commands: list[str], docs: Path) -> str:
+    docs.mkdir(parents=True, exist_ok=True)
+    learning_curves(results, docs / "learning_curves.png")
+    latent_figure(results, docs / "latents.png")
+    lines = [
+        "# mbmrl — measured results",
+        "",
+        f"Generated by `python benchmarks/report.py` on {tp['date']}; machine: {tp['machine']}.",
+        "Every number below was measured by the commands listed at the end; nothing is copied by hand.",
+        "",
+        "## Targets",
+        "",
+        *target_lines(tp, results),
+        "",
+        "## Throughput",
+        "",
+        throughput.markdown(tp),
+        "",
+        "## Model quality: GSSM vs MLSM-v0 vs MLSM-v1",
+        "",
+        "Identical random-policy data per env and seed, mean ± std across seeds; NLL in nats per transition and",
+        "MSE on normalised Δs (one-step, test tasks); H-step RMSE of the open-loop state prediction in units of",
+        "each observation dimension's std.",
+        "",
+        model_comparison.markdown(models),
+        "",
+        "## Meta-test results",
+        "",
+        "Mean per-step reward on the test tasks (DESIGN §6: online context, then 50 evaluation episodes per task,",
+        "no gradient step), the final checkpoint of each run, mean ± std across seeds. `equal` is GSSM+APS's",
+        f"real-transition budget, `long` the model-free methods' long budget. Runs: {results['jobs']} at a time,",
+        "one torch thread each, so wall times are those of a shared machine.",
+        "",
+        metatest_results.markdown(results),
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+        "![latents vs physics parameters](latents.png)",
+        "",
+        "## Commands",
+        "",
+        *[f"- `{c}`" for c in commands],
+        "",
+    ]
+    text = "\n".join(lines)
+    (docs / "RESULTS.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/report")
+    parser.add_argument("--docs", default=str(ROOT / "docs"))
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--reuse", action="store_true", help="load a benchmark's JSON from --out when it exists")
+    parser.add_argument("--quick", action="store_true", help="tiny settings (the test suite's smoke run)")
+    args = parser.parse_args()
+    p, out = profile(args.quick), Path(args.out)
+    model_comparison.setup_quiet()
+
+    def measure_throughput() -> dict:
+        result = throughput.measure(p["devices"], p["context_sets"], p["repeats"], args.quick)
+        machine = f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, {platform.platform()}"
+        return {**result, "machine": machine, "date": time.strftime("%Y-%m-%d")}
+
+    tp = cached(out / "throughput.json", args.reuse, measure_throughput)
+    models = cached(out / "model_comparison.json", args.reuse, lambda: model_comparison.compare(
+        p["model_envs"], list(model_comparison.VARIANTS), p["model_seeds"], p["model_epochs"], args.quick))
+    results = cached(out / "metatest/metatest_results.json", args.reuse, lambda: metatest_results.collect(
+        p["envs"], list(metatest_results.METHODS), p["seeds"], True, args.jobs, out / "metatest", args.quick))
+    quick = " --quick" if args.quick else ""
+    commands = [
+        f"python benchmarks/report.py{quick} (this file and its figures)",
+        f"python benchmarks/throughput.py --devices {' '.join(p['devices'])} --context-sets "
+        f"{' '.join(map(str, p['context_sets']))}{quick}",
+        f"python benchmarks/model_comparison.py --envs {' '.join(p['model_envs'])} --seeds "
+        f"{' '.join(map(str, p['model_seeds']))} --epochs {p['model_epochs']}",
+        f"python benchmarks/metatest_results.py --envs {' '.join(p['envs'])} --seeds {' '.join(map(str, p['seeds']))} "
+        f"--jobs {args.jobs}{quick}",
+    ]
+    render(tp, models, results, commands, Path(args.docs))
+    print(f"wrote {Path(args.docs) / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The results report: its quick profile end to end, and the arithmetic behind its tables."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from cli_runner import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from metatest_results import curves, transitions_to_reach, with_seed
+
+
+def history(points: list[tuple[int, float]], method: str = "dr_ppo") -> list[dict]:
+    return [{"real_transitions": x, "summary": {method: {"all": y}}} for x, y in points]
+
+
+def test_transitions_to_reach_interpolates_between_evaluations():
+    h = history([(100, -1.0), (200, -0.8), (300, -0.6)])
+    assert transitions_to_reach(h, "dr_ppo", -0.7) == pytest.approx(250.0)
+    assert transitions_to_reach(h, "dr_ppo", -1.0) == 100.0
+    assert transitions_to_reach(h, "dr_ppo", -0.5) is None
+
+
+def test_with_seed_sets_every_run_seed_but_not_the_task_set():
+    conf = {"seed_everything": 0, "model": {"init_args": {"seed": 0, "task_seed": 0}},
+            "trainer": {"callbacks": [{"init_args": {"seed": 0}}]}}  # fmt: skip
+    seeded = with_seed(conf, 7)
+    assert seeded["seed_everything"] == 7 and seeded["model"]["init_args"] == {"seed": 7, "task_seed": 0}
+    assert seeded["trainer"]["callbacks"][0]["init_args"]["seed"] == 7
+    assert conf["seed_everything"] == 0  # a copy
+
+
+def test_curves_average_seeds_on_a_common_grid():
+    run = {"env": "acrobot", "method": "dr_ppo", "long": True}
+    runs = [{**run, "history": history([(0, 0.0), (100, 1.0)])}, {**run, "history": history([(0, 0.0), (100, 3.0)])}]
+    grid, mean, std = curves({"runs": runs}, "acrobot", points=3)["dr_ppo"]
+    assert grid.tolist() == [0.0, 50.0, 100.0]
+    assert mean.tolist() == [0.0, 1.0, 2.0] and std.tolist() == [0.0, 0.5, 1.0]
+
+
+def test_quick_report_writes_tables_and_figures(tmp_path):
+    out, docs = tmp_path / "out", tmp_path / "docs"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/report.py"), "--quick", "--out", str(out),
+                           "--docs", str(docs)], capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = (docs / "RESULTS.md").read_text()
+    for section in ("## Targets", "## Throughput", "## Model quality", "## Meta-test results", "## Commands"):
+        assert section in text
+    for row in ("| acrobot | gssm |", "| acrobot | mlsm_v1 |", "| acrobot | gssm_aps | equal |",
+                "| acrobot | dr_ppo | long |", "| acrobot | pe_ppo | equal |", "| acrobot | random |"):  # fmt: skip
+        assert row in text, row
+    for figure in ("learning_curves.png", "latents.png"):
+        data = (docs / figure).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    results = json.loads((out / "metatest/metatest_results.json").read_text())
+    methods = sorted({(r["method"], r["long"], r["seed"]) for r in results["runs"]})
+    assert len(methods) == 10  # gssm_aps × 2 seeds + (dr, pe) × (equal, long) × 2 seeds
+    assert all(r["history"] for r in results["runs"])
