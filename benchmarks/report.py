@@ -176,7 +176,8 @@ def render(tp: dict, models: list[dict], results: dict, commands: list[str], doc
         "Mean per-step reward on the test tasks (DESIGN §6: online context, then 50 evaluation episodes per task,",
         "no gradient step), the final checkpoint of each run, mean ± std across seeds. `equal` is GSSM+APS's",
         f"real-transition budget, `long` the model-free methods' long budget. Runs: {results['jobs']} at a time,",
-        "one torch thread each, so wall times are those of a shared machine.",
+        f"one torch thread each, so wall times are those of a shared machine. Measured on {results['machine']},",
+        f"{results['date']}.",
         "",
         metatest_results.markdown(results),
         "",
@@ -216,14 +217,16 @@ def main() -> None:
     results = cached(out / "metatest/metatest_results.json", args.reuse, lambda: metatest_results.collect(
         p["envs"], list(metatest_results.METHODS), p["seeds"], True, args.jobs, out / "metatest", args.quick))
     quick = " --quick" if args.quick else ""
+    reuse = " --reuse" if args.reuse else ""
     commands = [
-        f"python benchmarks/report.py{quick} (this file and its figures)",
+        f"python benchmarks/report.py{quick}{reuse} --out {out} (this file and its figures; each benchmark below "
+        f"saves its JSON in {out}, which --reuse reads instead of rerunning it)",
         f"python benchmarks/throughput.py --devices {' '.join(p['devices'])} --context-sets "
         f"{' '.join(map(str, p['context_sets']))}{quick}",
         f"python benchmarks/model_comparison.py --envs {' '.join(p['model_envs'])} --seeds "
         f"{' '.join(map(str, p['model_seeds']))} --epochs {p['model_epochs']}",
         f"python benchmarks/metatest_results.py --envs {' '.join(p['envs'])} --seeds {' '.join(map(str, p['seeds']))} "
-        f"--jobs {args.jobs}{quick}",
+        f"--jobs {args.jobs} --out {out / 'metatest'}{quick}",
     ]
     render(tp, models, results, commands, Path(args.docs))
     print(f"wrote {Path(args.docs) / 'RESULTS.md'}")

@@ -111,7 +111,6 @@ class ModelFreePPO(PPOLearner):
         self.contexts = MultiTaskBuffer(num_train_tasks, context_capacity, obs_dim, act_dim) if self.encoder else None
         self.real_transitions = self._transitions_before = 0
         self._context: tuple[torch.Tensor, ...] = ()
-        self._returns = torch.zeros(0)
         self._test_results: list[TaskResult] = []
 
     # ---- real episodes ----------------------------------------------------------------------
@@ -192,7 +191,6 @@ class ModelFreePPO(PPOLearner):
         log_prob = Normal(dist.loc[:h], dist.scale[:h], validate_args=False).log_prob(action).sum(-1)
         self._transitions_before = self.real_transitions
         self.real_transitions += int(self._sum_over_ranks(alive.sum().reshape(1))[0])
-        self._returns = reward.sum(0)
         return Rollouts(obs[:h], action, log_prob, reward, alive, terminated, value, latent)
 
     def minibatch_latent(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,10 +219,6 @@ class ModelFreePPO(PPOLearner):
             self.trainer.should_stop = True
 
     # ---- meta-test --------------------------------------------------------------------------
-    def infer_latent(self):
-        """What the meta-test infers ``z`` with: the encoder (PE-PPO), or nothing (DR-PPO)."""
-        return self.encoder
-
     def meta_test_tasks(self, indices: torch.Tensor) -> list[TaskResult]:
         """Run the meta-test protocol on the test tasks at ``indices`` (this rank's share)."""
         hp = self.hparams
@@ -237,7 +231,7 @@ class ModelFreePPO(PPOLearner):
             results, _ = run_meta_test(
                 self.family, [self.test_tasks[i] for i in indices.tolist()], hp.method, self.policy,
                 hp.metatest_episodes, seed=derive_seed(METATEST, hp.seed, self.iterations, rank),
-                infer_latent=self.infer_latent(), n_context=hp.metatest_context,
+                infer_latent=self.encoder, n_context=hp.metatest_context,  # None for DR-PPO
             )  # fmt: skip
         finally:
             self.train(was_training)
