@@ -48,9 +48,10 @@ class ModelFreePPO(PPOLearner):
     ``envs_per_iteration`` full episodes in parallel, each in a training task drawn uniformly
     (seeded by run seed, iteration and rank). Steps after an early termination are masked out and not
     counted. The budget ``real_transitions`` counts the transitions used, over all ranks; the run stops
-    once it is spent (set ``trainer.max_epochs: -1``), with a meta-test every ``eval_every_transitions``
-    and at the end. The policy's input normaliser is updated after each collection, and the behaviour
-    log-probabilities and values are recomputed under it, so each iteration's PPO starts at ratio 1.
+    at the end of the iteration that spends it (set ``trainer.max_epochs: -1``), with a meta-test every
+    ``eval_every_transitions`` and at the end. The policy's input normaliser is updated after each
+    collection, and the behaviour log-probabilities and values are recomputed under it, so each
+    iteration's PPO starts at ratio 1.
     ``train.py test --ckpt_path`` meta-tests a checkpoint.
 
     Args:
