@@ -170,7 +170,9 @@ def markdown(result: dict) -> str:
         cells = [mean_std([final_metric(g, "random", s) for g in group]) for s in SPLITS]
         lines.append(f"| {env} | random | — | 0 | {len(group)} | {' | '.join(cells)} | — |")
     lines += ["", "Real transitions a model-free method needs to reach GSSM+APS's final mean per-step reward (all test",
-              "tasks, mean over seeds), from its long-budget learning curve, as a multiple of GSSM+APS's budget:", "",
+              "tasks, mean over seeds), from its long-budget learning curve, as a multiple of GSSM+APS's budget",
+              "(interpolated between evaluations; a curve already above it at its first evaluation counts that",
+              "evaluation's transitions, an upper bound):", "",
               "| env | GSSM+APS reward | GSSM+APS transitions | method | transitions to reach (per seed) | ratio |",
               "|---|---:|---:|---|---|---:|"]  # fmt: skip
     for env in dict.fromkeys(r["env"] for r in runs):
