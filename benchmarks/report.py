@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only: no display on a server
 import matplotlib.pyplot as plt
@@ -86,6 +87,7 @@ def learning_curves(results: dict, path: Path) -> None:
         random = [metatest_results.final_metric(r, "random", "all") for r in results["runs"] if r["env"] == env]
         ax.axhline(statistics.mean(random), color="grey", linestyle=":", label="random")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap
         ax.set_title(env)
         ax.set_xlabel("real training transitions")
         ax.set_ylabel("meta-test mean per-step reward")
