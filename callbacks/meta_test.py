@@ -15,6 +15,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.distributions import Normal
 from tqdm.auto import tqdm
 
+from datamodules.collection import true_next_obs
 from envs import Task, TaskFamily
 from modules.actor_critic import ActorCritic
 
@@ -69,10 +70,7 @@ def collect_online_context(
         obs = torch.as_tensor(obs_np, dtype=torch.float32, device=device)
         action = policy.act(obs, latent, generator=noise)
         next_np, _, term, trunc, info = venv.step(action.cpu().numpy())
-        real_next = next_np.copy()
-        ended = term | trunc
-        if ended.any():
-            real_next[ended] = np.stack(info["final_obs"][ended])
+        real_next = true_next_obs(next_np, term | trunc, info)
         cx[:, step] = torch.cat([obs, action], dim=-1)
         cy[:, step] = torch.as_tensor(real_next, dtype=torch.float32, device=device) - obs
         obs_np = next_np

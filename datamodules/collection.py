@@ -30,6 +30,22 @@ class Transitions:
     episode_returns: list[list[float]] = field(default_factory=list)
 
 
+def true_next_obs(next_obs: np.ndarray, ended: np.ndarray, info: dict) -> np.ndarray:
+    """The observation each sub-env actually reached ``[N, obs]``: under ``SAME_STEP`` autoreset a vector
+    env returns the reset observation for an episode that ended (``ended [N]``) and the last one in
+    ``info["final_obs"]``.
+
+    Example:
+        >>> true_next_obs(np.zeros((2, 1)), np.array([False, True]),
+        ...               {"final_obs": np.array([None, np.ones(1)], dtype=object)}).tolist()
+        [[0.0], [1.0]]
+    """
+    real_next = next_obs.copy()
+    if ended.any():
+        real_next[ended] = np.stack(info["final_obs"][ended])
+    return real_next
+
+
 def collect_transitions(
     family: TaskFamily,
     tasks: list[Task],
@@ -71,9 +87,7 @@ def collect_transitions(
             action = act_fn(obs).detach().float().cpu()
         next_np, reward, terminated, truncated, info = venv.step(action.numpy())
         ended = terminated | truncated
-        real_next = next_np.copy()
-        if ended.any():  # SAME_STEP autoreset: next_np already holds the reset observation
-            real_next[ended] = np.stack(info["final_obs"][ended])
+        real_next = true_next_obs(next_np, ended, info)
         obs_buf[:, step], act_buf[:, step] = obs, action
         rew_buf[:, step] = torch.as_tensor(reward, dtype=torch.float32)
         next_buf[:, step] = torch.as_tensor(real_next, dtype=torch.float32)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch.distributions import Normal
 from torch.utils.data import DataLoader, IterableDataset
 
 from callbacks.meta_test import TaskResult, publish_meta_test, run_meta_test, select_tasks
+from datamodules.collection import true_next_obs
 from datamodules.seeding import COLLECT_ENV, COLLECT_LATENT, METATEST, derive_seed
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import make_family
@@ -159,11 +159,7 @@ class ModelFreePPO(PPOLearner):
             reward[t] = torch.as_tensor(r, dtype=torch.float32) * running
             terminated[t] = torch.as_tensor(term) & (running > 0)
             running = running * (~terminated[t]).float()
-            ended = term | trunc
-            real_next = obs_np.copy()
-            if ended.any():  # SAME_STEP autoreset: obs_np already holds the next episode's start
-                real_next[ended] = np.stack(info["final_obs"][ended])
-            obs[t + 1] = torch.as_tensor(real_next, dtype=torch.float32)
+            obs[t + 1] = torch.as_tensor(true_next_obs(obs_np, term | trunc, info), dtype=torch.float32)
         venv.close()
         self._remember(tasks, obs, action, alive)
         return self._evaluate(obs.to(device), action.to(device), reward.to(device), alive.to(device),
@@ -240,7 +236,7 @@ class ModelFreePPO(PPOLearner):
 
     def meta_test(self) -> None:
         """Meta-test this rank's shard of the test tasks; rank 0 gathers, writes and logs."""
-        shard = next(iter(TaskIndexShard(len(self.test_tasks), self.trainer.global_rank, self.trainer.world_size)))
+        shard = torch.arange(len(self.test_tasks))[self.trainer.global_rank :: self.trainer.world_size]
         self._publish(self.meta_test_tasks(shard))
 
     def _publish(self, results: list[TaskResult]) -> None:
