@@ -1,13 +1,14 @@
 """Meta-test results of every method — GSSM+APS, DR-PPO, PE-PPO — over seeds, at equal budgets.
 
     python benchmarks/metatest_results.py [--envs acrobot cartpole_swingup] [--seeds 0 1 2]
-        [--methods gssm_aps dr_ppo pe_ppo] [--no-long] [--jobs 2] [--out runs/metatest_results] [--quick]
+        [--methods gssm_aps dr_ppo pe_ppo] [--long-methods dr_ppo pe_ppo] [--no-long] [--jobs 2]
+        [--out runs/metatest_results] [--quick]
 
 Each run is ``python train.py fit`` of the method's config (``conf/<env>.yaml`` for GSSM+APS,
 ``conf/baselines/<env>_<method>.yaml`` otherwise) with every ``seed`` of the config (run, data,
 Dyna loop, PPO; never the task set's ``task_seed``) set to the run's seed, in its own directory.
-The model-free methods run twice: at GSSM+APS's real-transition budget and at their long budget
-(``conf/baselines/long_budget.yaml`` on top). Results are always the final checkpoint's
+The model-free methods run at GSSM+APS's real-transition budget and, those in ``--long-methods``,
+also at their long budget (``conf/baselines/long_budget.yaml`` on top). Results are always the final checkpoint's
 ``metatest.json`` (the meta-test after the last iteration); learning curves come from each run's
 ``metatest_history.jsonl``. ``--jobs`` runs several in parallel with one torch thread each (wall
 times are then those of a shared machine). Everything lands in ``<out>/metatest_results.json``.
@@ -98,12 +99,12 @@ def execute(spec: dict, threads: int) -> dict:
 
 
 def collect(envs: list[str], methods: list[str], seeds: list[int], long: bool, jobs: int, out: Path,
-            quick: bool = False) -> dict:  # fmt: skip
+            quick: bool = False, long_methods: tuple[str, ...] = ("dr_ppo", "pe_ppo")) -> dict:  # fmt: skip
     """Run every (env, method, budget, seed) and gather the results (see the module docstring)."""
     specs = []
     for env in envs:
         for method in methods:
-            for is_long in (False, True) if (long and method != "gssm_aps") else (False,):
+            for is_long in (False, True) if (long and method in long_methods and method != "gssm_aps") else (False,):
                 for seed in seeds:
                     name = f"{env}/{method}{'_long' if is_long else ''}/seed{seed}"
                     run_dir = out / name
@@ -192,6 +193,20 @@ def markdown(result: dict) -> str:
             ratio = (f"{statistics.mean(reached) / budget:.1f}×" if len(reached) == len(needed)
                      else f"> {longest / budget:.1f}× ({len(reached)}/{len(needed)} seeds reached)")  # fmt: skip
             lines.append(f"| {env} | {level:.3f} | {budget:,.0f} | {method} | {per_seed} | {ratio} |")
+    lines += ["", "No collapse (issue target: on every seed the final meta-test is within 0.03 of that seed's best",
+              "evaluation, and the std of the final across seeds is ≤ 0.03; mean per-step reward, all test tasks):", "",
+              "| env | method | final per seed | best per seed | largest drop | std across seeds | target |",
+              "|---|---|---|---|---:|---:|---|"]  # fmt: skip
+    for (env, method, _), group in groups.items():
+        if method != "gssm_aps":
+            continue
+        finals = [final_metric(g, method, "all") for g in group]
+        bests = [max(h["summary"][method]["all"] for h in g["history"]) for g in group]
+        drop = max(b - f for b, f in zip(bests, finals, strict=True))
+        sd = statistics.stdev(finals) if len(finals) > 1 else 0.0
+        met = "met" if drop <= 0.03 and sd <= 0.03 else "missed"
+        lines.append(f"| {env} | {method} | {', '.join(f'{f:.3f}' for f in finals)} | "
+                     f"{', '.join(f'{b:.3f}' for b in bests)} | {drop:.3f} | {sd:.3f} | {met} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -223,11 +238,14 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--no-long", action="store_true", help="skip the model-free long-budget runs")
+    parser.add_argument("--long-methods", nargs="+", default=["dr_ppo", "pe_ppo"], choices=METHODS[1:],
+                        help="the model-free methods that also run at the long budget")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default="runs/metatest_results")
     parser.add_argument("--quick", action="store_true", help="tiny settings (the test suite's smoke run)")
     args = parser.parse_args()
-    result = collect(args.envs, args.methods, args.seeds, not args.no_long, args.jobs, Path(args.out), args.quick)
+    result = collect(args.envs, args.methods, args.seeds, not args.no_long, args.jobs, Path(args.out), args.quick,
+                     tuple(args.long_methods))
     print(f"# meta-test results; {result['machine']}, {result['date']}")
     print(markdown(result))
 

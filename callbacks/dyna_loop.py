@@ -24,6 +24,18 @@ from modules.sampling import sample_normal
 # reduced by the APS trainer, or rank 0's meta-test; Lightning's advice to sync it again is moot.
 warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(policy|real|metatest|time|dyna)/")
 
+EXPLOITATION_LAYOUT = {
+    "dyna": {
+        "imagined vs real reward per step (training tasks)": [
+            "Multiline",
+            ["policy/imagined_reward_per_step", "real/reward_per_step"],
+        ],
+        "meta-test reward per step": ["Multiline", ["metatest/interpolation/reward_per_step",
+                                                    "metatest/extrapolation/reward_per_step"]],
+        "model: held-out one-step MSE, disagreement": ["Multiline", ["model/holdout/mse", "policy/model_disagreement"]],
+    }
+}
+
 
 class DynaLoop(pl.Callback):
     """Runs the Dyna loop around the main ``Trainer`` that fits the meta dynamics model.
@@ -35,8 +47,9 @@ class DynaLoop(pl.Callback):
        :class:`APSModule` for ``policy_epochs`` PPO iterations on imagined rollouts of the current
        model (frozen, in eval mode);
     b. **collection**: every training task runs ``collect_steps_per_task`` real steps with the
-       policy, ``z_c`` posterior-sampled once per task from ``q(z_c | random context of its
-       buffer)``; each rank collects its shard of tasks and the shards are all-gathered, so every
+       policy, ``z_c`` once per task from ``q(z_c | random context of its buffer)`` (its mean or a
+       sample, as the policy's ``latent`` setting imagines); each rank collects its shard of tasks
+       and the shards are all-gathered, so every
        rank holds identical buffers and every task is collected exactly once per iteration;
     c. **meta-test** every ``eval_every`` iterations and after the last one, the test tasks sharded
        across ranks and gathered on rank 0: :func:`callbacks.meta_test.run_meta_test`, ``metatest.json`` and
@@ -115,6 +128,13 @@ class DynaLoop(pl.Callback):
         self.aps.load_optimizer_state_dict(state["aps_optimizer"])
         self.aps.iterations = state["aps_iterations"]
         self._rng_to_restore = (state["torch_rng"], state["cuda_rng"])
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Rank 0: a TensorBoard *Custom Scalars* layout that puts the model-exploitation gap —
+        imagined vs real per-step reward of the training tasks — on one chart."""
+        tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if tb is not None and trainer.is_global_zero:
+            tb.experiment.add_custom_scalars(EXPLOITATION_LAYOUT)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after the sanity check, whose dataloader iterator draws from the global generator
@@ -201,7 +221,8 @@ class DynaLoop(pl.Callback):
         device = gssm.device
         g = torch.Generator().manual_seed(derive_seed(COLLECT_LATENT, self.seed, self.iteration, trainer.global_rank))
         cx, cy = dm.buffer.xy(shard, dm.buffer.sample_index(shard, self.context_size, g))
-        latent = sample_normal(gssm.infer_context(cx.to(device), cy.to(device)).q_zc, g)  # posterior sample
+        q_zc = gssm.infer_context(cx.to(device), cy.to(device)).q_zc
+        latent = q_zc.mean if self.aps.hparams.latent == "mean" else sample_normal(q_zc, g)  # as APS imagines
         policy = self.aps.policy.to(device)
         noise = torch.Generator(device=device).manual_seed(
             derive_seed(COLLECT_LATENT, self.seed, self.iteration, trainer.global_rank, 1)

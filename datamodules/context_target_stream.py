@@ -28,7 +28,8 @@ class ContextTargetStream(IterableDataset):
 
     ``N_c`` is drawn per task in ``[context_min, context_max]`` and padded to ``context_max``
     with ``context_mask`` False. Context and targets are drawn (with replacement) from the same
-    task's buffer. Every rank yields exactly ``num_batches`` batches, from its own task shard,
+    task's buffer, from its ``context_part`` and ``target_part`` (see :class:`MultiTaskBuffer`).
+    Every rank yields exactly ``num_batches`` batches, from its own task shard,
     with a generator seeded by ``(seed, rank, pass)``; with ``fixed=True`` every pass repeats
     the same batches (validation).
 
@@ -59,6 +60,8 @@ class ContextTargetStream(IterableDataset):
         rank: int = 0,
         extrapolation: torch.Tensor | None = None,
         fixed: bool = False,
+        context_part: str = "all",
+        target_part: str = "all",
     ):
         if not 0 <= context_min <= context_max or context_max < 1:
             raise ValueError(
@@ -74,6 +77,7 @@ class ContextTargetStream(IterableDataset):
         self.num_batches, self.tasks_per_batch = num_batches, tasks_per_batch
         self.context_min, self.context_max, self.num_targets = context_min, context_max, num_targets
         self.seed, self.rank, self.fixed = seed, rank, fixed
+        self.context_part, self.target_part = context_part, target_part
         self.extrapolation = (
             extrapolation if extrapolation is not None else torch.zeros(buffer.num_tasks, dtype=torch.bool)
         )
@@ -99,7 +103,16 @@ class ContextTargetStream(IterableDataset):
         else:
             pick = torch.randint(n_shard, (self.tasks_per_batch,), generator=generator)
         tasks = self.task_ids[pick]
-        index = self.buffer.sample_index(tasks, self.context_max + self.num_targets, generator)
+        if self.context_part == self.target_part:
+            index = self.buffer.sample_index(tasks, self.context_max + self.num_targets, generator, self.target_part)
+        else:
+            index = torch.cat(
+                [
+                    self.buffer.sample_index(tasks, self.context_max, generator, self.context_part),
+                    self.buffer.sample_index(tasks, self.num_targets, generator, self.target_part),
+                ],
+                dim=1,
+            )
         x, y = self.buffer.xy(tasks, index)
         n_context = torch.randint(self.context_min, self.context_max + 1, (len(tasks),), generator=generator)
         c = self.context_max

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 FIELDS = ("obs", "action", "reward", "next_obs", "done")
+PARTS = ("all", "train", "holdout")
 
 
 class MultiTaskBuffer:
@@ -12,6 +13,12 @@ class MultiTaskBuffer:
 
     Writing is a ring per task (oldest transitions are overwritten first); reading is
     batched index arithmetic across tasks, no Python loop over tasks or transitions.
+
+    With ``holdout_every = p > 1`` every ``p``-th slot (``p − 1, 2p − 1, ...``) of each task is its
+    *held-out* part: :meth:`sample_index` with ``part="train"`` never returns it and
+    ``part="holdout"`` returns only it, so the model can be scored on transitions of the training
+    tasks it never trained on. Slots are fixed positions of the ring, so a transition stays in its
+    part until it is overwritten.
 
     Example:
         >>> buf = MultiTaskBuffer(num_tasks=2, capacity=100, obs_dim=3, act_dim=1)
@@ -21,9 +28,12 @@ class MultiTaskBuffer:
         [10, 10]
     """
 
-    def __init__(self, num_tasks: int, capacity: int, obs_dim: int, act_dim: int):
+    def __init__(self, num_tasks: int, capacity: int, obs_dim: int, act_dim: int, holdout_every: int = 0):
         if capacity < 1:
             raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
+        if holdout_every == 1 or holdout_every < 0:
+            raise ValueError(f"holdout_every must be 0 (no held-out part) or >= 2, got {holdout_every}")
+        self.holdout_every = holdout_every
         self.num_tasks, self.capacity, self.obs_dim, self.act_dim = num_tasks, capacity, obs_dim, act_dim
         self.obs = torch.zeros(num_tasks, capacity, obs_dim)
         self.action = torch.zeros(num_tasks, capacity, act_dim)
@@ -97,14 +107,31 @@ class MultiTaskBuffer:
         x = torch.cat([obs, self.action[rows, index]], dim=-1)
         return x, self.next_obs[rows, index] - obs
 
-    def sample_index(self, task_ids: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-        """``[K, count]`` uniform indices (with replacement) into each task's stored transitions."""
+    def sample_index(
+        self, task_ids: torch.Tensor, count: int, generator: torch.Generator, part: str = "all"
+    ) -> torch.Tensor:
+        """``[K, count]`` uniform indices (with replacement) into each task's stored transitions of
+        ``part`` (``"all"``, ``"train"`` or ``"holdout"``, see the class docstring)."""
+        if part not in PARTS:
+            raise ValueError(f"unknown buffer part {part!r}; expected one of {PARTS}")
+        p = self.holdout_every
+        if part != "all" and not p:
+            raise ValueError(f"part={part!r} needs a buffer with a held-out part (holdout_every >= 2)")
         sizes = self.size[task_ids]
+        if part == "train":
+            sizes = sizes - sizes // p
+        elif part == "holdout":
+            sizes = sizes // p
         if (sizes == 0).any():
             empty = task_ids[sizes == 0].tolist()
-            raise RuntimeError(f"cannot sample transitions from empty task buffers {empty}")
+            raise RuntimeError(f"cannot sample transitions from empty task buffers {empty} (part {part!r})")
         u = torch.rand(len(task_ids), count, generator=generator)
-        return (u * sizes[:, None]).long().clamp_max(sizes[:, None] - 1)
+        index = (u * sizes[:, None]).long().clamp_max(sizes[:, None] - 1)
+        if part == "train":
+            return index + index // (p - 1)  # skip every p-th slot
+        if part == "holdout":
+            return index * p + p - 1
+        return index
 
     def all_xy(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every stored transition of every task as ``x [N, obs+act]``, ``y [N, obs]``."""

@@ -31,6 +31,9 @@ class TransitionDataModule(pl.LightningDataModule):
     * Buffers start with ``random_steps_per_task`` uniform-random-action steps of every task,
       collected lazily when a dataloader is first requested (so resuming from a checkpoint
       does not collect data it then overwrites). Later data arrives through :meth:`add_transitions`.
+    * With ``holdout_every = p ≥ 2`` every ``p``-th stored transition of each training task is
+      held out of the training stream (:class:`MultiTaskBuffer`); :meth:`holdout_batches` serves
+      it (contexts from the training part) so the model can train to convergence on it.
     * :meth:`state_dict` holds the buffers and stream counters; a checkpoint round trip
       restores them.
 
@@ -57,6 +60,8 @@ class TransitionDataModule(pl.LightningDataModule):
         num_targets: int = 50,
         batches_per_epoch: int = 100,
         val_batches: int = 4,
+        holdout_every: int = 10,
+        holdout_batches: int = 2,
         seed: int = 0,
     ):
         super().__init__()
@@ -65,7 +70,7 @@ class TransitionDataModule(pl.LightningDataModule):
         self.train_tasks: list[Task] = self.family.train_tasks(num_train_tasks, task_seed)
         self.test_tasks: list[Task] = self.family.test_tasks()
         obs_dim, act_dim = self.family.obs_dim, self.family.act_dim
-        self.buffer = MultiTaskBuffer(num_train_tasks, buffer_capacity, obs_dim, act_dim)
+        self.buffer = MultiTaskBuffer(num_train_tasks, buffer_capacity, obs_dim, act_dim, holdout_every)
         val_capacity = max(val_steps_per_task, 1)
         self.val_buffer = MultiTaskBuffer(len(self.test_tasks), val_capacity, obs_dim, act_dim)
         self.test_extrapolation = torch.tensor([t.split == "extrapolation" for t in self.test_tasks])
@@ -139,6 +144,8 @@ class TransitionDataModule(pl.LightningDataModule):
             hp.num_targets,
             seed=hp.seed,
             rank=rank,
+            context_part="train" if hp.holdout_every else "all",
+            target_part="train" if hp.holdout_every else "all",
         )
         stream.passes = self._stream_passes
         return stream
@@ -160,6 +167,30 @@ class TransitionDataModule(pl.LightningDataModule):
             extrapolation=self.test_extrapolation,
             fixed=True,
         )
+
+    def holdout_batches(self) -> list[dict[str, torch.Tensor]]:
+        """``holdout_batches`` fixed batches of *every* training task (identical on every rank):
+        ``context_max`` context transitions from the training part, ``num_targets`` targets from
+        the held-out part."""
+        hp = self.hparams
+        if not hp.holdout_every:
+            raise ValueError("holdout_batches() needs data.holdout_every >= 2 (a held-out part of the buffers)")
+        self.ensure_initial_data()
+        n = len(self.train_tasks)
+        stream = ContextTargetStream(
+            self.buffer,
+            torch.arange(n),
+            hp.holdout_batches,
+            n,
+            hp.context_max,
+            hp.context_max,
+            hp.num_targets,
+            seed=hp.seed + 2,
+            fixed=True,
+            context_part="train",
+            target_part="holdout",
+        )
+        return list(stream)
 
     def train_dataloader(self) -> DataLoader:
         self.ensure_initial_data()

@@ -176,3 +176,10 @@ class AcrobotFamily(TaskFamily):
 
     def terminated(self, next_obs, params):
         return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
+
+    def project(self, obs):
+        """Both (cos, sin) pairs renormalised, velocities clamped to ±4π and ±9π as the env does."""
+        angles = obs[..., :4].unflatten(-1, (2, 2))
+        angles = angles / angles.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        limits = obs.new_tensor([MAX_VEL_1, MAX_VEL_2])
+        return torch.cat([angles.flatten(-2), obs[..., 4:].clamp(-limits, limits)], dim=-1)

@@ -157,3 +157,11 @@ class CartPoleSwingUpFamily(TaskFamily):
 
     def terminated(self, next_obs, params):
         return next_obs[..., 0].abs() > X_THRESHOLD
+
+    def project(self, obs):
+        """The (cos θ, sin θ) pair renormalised, velocities clamped to ±20 m/s and ±10π rad/s as the env does."""
+        pair = obs[..., 2:4]
+        pair = pair / pair.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        x_dot = obs[..., 1:2].clamp(-MAX_X_DOT, MAX_X_DOT)
+        theta_dot = obs[..., 4:5].clamp(-MAX_THETA_DOT, MAX_THETA_DOT)
+        return torch.cat([obs[..., :1], x_dot, pair, theta_dot], dim=-1)

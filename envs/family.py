@@ -124,3 +124,8 @@ class TaskFamily(ABC):
     @abstractmethod
     def terminated(self, next_obs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Boolean ``[...]``: does the episode end on arriving in ``next_obs``?"""
+
+    def project(self, obs: torch.Tensor) -> torch.Tensor:
+        """The nearest physical observation to an imagined ``obs [..., O]`` (e.g. cos/sin pairs back
+        on the unit circle, velocities within the env's limits); identity where nothing is known."""
+        return obs

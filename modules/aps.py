@@ -41,13 +41,16 @@ class APSModule(PPOLearner):
 
     Each training *epoch* is one PPO iteration (CleanRL order): ``on_train_epoch_start`` draws,
     for each of this rank's training tasks, ``rollouts_per_task`` start states from the real buffer
-    and ``context_sets_per_task`` random context subsets (sizes uniform in ``[1, context_size]``),
-    encodes each subset once, samples ``z_c ~ q(z_c | C)`` per rollout (posterior sampling; the
-    rollouts of a task are split evenly over its subsets) and imagines ``horizon`` steps of all
-    tasks × rollouts as one batch; ``training_step`` then runs ``ppo_epochs × num_minibatches``
-    clipped-PPO updates (paper eq. 11, :class:`modules.ppo.PPOLearner`). The running input
-    normaliser of the policy is updated from the start states and latents before each imagination,
-    so sampling and updates share it.
+    and ``context_sets_per_task`` random context subsets (sizes uniform in ``[context_min,
+    context_size]``), encodes each subset once, takes ``z_c`` per rollout — the mean of
+    ``q(z_c | C)`` (``latent="mean"``, what the policy reads at meta-test) or a sample of it
+    (``"sample"``, posterior sampling); the rollouts of a task are split evenly over its subsets —
+    and imagines ``horizon`` steps of all tasks × rollouts as one batch (:func:`modules.imagination.imagine`,
+    with mean or sampled next states, ``next_state``, and the reward penalised by
+    ``uncertainty_penalty`` × the model heads' disagreement); ``training_step`` then runs
+    ``ppo_epochs × num_minibatches`` clipped-PPO updates (paper eq. 11, :class:`modules.ppo.PPOLearner`).
+    The running input normaliser of the policy is updated from the start states and latents before
+    each imagination, so sampling and updates share it.
 
     Args:
         env: task family; latent_dim: size of ``z_c`` (the dynamics model's).
@@ -56,6 +59,8 @@ class APSModule(PPOLearner):
             acrobot sizes, so one set per rollout would dominate imagination; the latent is still
             sampled per rollout.
         init_log_std: initial log standard deviation of the actor's Gaussian.
+        context_min: smallest context drawn; at meta-test the policy acts on ``metatest_context``
+            transitions, so drawing near that size trains what is deployed.
         dynamics_checkpoint: standalone use: a model-only (or Dyna) checkpoint whose dynamics
             model and buffers are loaded and frozen.
 
@@ -74,7 +79,11 @@ class APSModule(PPOLearner):
         horizon: int = 20,
         rollouts_per_task: int = 64,
         context_size: int = 50,
+        context_min: int = 1,
         context_sets_per_task: int = 8,
+        latent: str = "sample",
+        next_state: str = "sample",
+        uncertainty_penalty: float = 0.0,
         ppo_epochs: int = 4,
         num_minibatches: int = 4,
         clip_ratio: float = 0.2,
@@ -87,6 +96,11 @@ class APSModule(PPOLearner):
         dynamics_checkpoint: str | None = None,
     ):
         super().__init__()
+        for name, value in (("latent", latent), ("next_state", next_state)):
+            if value not in ("mean", "sample"):
+                raise ValueError(f"{name}={value!r}; expected 'mean' or 'sample'")
+        if not 1 <= context_min <= context_size:
+            raise ValueError(f"context_min={context_min} must lie in [1, context_size={context_size}]")
         if context_sets_per_task < 1 or rollouts_per_task % context_sets_per_task:
             raise ValueError(
                 f"context_sets_per_task={context_sets_per_task} must be ≥ 1 and divide "
@@ -123,7 +137,7 @@ class APSModule(PPOLearner):
         tasks = sets.repeat_interleave(per_set)  # [B] task of each rollout
         ctx_index = src.buffer.sample_index(sets, hp.context_size, g)
         cx, cy = src.buffer.xy(sets, ctx_index)
-        ctx_size = torch.randint(1, hp.context_size + 1, (len(sets),), generator=g)
+        ctx_size = torch.randint(hp.context_min, hp.context_size + 1, (len(sets),), generator=g)
         mask = torch.arange(hp.context_size)[None] < ctx_size[:, None]
         start = src.buffer.obs[tasks, src.buffer.sample_index(tasks, 1, g)[:, 0]]
         model = src.model
@@ -131,12 +145,13 @@ class APSModule(PPOLearner):
             encoding = model.infer_context(cx.to(device), cy.to(device), mask.to(device))
             q_zc = encoding.q_zc
             q_zc = Normal(q_zc.loc.repeat_interleave(per_set, 0), q_zc.scale.repeat_interleave(per_set, 0))
-            latent = sample_normal(q_zc, g)  # posterior sampling, one z_c per rollout
+            latent = q_zc.mean if hp.latent == "mean" else sample_normal(q_zc, g)  # one z_c per rollout
         start = start.to(device)
         self.policy.input_normalizer.update(torch.cat([start, latent], dim=-1), self._sum_over_ranks)
         noise = torch.Generator(device=device).manual_seed(derive_seed(IMAGINATION, hp.seed, self.iterations, rank, 1))
         params = src.params[tasks].to(device)
-        return imagine(model, self.policy, self.family, start, encoding, latent, params, hp.horizon, noise, per_set)
+        return imagine(model, self.policy, self.family, start, encoding, latent, params, hp.horizon, noise, per_set,
+                       sample_next=hp.next_state == "sample", uncertainty_penalty=hp.uncertainty_penalty)  # fmt: skip
 
     collect_rollouts = imagine_batch
 
@@ -146,8 +161,12 @@ class APSModule(PPOLearner):
 
     def log_rollouts(self, r: Rollouts) -> None:
         n = r.reward.shape[1]
-        self.log("policy/imagined_return", r.returns.mean(), batch_size=n, sync_dist=True)
-        self.log("policy/imagined_reward_per_step", r.reward.sum() / r.alive.sum(), batch_size=n, sync_dist=True)
+        steps = r.alive.sum()
+        raw = r.reward + r.penalty  # the family's reward, before the uncertainty penalty
+        self.log("policy/imagined_return", raw.sum(0).mean(), batch_size=n, sync_dist=True)
+        self.log("policy/imagined_reward_per_step", raw.sum() / steps, batch_size=n, sync_dist=True)
+        self.log("policy/model_disagreement", (r.disagreement * r.alive).sum() / steps, batch_size=n, sync_dist=True)
+        self.log("policy/uncertainty_penalty_per_step", r.penalty.sum() / steps, batch_size=n, sync_dist=True)
 
     # ---- standalone use on a frozen model checkpoint -------------------------------------
     @staticmethod

@@ -24,15 +24,20 @@ def imagine(
     horizon: int,
     generator: torch.Generator | None = None,
     rollouts_per_context: int = 1,
+    sample_next: bool = True,
+    uncertainty_penalty: float = 0.0,
 ) -> Rollouts:
     """Roll the policy out in the model for ``horizon`` steps, all ``B`` trajectories as one batch.
 
     The ``B = E · M`` trajectories come in ``E`` consecutive groups of ``M = rollouts_per_context``:
     group ``e`` reads context set ``e`` of ``encoding`` (its ``M`` trajectories are the ``M`` target
     queries of that set, so the keys/values computed once per set serve every step with no copy).
-    Trajectory ``b`` acts on ``[s, latent[b]]`` and steps with the target latent sampled around
-    ``latent[b]``. Next states are sampled from the model's Gaussian; rewards and terminations are
-    the family's exact batched functions. Each step is a fixed sequence of batched tensor ops.
+    Trajectory ``b`` acts on ``[s, latent[b]]`` and steps with the target latent around ``latent[b]``.
+    With ``sample_next`` the target latent and the next state are sampled from the model's
+    Gaussians; otherwise both are their means (our tasks are deterministic). Every next state is
+    projected back to a physical one (:meth:`TaskFamily.project`). Rewards and terminations are the
+    family's exact batched functions, minus ``uncertainty_penalty`` × the model heads' disagreement
+    (MOPO). Each step is a fixed sequence of batched tensor ops.
 
     Args:
         start_obs: ``[B, O]`` real start states; latent: ``[B, Z]`` posterior samples of ``z_c``;
@@ -57,6 +62,8 @@ def imagine(
         terminated=torch.zeros(horizon, b, dtype=torch.bool, device=start_obs.device),
         value=zeros(horizon + 1, b),
         latent=latent,
+        disagreement=zeros(horizon, b),
+        penalty=zeros(horizon, b),
     )
     z_c = latent.view(groups, rollouts_per_context, -1)
     obs, alive = start_obs, start_obs.new_ones(b)
@@ -66,12 +73,15 @@ def imagine(
         action = out.action[t] = sample_normal(dist, generator)
         applied = action.clamp(-1.0, 1.0)
         x = torch.cat([obs, applied], dim=-1).view(groups, rollouts_per_context, -1)
-        next_dist = model.predict(x, encoding, z_c, sample=True, generator=generator)
-        next_obs = out.obs[t + 1] = sample_normal(next_dist, generator).view(b, o)
+        next_dist, disagreement = model.predict_with_disagreement(x, encoding, z_c, sample_next, generator)
+        next_obs = sample_normal(next_dist, generator) if sample_next else next_dist.mean
+        next_obs = out.obs[t + 1] = family.project(next_obs.view(b, o))
         terminated = out.terminated[t] = family.terminated(next_obs, params) & (alive > 0)
         out.alive[t] = alive
         out.log_prob[t] = dist.log_prob(action).sum(-1)
-        out.reward[t] = family.reward(obs, applied, next_obs, params) * alive
+        out.disagreement[t] = disagreement.view(b)
+        out.penalty[t] = uncertainty_penalty * out.disagreement[t] * alive
+        out.reward[t] = family.reward(obs, applied, next_obs, params) * alive - out.penalty[t]
         alive = alive * (~terminated).float()
         obs = next_obs
     out.value[horizon] = policy(obs, latent)[1]

@@ -2,15 +2,36 @@
 
 Objective (paper eq. 6, minimised as its negative, per target transition, in nats):
 
-    loss = −ln p_θ(y_t | x_t, z_t) + β · KL[q(z_t | x_t, C) ‖ q(z_c | C)],  z_t ~ q(z_t | x_t, C)
+    loss = −ln p_θ(y_t | x_t, z_t) + β · KL[q(z_t | x_t, C) ‖ q(z_c | C)]
+           + λ_0 · KL[q(z_c | C) ‖ N(0, I)] + λ_c · (−ln p_θ(y_t | x_t, z = E[z_c]))
 
-For ``gssm`` both distributions are conditioned on the context only, exactly as in eq. 6,
-so training sees what deployment sees. The target set is *not* added to the context for
-``gssm``. The MLSM variants have no ``z_t``; they use the neural-process bound
+with ``z_t ~ q(z_t | x_t, C)`` and ``q(z_t)`` built around the *mean* of ``q(z_c | C)`` (DESIGN
+§2.8): with a *sample* of ``z_c`` there, the KL gives the mean of ``q(z_c)`` no gradient and the
+latent the policy reads carries noise, not the task. ``λ_0`` (``prior_weight``, per task) keeps the
+latent's scale fixed; ``λ_c`` (``latent_decoder_weight``) also decodes every target from the task
+latent alone, so the task information has to live in ``z_c`` and not only in the per-target
+attention path. Both distributions are conditioned on the context only, exactly as in eq. 6, so
+training sees what deployment sees; the target set is *not* added to the context for ``gssm``.
+The MLSM variants have no ``z_t``; they use the neural-process bound
 ``−ln p(y_t | x_t, z) + KL[q(z | C ∪ T) ‖ q(z | C)] / N_t`` with ``z ~ q(z | C ∪ T)``.
-Inputs ``x = [s, a]`` and targets ``y = s' − s`` are standardised by normalisers that are
-saved with the model; NLL and MSE are reported on the normalised ``y``. Validation scores use
+
+The decoder has ``ensemble_size`` heads; each head's NLL is trained (mean over heads), the
+reported MSE is that of the heads' mean prediction, and :meth:`predict_with_disagreement` returns
+their spread as the model's own error estimate (DESIGN §3).
+
+Inputs ``x = [s, a]`` and targets ``y = s' − s`` are standardised by normalisers saved with the
+model. With ``refit_normalizers`` they are refitted on all training data at the start of every
+epoch, which must then train long enough to follow (the held-out check below): on acrobot the
+policy's data has a Δs std 3–7× that of the random-action data, and normalisers fitted once on the
+latter left the held-out MSE at 4–6 (normalised units) that 400 batches per iteration did not
+reduce. Without it they are fitted once, on the first epoch's data. NLL and MSE are reported on
+the normalised ``y``. Validation scores use
 latent means (no sampling), so they are deterministic and comparable across variants.
+
+Training to convergence (DESIGN §2.9): with ``holdout_check_every = k > 0`` the model scores the
+datamodule's held-out slice of the training tasks' transitions (:meth:`holdout_score`) before the
+epoch and every ``k`` batches, and ends the epoch when ``holdout_patience`` checks in a row did not
+improve the best score by 1%; the datamodule's ``batches_per_epoch`` is the cap.
 """
 
 from __future__ import annotations
@@ -36,6 +57,7 @@ warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(
 SPLITS = ("interpolation", "extrapolation")
 SCORES = ("nll", "mse", "kl")
 LOGVAR_BOUND_PENALTY = 0.01
+HOLDOUT_MIN_IMPROVEMENT = 0.01  # relative: a held-out check must beat the best score by 1%
 
 
 class MetaDynamicsModel(pl.LightningModule):
@@ -44,7 +66,13 @@ class MetaDynamicsModel(pl.LightningModule):
     Args:
         env: task-family name; fixes observation and action sizes and is checked on load.
         variant: ``"gssm"``, ``"mlsm_v0"`` or ``"mlsm_v1"`` (see :mod:`modules.meta_dynamics_net`).
-        kl_weight: β on the KL term.
+        kl_weight: β on the KL term; prior_weight: λ_0 on ``KL[q(z_c | C) ‖ N(0, I)]`` (gssm);
+        latent_decoder_weight: λ_c on the NLL of targets decoded from ``E[z_c]`` alone (gssm).
+        ensemble_size: decoder heads; their disagreement is the model's uncertainty.
+        holdout_check_every: score the held-out slice every this many batches and stop the
+            epoch when it stops improving (0: train every batch of the epoch).
+        holdout_patience: checks without improvement before the epoch ends.
+        refit_normalizers: refit the normalisers at every epoch start (else once).
         seed: latent noise of training step ``k`` on rank ``r`` comes from a generator seeded
             with ``(seed, k, r)``, so a resumed run replays the same noise.
 
@@ -65,6 +93,12 @@ class MetaDynamicsModel(pl.LightningModule):
         num_heads: int = 4,
         decoder_layers: int = 2,
         kl_weight: float = 1.0,
+        prior_weight: float = 0.0,
+        latent_decoder_weight: float = 0.0,
+        ensemble_size: int = 1,
+        holdout_check_every: int = 0,
+        holdout_patience: int = 3,
+        refit_normalizers: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
         seed: int = 0,
@@ -83,12 +117,16 @@ class MetaDynamicsModel(pl.LightningModule):
             message_passing_rounds,
             num_heads,
             decoder_layers,
+            ensemble_size,
         )
         self.x_normalizer = Normalizer(self.x_dim)
         self.y_normalizer = Normalizer(self.obs_dim)
         self.eval_scores = torch.nn.ModuleDict(
             {f"{split}_{score}": MeanMetric() for split in ("all", *SPLITS) for score in SCORES}
         )
+        self._holdout_batches: list[dict[str, torch.Tensor]] = []
+        self._holdout_best, self._holdout_last = math.inf, math.nan
+        self._holdout_bad_checks = self._epoch_first_step = 0
 
     # ---- public API for the policy side ---------------------------------------------------
     def infer_context(
@@ -128,8 +166,21 @@ class MetaDynamicsModel(pl.LightningModule):
             sample: sample the target latent ``z_t`` (gssm, from ``generator``) instead of its mean.
 
         Returns:
-            ``Normal`` over ``s'`` with batch shape ``[B, M, obs]`` in raw units.
+            ``Normal`` over ``s'`` with batch shape ``[B, M, obs]`` in raw units: the heads' mean,
+            with the variance of the heads' mixture.
         """
+        return self.predict_with_disagreement(x, encoding, z_c, sample, generator)[0]
+
+    def predict_with_disagreement(
+        self,
+        x: torch.Tensor,
+        encoding: ContextEncoding,
+        z_c: torch.Tensor | None = None,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Normal, torch.Tensor]:
+        """:meth:`predict` and the heads' disagreement ``[B, M]``: the norm over state dimensions of
+        the standard deviation across heads of their mean ``Δs``, in normalised units (0 with one head)."""
         self._check_features("x", x, self.x_dim)
         if z_c is None:
             z_c = encoding.q_zc.mean
@@ -137,9 +188,13 @@ class MetaDynamicsModel(pl.LightningModule):
             z_c = z_c[:, None]
         xn = self.x_normalizer.normalize(x)
         z, _, v = self.net.target_latent(encoding, xn, z_c, sample, generator)
-        mean, logvar = self.net.decode(xn, z, v)
-        std = (0.5 * logvar).exp() * self.y_normalizer.std
-        return Normal(x[..., : self.obs_dim] + self.y_normalizer.denormalize(mean), std, validate_args=False)
+        head_mean, logvar = self.net.decode(xn, z, v)  # [K, B, M, obs]
+        mean = head_mean.mean(0)
+        spread = head_mean.var(0, correction=0)
+        var = logvar.exp().mean(0) + spread
+        std = var.sqrt() * self.y_normalizer.std
+        dist = Normal(x[..., : self.obs_dim] + self.y_normalizer.denormalize(mean), std, validate_args=False)
+        return dist, spread.sum(-1).sqrt()
 
     # ---- objective ------------------------------------------------------------------------
     def loss(
@@ -148,14 +203,19 @@ class MetaDynamicsModel(pl.LightningModule):
         """Negative ELBO of a context/target batch, and its per-target terms ``[B, N_t]``;
         latent noise from ``generator`` (the global one if None)."""
         terms = self._terms(batch, sample=True, generator=generator)
-        beta = self.hparams.kl_weight
+        hp = self.hparams
         bound_penalty = LOGVAR_BOUND_PENALTY * (self.net.max_logvar.sum() - self.net.min_logvar.sum())
-        loss = terms["nll"].mean() + beta * terms["kl"].mean() + bound_penalty
+        loss = terms["nll"].mean() + hp.kl_weight * terms["kl"].mean() + bound_penalty
+        if "prior_kl" in terms:
+            loss = loss + hp.prior_weight * terms["prior_kl"].mean()
+        if "latent_nll" in terms:
+            loss = loss + hp.latent_decoder_weight * terms["latent_nll"].mean()
         return loss, terms
 
     def eval_score(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-task NLL, MSE and KL ``[B]`` with latent means (deterministic)."""
-        return {k: v.mean(-1) for k, v in self._terms(batch, sample=False).items()}
+        terms = self._terms(batch, sample=False)
+        return {k: terms[k].mean(-1) for k in SCORES}
 
     def _terms(
         self, batch: dict[str, torch.Tensor], sample: bool, generator: torch.Generator | None = None
@@ -168,20 +228,27 @@ class MetaDynamicsModel(pl.LightningModule):
         n_targets = tx.shape[1]
         enc = self.net.encode(cx, cy, mask)
         q_zc = enc.q_zc
+        extra = {}
         if self.net.variant == "gssm":
-            z_c = (sample_normal(q_zc, generator) if sample else q_zc.mean)[:, None]
+            z_c = q_zc.mean[:, None]  # q(z_t) around the mean of q(z_c) (DESIGN §2.8)
             z, q_zt, v = self.net.target_latent(enc, tx, z_c, sample, generator)
             kl = kl_divergence(q_zt, Normal(q_zc.loc[:, None], q_zc.scale[:, None])).sum(-1)
+            if sample and self.hparams.prior_weight > 0:
+                prior = Normal(torch.zeros_like(q_zc.loc), torch.ones_like(q_zc.scale))
+                extra["prior_kl"] = kl_divergence(q_zc, prior).sum(-1)[:, None].expand(-1, n_targets)
+            if sample and self.hparams.latent_decoder_weight > 0:
+                latent_mean, latent_logvar = self.net.decode(tx, z_c.expand_as(z), v)
+                extra["latent_nll"] = _gaussian_nll(ty, latent_mean, latent_logvar).mean(0)
         else:
             full_mask = torch.cat([mask, torch.ones_like(mask[:, :n_targets])], dim=1)
             posterior = self.net.encode(torch.cat([cx, tx], 1), torch.cat([cy, ty], 1), full_mask).q_zc
             z_c = (sample_normal(posterior, generator) if sample else posterior.mean)[:, None]
             z, _, v = self.net.target_latent(enc, tx, z_c, sample, generator)
             kl = (kl_divergence(posterior, q_zc).sum(-1) / n_targets)[:, None].expand(-1, n_targets)
-        mean, logvar = self.net.decode(tx, z, v)
-        sq = (ty - mean) ** 2
-        nll = 0.5 * (sq * (-logvar).exp() + logvar + math.log(2 * math.pi)).sum(-1)
-        return {"nll": nll, "mse": sq.mean(-1), "kl": kl}
+        mean, logvar = self.net.decode(tx, z, v)  # [K, B, N_t, Y]
+        nll = _gaussian_nll(ty, mean, logvar).mean(0)
+        mse = ((ty - mean.mean(0)) ** 2).mean(-1)
+        return {"nll": nll, "mse": mse, "kl": kl, **extra}
 
     # ---- Lightning hooks ------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -196,9 +263,47 @@ class MetaDynamicsModel(pl.LightningModule):
             )
         n = batch["target_x"].shape[0]
         self.log("model/train/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
-        for name in SCORES:
-            self.log(f"model/train/{name}", terms[name].mean(), batch_size=n, sync_dist=True)
+        for name, value in terms.items():
+            self.log(f"model/train/{name}", value.mean(), batch_size=n, sync_dist=True)
         return loss
+
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> int | None:
+        """Every ``holdout_check_every`` batches (every rank; the held-out slice and the weights are
+        identical on all ranks, so all ranks stop together): score the held-out slice; returning
+        −1 ends the epoch (Lightning's contract) once it stopped improving."""
+        every = self.hparams.holdout_check_every
+        if not every or batch_idx % every:
+            return None
+        score = self.holdout_score()
+        if score < self._holdout_best * (1 - HOLDOUT_MIN_IMPROVEMENT):
+            self._holdout_best, self._holdout_bad_checks = score, 0
+        else:
+            self._holdout_bad_checks += 1
+        self._holdout_last = score
+        if self._holdout_bad_checks >= self.hparams.holdout_patience:
+            return -1
+        return None
+
+    @torch.no_grad()
+    def holdout_score(self) -> float:
+        """Mean normalised one-step MSE (latent means, heads' mean) on the datamodule's held-out
+        slice of the training tasks: contexts from the training part, targets never trained on."""
+        was_training = self.training
+        self.eval()
+        try:
+            scores = [self._terms(self._to_device(b), sample=False)["mse"].mean() for b in self._holdout_batches]
+        finally:
+            self.train(was_training)
+        return float(torch.stack(scores).mean())
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def on_train_epoch_end(self) -> None:
+        if self.hparams.holdout_check_every:
+            # identical on every rank; the mean over ranks is that value
+            self.log("model/holdout/mse", self._holdout_last, sync_dist=True)
+            self.log("model/train/batches", float(self._batches_this_epoch()), sync_dist=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._update_eval_scores(batch)
@@ -242,17 +347,24 @@ class MetaDynamicsModel(pl.LightningModule):
             )
 
     def on_train_epoch_start(self) -> None:
-        self.refit_normalizers()
+        if self.hparams.refit_normalizers or not self.x_normalizer.fitted:
+            self.fit_normalizers()
+        if self.hparams.holdout_check_every:
+            datamodule = self.trainer.datamodule
+            self._holdout_batches = datamodule.holdout_batches()
+            self._holdout_best, self._holdout_bad_checks = math.inf, 0
+            self._epoch_first_step = self.global_step
+
+    def _batches_this_epoch(self) -> int:
+        return self.global_step - self._epoch_first_step
 
     def on_validation_epoch_start(self) -> None:
         if not self.x_normalizer.fitted:
-            self.refit_normalizers()
+            self.fit_normalizers()
 
-    def refit_normalizers(self) -> None:
-        """Refit the normalisers on every training transition the datamodule holds.
-
-        Every rank holds every task's buffer, so all ranks compute identical statistics.
-        """
+    def fit_normalizers(self) -> None:
+        """Fit the normalisers on every training transition the datamodule holds (see the module
+        docstring). Every rank holds every task's buffer, so all ranks compute identical statistics."""
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is None or not hasattr(datamodule, "model_training_data"):
             raise RuntimeError("MetaDynamicsModel needs a TransitionDataModule to fit its normalisers")
@@ -278,3 +390,8 @@ class MetaDynamicsModel(pl.LightningModule):
                 f"{name} has feature size {t.shape[-1]} (shape {tuple(t.shape)}); expected {expected} "
                 f"for env {self.hparams.env!r} (obs {self.obs_dim}, action {self.act_dim})"
             )
+
+
+def _gaussian_nll(y: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``−ln N(y | mean, exp(logvar))`` summed over the last dimension (broadcast over heads)."""
+    return 0.5 * ((y - mean) ** 2 * (-logvar).exp() + logvar + math.log(2 * math.pi)).sum(-1)

@@ -8,13 +8,17 @@ Variants (``variant=``):
   target latent ``q(z_t | x_t, C) = N(z_c + Δμ, σ)`` with ``(Δμ, σ) = MLP([z_c, v_t, x_t])``
   (a residual around ``z_c``: with a plain ``μ = MLP(·)`` the KL to ``q(z_c)`` holds GSSM in
   the uninformative solution for hundreds of steps on the toy test); decoder ``p(y_t | x_t, z_t)``.
+  The model builds ``q(z_t)`` around the *mean* of ``q(z_c)`` (DESIGN §2.8), see
+  :mod:`modules.meta_dynamics_model`.
 * ``"mlsm_v0"``: neural process, ``q(z | C)`` from the mean of ``h_i`` (no message passing,
   no ``z_t``), decoder ``p(y_t | x_t, z)``.
 * ``"mlsm_v1"``: ``mlsm_v0`` plus the deterministic context→target attention path,
   decoder ``p(y_t | x_t, z, v_t)`` (attentive NP).
 
-All inputs are normalised ``x = [s, a]`` and ``y = Δs``. The decoder's log-variance is
-soft-clamped between learned bounds (PETS / mbrl-lib).
+All inputs are normalised ``x = [s, a]`` and ``y = Δs``. The decoder is an ensemble of
+``ensemble_size`` independently initialised heads (:class:`modules.ensemble_mlp.EnsembleMLP`) on the
+shared encoder; their disagreement estimates the model's own error (DESIGN §3). Its log-variance is
+soft-clamped between learned bounds shared by the heads (PETS / mbrl-lib).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from modules.attention import MaskedAttention, MessagePassingBlock, mlp, scatter_nodes
+from modules.ensemble_mlp import EnsembleMLP
 from modules.sampling import sample_normal
 
 Variant = Literal["gssm", "mlsm_v0", "mlsm_v1"]
@@ -66,8 +71,8 @@ class MetaDynamicsNet(nn.Module):
         >>> enc = net.encode(torch.randn(2, 10, 7), torch.randn(2, 10, 6), mask)
         >>> z, q_zt, v = net.target_latent(enc, torch.randn(2, 5, 7), enc.q_zc.mean[:, None], sample=False)
         >>> mean, logvar = net.decode(torch.randn(2, 5, 7), z, v)
-        >>> mean.shape
-        torch.Size([2, 5, 6])
+        >>> mean.shape  # [heads, B, M, Y]
+        torch.Size([1, 2, 5, 6])
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class MetaDynamicsNet(nn.Module):
         message_passing_rounds: int = 2,
         num_heads: int = 4,
         decoder_layers: int = 2,
+        ensemble_size: int = 1,
     ):
         super().__init__()
         if variant not in VARIANTS:
@@ -98,7 +104,7 @@ class MetaDynamicsNet(nn.Module):
         if variant == "gssm":
             self.target_latent_head = mlp(latent_dim + h + x_dim, h, 2 * latent_dim, layers=2)
         decoder_in = x_dim + latent_dim + (h if variant == "mlsm_v1" else 0)
-        self.decoder = mlp(decoder_in, h, 2 * y_dim, layers=decoder_layers)
+        self.decoder = EnsembleMLP(ensemble_size, decoder_in, h, 2 * y_dim, layers=decoder_layers)
         self.max_logvar = nn.Parameter(torch.full((y_dim,), 0.5))
         self.min_logvar = nn.Parameter(torch.full((y_dim,), -10.0))
 
@@ -147,7 +153,7 @@ class MetaDynamicsNet(nn.Module):
         return (sample_normal(q_zt, generator) if sample else q_zt.mean), q_zt, v
 
     def decode(self, x: torch.Tensor, z: torch.Tensor, v: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and soft-clamped log-variance of ``p(y | x, z[, v])``, each ``[B, M, Y]``."""
+        """Mean and soft-clamped log-variance of ``p(y | x, z[, v])`` of every head, each ``[K, B, M, Y]``."""
         parts = [x, z] + ([v] if self.variant == "mlsm_v1" else [])
         mean, logvar = self.decoder(torch.cat(parts, dim=-1)).chunk(2, dim=-1)
         logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)

@@ -206,6 +206,7 @@ class ModelFreePPO(PPOLearner):
         self.log("real/reward_per_step", r.reward.sum() / r.alive.sum(), batch_size=n, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         hp = self.hparams
         self.log("real/transitions", float(self.real_transitions), rank_zero_only=True)
         done = self.real_transitions >= hp.real_transitions

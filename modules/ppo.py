@@ -23,6 +23,8 @@ class Rollouts:
     log_prob/reward/alive/terminated ``[H, B]``, value ``[H + 1, B]`` (the last one bootstraps),
     latent ``[B, Z]``. ``alive`` is 1 until the step on which the trajectory terminates
     (inclusive) and 0 after: rewards after termination are zeroed and those steps carry no loss.
+    Imagined rollouts also carry the model's ``disagreement [H, B]`` and ``penalty [H, B]`` (already
+    subtracted from ``reward``); real ones leave them None.
     """
 
     obs: torch.Tensor
@@ -33,6 +35,8 @@ class Rollouts:
     terminated: torch.Tensor
     value: torch.Tensor
     latent: torch.Tensor
+    disagreement: torch.Tensor | None = None
+    penalty: torch.Tensor | None = None
 
     @property
     def returns(self) -> torch.Tensor:
@@ -101,6 +105,8 @@ class PPOLearner(pl.LightningModule):
         self.iterations = 0
         self._optimizer: torch.optim.Optimizer | None = None
         self._batch: dict[str, torch.Tensor] = {}
+        self._step_stats: list[torch.Tensor] = []
+        self._stat_names: tuple[str, ...] = ()
 
     @abstractmethod
     def collect_rollouts(self) -> Rollouts:
@@ -177,11 +183,18 @@ class PPOLearner(pl.LightningModule):
         loss, info = self.ppo_loss(mb)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"PPO loss is {loss.item()} at policy iteration {self.iterations}")
-        n = len(index)
-        self.log("policy/loss", loss, batch_size=n, sync_dist=True)
-        for name, value in info.items():
-            self.log(f"policy/{name}", value, batch_size=n, sync_dist=True)
+        self._step_stats.append(torch.stack([loss.detach(), *(v.detach() for v in info.values())]))
+        self._stat_names = ("loss", *info)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Log the iteration's mean PPO statistics once (``self.log`` per minibatch cost ~20% of an
+        APS iteration on 2 CPU cores); averaged over ranks."""
+        if self._step_stats:
+            means = torch.stack(self._step_stats).mean(0)
+            for name, value in zip(self._stat_names, means, strict=True):
+                self.log(f"policy/{name}", value, sync_dist=True)
+        self._step_stats = []
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self._optimizer is None:

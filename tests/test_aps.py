@@ -83,12 +83,12 @@ def test_rollouts_grouped_per_context_set_equal_one_set_per_rollout():
 class DriftingModel:
     """A stand-in dynamics model: the cart moves +1 m per step (so it leaves the track)."""
 
-    def predict(self, x, encoding, z_c=None, sample=False, generator=None):
+    def predict_with_disagreement(self, x, encoding, z_c=None, sample=False, generator=None):
         nxt = x[..., :5].clone()
         nxt[..., 0] += 1.0
         nxt[..., 2] = 1.0  # upright: reward > 0 while on the track
         nxt[..., 3] = 0.0
-        return Normal(nxt, torch.full_like(nxt, 1e-6))
+        return Normal(nxt, torch.full_like(nxt, 1e-6)), torch.zeros(nxt.shape[:-1])
 
 
 def test_terminated_imagined_rollouts_stop_accumulating_reward():

@@ -1,0 +1,166 @@
+"""The mechanisms that keep GSSM+APS honest: a task latent that carries the task, an ensemble that
+knows where it has no data, imagined states that stay physical, training that stops on a held-out
+slice, and normalisers refitted only where training follows them."""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+from test_aps import tiny_source
+from test_toy_learning import LinearToyFamily, linear_tasks
+
+import envs
+from datamodules import ContextTargetStream, MultiTaskBuffer, TransitionDataModule
+from modules import APSModule, MetaDynamicsModel
+from modules.ensemble_mlp import EnsembleMLP
+
+
+def train_toy(model: MetaDynamicsModel, buffer: MultiTaskBuffer, steps: int) -> MetaDynamicsModel:
+    model.x_normalizer.fit(buffer.all_xy()[0])
+    model.y_normalizer.fit(buffer.all_xy()[1])
+    opt = model.configure_optimizers()
+    for batch in ContextTargetStream(buffer, torch.arange(buffer.num_tasks), steps, 16, 10, 20, 20, seed=0):
+        loss, _ = model.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def r_squared(latent: torch.Tensor, target: torch.Tensor) -> float:
+    """R² of the least-squares linear map (with intercept) from ``latent [N, Z]`` to ``target [N]``."""
+    design = torch.cat([latent, torch.ones(len(latent), 1)], dim=1)
+    fit = design @ torch.linalg.lstsq(design, target[:, None]).solution
+    return float(1 - ((fit[:, 0] - target) ** 2).sum() / ((target - target.mean()) ** 2).sum())
+
+
+def test_the_task_latent_carries_the_task(monkeypatch):
+    """On ``Δs = w·a`` tasks the mean of ``q(z_c | C)`` must encode ``w`` linearly and the prediction
+    must depend on it: another task's latent (same context for the attention path) is far worse."""
+    monkeypatch.setitem(envs.FAMILIES, "toy_linear", LinearToyFamily)
+    torch.manual_seed(0)
+    train, test = linear_tasks(128, 200, seed=0), linear_tasks(32, 200, seed=1)
+    model = MetaDynamicsModel("toy_linear", "gssm", hidden_dim=32, latent_dim=4, num_heads=2, lr=3e-3,
+                              prior_weight=0.01, latent_decoder_weight=1.0)  # fmt: skip
+    train_toy(model, train, 600)
+    ids = torch.arange(32)
+    g = torch.Generator().manual_seed(2)
+    cx, cy = test.xy(ids, test.sample_index(ids, 20, g))
+    tx, ty = test.xy(ids, test.sample_index(ids, 100, g))
+    w = (ty[..., 0] * tx[..., 1]).sum(1) / (tx[..., 1] ** 2).sum(1)  # each task's slope, from its data
+    with torch.no_grad():
+        enc = model.infer_context(cx, cy)
+        own = model.predict(tx, enc).mean - tx[..., :1]
+        swapped = model.predict(tx, enc, z_c=enc.q_zc.mean.roll(1, 0)).mean - tx[..., :1]
+    mse_own, mse_swapped = ((own - ty) ** 2).mean(), ((swapped - ty) ** 2).mean()
+    assert r_squared(enc.q_zc.mean, w) > 0.9
+    assert mse_swapped > 5 * mse_own, (float(mse_swapped), float(mse_own))
+
+
+def test_ensemble_members_differ_and_their_disagreement_grows_off_the_data(monkeypatch):
+    monkeypatch.setitem(envs.FAMILIES, "toy_linear", LinearToyFamily)
+    torch.manual_seed(0)
+    heads = EnsembleMLP(3, in_dim=2, hidden=8, out_dim=1)
+    out = heads(torch.randn(5, 2))
+    assert out.shape == (3, 5, 1) and not torch.allclose(out[0], out[1])
+
+    train = linear_tasks(64, 200, seed=0)  # states ~ N(0, 1), actions in [-1, 1]
+    model = MetaDynamicsModel("toy_linear", "gssm", hidden_dim=32, latent_dim=2, num_heads=2, lr=3e-3,
+                              ensemble_size=4)  # fmt: skip
+    train_toy(model, train, 400)
+    ids = torch.arange(8)
+    cx, cy = train.xy(ids, train.sample_index(ids, 20, torch.Generator().manual_seed(1)))
+    on_data = torch.stack([torch.randn(8, 50), torch.rand(8, 50) * 2 - 1], dim=-1)
+    off_data = torch.stack([torch.full((8, 50), 8.0), torch.full((8, 50), 3.0)], dim=-1)
+    with torch.no_grad():
+        enc = model.infer_context(cx, cy)
+        _, u_on = model.predict_with_disagreement(on_data, enc)
+        _, u_off = model.predict_with_disagreement(off_data, enc)
+    assert u_off.mean() > 5 * u_on.mean(), (float(u_off.mean()), float(u_on.mean()))
+    single = MetaDynamicsModel("toy_linear", hidden_dim=8, latent_dim=2, num_heads=2)
+    assert (single.predict_with_disagreement(on_data, single.infer_context(cx, cy))[1] == 0).all()
+
+
+def test_imagined_rollouts_stay_physical_and_the_penalty_is_the_disagreement():
+    for env, pairs, limits in (("acrobot", [(0, 1), (2, 3)], {4: 4 * math.pi, 5: 9 * math.pi}),
+                               ("cartpole_swingup", [(2, 3)], {1: 20.0, 4: 10 * math.pi})):  # fmt: skip
+        src = tiny_source(env)
+        fam = envs.make_family(env)
+        with torch.no_grad():  # a wild model: large random weights push states far off the manifold
+            for w in src.model.parameters():
+                w.add_(2.0 * torch.randn_like(w))
+            src.model.y_normalizer.std.mul_(50.0)
+        aps = APSModule(env, latent_dim=3, hidden_dim=16, horizon=10, rollouts_per_task=4, context_size=10,
+                         context_sets_per_task=2, next_state="mean", uncertainty_penalty=0.5)  # fmt: skip
+        aps.source = src
+        r = aps.imagine_batch()
+        imagined = r.obs[1:]  # row 0 holds the (here random, unphysical) start states
+        for c, s in pairs:
+            torch.testing.assert_close(imagined[..., c] ** 2 + imagined[..., s] ** 2, torch.ones_like(imagined[..., c]))
+        for dim, bound in limits.items():
+            assert imagined[..., dim].abs().max() <= bound + 1e-4
+            assert imagined[..., dim].abs().max() > 0.5 * bound  # the wild model did push them out
+        torch.testing.assert_close(r.penalty, 0.5 * r.disagreement * r.alive)
+        # an already physical state is left as it is
+        real = fam.make_vector_env(fam.train_tasks(2, seed=0), seed=0).reset(seed=0)[0]
+        real = torch.as_tensor(real, dtype=torch.float32)
+        torch.testing.assert_close(fam.project(real), real)
+
+
+def test_buffer_parts_split_every_task_into_train_and_held_out_slots():
+    buf = MultiTaskBuffer(2, 100, 1, 1, holdout_every=4)
+    buf.add(torch.arange(2), torch.zeros(2, 37, 1), torch.zeros(2, 37, 1), torch.zeros(2, 37),
+            torch.zeros(2, 37, 1), torch.zeros(2, 37, dtype=torch.bool))  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    train = buf.sample_index(torch.arange(2), 5000, g, part="train")
+    held = buf.sample_index(torch.arange(2), 5000, g, part="holdout")
+    assert set(held.unique().tolist()) == {3, 7, 11, 15, 19, 23, 27, 31, 35}
+    assert set(train.unique().tolist()) == set(range(37)) - {3, 7, 11, 15, 19, 23, 27, 31, 35}
+
+
+def tiny_data(**kwargs) -> TransitionDataModule:
+    args = dict(env="acrobot", num_train_tasks=2, random_steps_per_task=60, val_steps_per_task=10,
+                tasks_per_batch=2, context_min=2, context_max=8, num_targets=8, val_batches=1,
+                holdout_every=5)  # fmt: skip
+    return TransitionDataModule(**{**args, **kwargs})
+
+
+def fit(model: MetaDynamicsModel, data: TransitionDataModule, epochs: int) -> pl.Trainer:
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)  # fmt: skip
+    trainer.fit(model, data)
+    return trainer
+
+
+def test_model_training_stops_when_the_held_out_error_stops_improving():
+    torch.manual_seed(0)
+    frozen = MetaDynamicsModel("acrobot", hidden_dim=8, latent_dim=2, num_heads=2, lr=0.0,
+                               holdout_check_every=5, holdout_patience=2)  # fmt: skip
+    fit(frozen, tiny_data(batches_per_epoch=200), epochs=1)
+    # checks before batches 0 (the baseline), 5 and 10: two without improvement end the epoch
+    assert frozen.global_step == 10
+    learning = MetaDynamicsModel("acrobot", hidden_dim=32, latent_dim=2, num_heads=2, lr=3e-3,
+                                 holdout_check_every=5, holdout_patience=2)  # fmt: skip
+    fit(learning, tiny_data(batches_per_epoch=40), epochs=1)
+    assert learning.global_step > 10  # it improved, so it kept training
+
+
+def test_normalizers_are_refitted_every_epoch_or_fitted_once():
+    for refit in (False, True):
+        torch.manual_seed(0)
+        data = tiny_data(batches_per_epoch=2)
+        model = MetaDynamicsModel("acrobot", hidden_dim=8, latent_dim=2, num_heads=2, refit_normalizers=refit)
+        fit(model, data, epochs=1)
+        mean, std = model.y_normalizer.mean.clone(), model.y_normalizer.std.clone()
+        obs = data.buffer.obs[:, :60]
+        data.buffer.add(torch.arange(2), obs, torch.ones(2, 60, 1), torch.zeros(2, 60), obs * 3 + 1,
+                        torch.zeros(2, 60, dtype=torch.bool))  # fmt: skip
+        fit(model, data, epochs=2)  # a second epoch on very different data
+        _, y = data.buffer.all_xy()
+        if refit:
+            torch.testing.assert_close(model.y_normalizer.mean, y.mean(0))
+        else:
+            torch.testing.assert_close(model.y_normalizer.mean, mean)
+            torch.testing.assert_close(model.y_normalizer.std, std)
