@@ -2,7 +2,7 @@
 
     python benchmarks/metatest_results.py [--envs acrobot cartpole_swingup] [--seeds 0 1 2]
         [--methods gssm_aps dr_ppo pe_ppo] [--long-methods dr_ppo pe_ppo] [--no-long] [--jobs 2]
-        [--out runs/metatest_results] [--quick]
+        [--out runs/metatest_results] [--keep] [--quick]
 
 Each run is ``python train.py fit`` of the method's config (``conf/<env>.yaml`` for GSSM+APS,
 ``conf/baselines/<env>_<method>.yaml`` otherwise) with every ``seed`` of the config (run, data,
@@ -11,7 +11,9 @@ The model-free methods run at GSSM+APS's real-transition budget and, those in ``
 also at their long budget (``conf/baselines/long_budget.yaml`` on top). Results are always the final checkpoint's
 ``metatest.json`` (the meta-test after the last iteration); learning curves come from each run's
 ``metatest_history.jsonl``. ``--jobs`` runs several in parallel with one torch thread each (wall
-times are then those of a shared machine). Everything lands in ``<out>/metatest_results.json``.
+times are then those of a shared machine). Everything lands in ``<out>/metatest_results.json``;
+with ``--keep`` the runs already there whose (env, method) is not rerun are kept, so one method can be
+rerun (e.g. after a change to GSSM+APS) without rerunning the baselines.
 """
 
 from __future__ import annotations
@@ -95,11 +97,28 @@ def execute(spec: dict, threads: int) -> dict:
     final = json.loads((log_dir / "metatest.json").read_text())
     history = [json.loads(line) for line in (log_dir / "metatest_history.jsonl").read_text().splitlines()]
     keys = ("env", "method", "long", "seed")
-    return {**{k: spec[k] for k in keys}, "wall": wall, "final": final, "history": history}
+    result = {**{k: spec[k] for k in keys}, "wall": wall, "final": final, "history": history}
+    if spec["method"] == "gssm_aps":
+        result["exploitation_gap"] = exploitation_gap(log_dir)
+    return result
+
+
+def exploitation_gap(log_dir: Path) -> dict[str, list[float]]:
+    """Per Dyna iteration of a GSSM+APS run: real transitions, the imagined per-step reward of the
+    last PPO iteration and the real per-step reward of the collection that followed (training tasks)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    series = {name: [e.value for e in events.Scalars(tag)] for name, tag in (
+        ("real_transitions", "real/transitions"), ("imagined", "policy/imagined_reward_per_step"),
+        ("real", "real/reward_per_step"))}  # fmt: skip
+    return series
 
 
 def collect(envs: list[str], methods: list[str], seeds: list[int], long: bool, jobs: int, out: Path,
-            quick: bool = False, long_methods: tuple[str, ...] = ("dr_ppo", "pe_ppo")) -> dict:  # fmt: skip
+            quick: bool = False, long_methods: tuple[str, ...] = ("dr_ppo", "pe_ppo"),
+            keep: bool = False) -> dict:  # fmt: skip
     """Run every (env, method, budget, seed) and gather the results (see the module docstring)."""
     specs = []
     for env in envs:
@@ -114,6 +133,10 @@ def collect(envs: list[str], methods: list[str], seeds: list[int], long: bool, j
     threads = 1 if jobs > 1 else (os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         runs = list(pool.map(lambda s: execute(s, threads), specs))
+    previous = out / "metatest_results.json"
+    if keep and previous.exists():
+        rerun = {(s["env"], s["method"]) for s in specs}
+        runs = [r for r in json.loads(previous.read_text())["runs"] if (r["env"], r["method"]) not in rerun] + runs
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d"),
@@ -243,9 +266,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default="runs/metatest_results")
     parser.add_argument("--quick", action="store_true", help="tiny settings (the test suite's smoke run)")
+    parser.add_argument("--keep", action="store_true", help="keep the saved runs of the methods not rerun")
     args = parser.parse_args()
     result = collect(args.envs, args.methods, args.seeds, not args.no_long, args.jobs, Path(args.out), args.quick,
-                     tuple(args.long_methods))
+                     tuple(args.long_methods), args.keep)
     print(f"# meta-test results; {result['machine']}, {result['date']}")
     print(markdown(result))
 

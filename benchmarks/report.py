@@ -1,13 +1,17 @@
 """``docs/RESULTS.md`` and its figures, regenerated from the benchmarks by one command.
 
-    python benchmarks/report.py [--reuse] [--out runs/report] [--docs docs] [--jobs 2]
+    python benchmarks/report.py [--reuse] [--out runs/report] [--docs docs] [--jobs 2] [--only metatest]
     python benchmarks/report.py --quick --out /tmp/report --docs /tmp/report/docs   # the test suite's profile
 
 Runs ``benchmarks/throughput.py``, ``benchmarks/model_comparison.py`` and
 ``benchmarks/metatest_results.py`` (their JSON lands in ``--out``; ``--reuse`` loads a benchmark's
 JSON instead of rerunning it when it is there), then writes ``RESULTS.md``, ``learning_curves.png``
-(meta-test reward vs real transitions, one line per method, shaded ±1 std across seeds) and
-``latents.png`` (GSSM's latent means vs the physics parameters of the test tasks) into ``--docs``.
+(meta-test reward vs real transitions, one line per method, shaded ±1 std across seeds),
+``exploitation_gap.png`` (GSSM+APS's imagined vs real per-step reward of the training tasks per Dyna
+iteration) and ``latents.png`` (GSSM's latent means vs the physics parameters of the test tasks) into
+``--docs``. ``<out>/latent_probe.json`` (``benchmarks/latent_probe.py --out``), when present, adds the
+latent probe's table. ``--only metatest`` reruns the meta-test benchmark alone and carries the
+throughput and model-quality sections over from the current ``RESULTS.md``, marked as not rerun.
 Targets missed stay in the tables as measured, with their cause where it is known.
 """
 
@@ -59,11 +63,12 @@ def profile(quick: bool) -> dict:
     """What each benchmark runs: the full report or the test suite's tiny one."""
     if quick:
         return {"devices": ["cpu"], "context_sets": [8], "repeats": 2, "model_envs": ["acrobot"], "model_seeds": [0],
-                "model_epochs": 1, "envs": ["acrobot"], "seeds": [0, 1]}  # fmt: skip
+                "model_epochs": 1, "envs": ["acrobot"], "seeds": [0, 1],
+                "long_methods": ("dr_ppo", "pe_ppo")}  # fmt: skip
     devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     return {"devices": devices, "context_sets": [4, 64], "repeats": 10, "model_envs": ["acrobot", "cartpole_swingup"],
             "model_seeds": [0, 1, 2], "model_epochs": 30, "envs": ["acrobot", "cartpole_swingup"],
-            "seeds": [0, 1, 2]}  # fmt: skip
+            "seeds": [0, 1, 2], "long_methods": ("dr_ppo",)}  # fmt: skip
 
 
 def cached(path: Path, reuse: bool, compute):
@@ -95,6 +100,44 @@ def learning_curves(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def exploitation_figure(results: dict, path: Path) -> None:
+    """One panel per env: imagined vs real per-step reward of the training tasks per Dyna iteration,
+    mean ± std across GSSM+APS seeds (the gap is what the policy gains by exploiting model error)."""
+    runs = [r for r in results["runs"] if r["method"] == "gssm_aps" and "exploitation_gap" in r]
+    env_names = list(dict.fromkeys(r["env"] for r in runs))
+    if not env_names:
+        return
+    fig, axes = plt.subplots(1, len(env_names), figsize=(6 * len(env_names), 4), squeeze=False)
+    for ax, env in zip(axes[0], env_names, strict=True):
+        group = [r["exploitation_gap"] for r in runs if r["env"] == env]
+        n = min(len(g["real"]) for g in group)
+        x = np.array(group[0]["real_transitions"][:n])
+        for key, label in (("imagined", "imagined (last PPO iteration)"), ("real", "real (next collection)")):
+            values = np.array([g[key][:n] for g in group])
+            (line,) = ax.plot(x, values.mean(0), label=label)
+            ax.fill_between(x, values.mean(0) - values.std(0), values.mean(0) + values.std(0),
+                            color=line.get_color(), alpha=0.25)  # fmt: skip
+        ax.set_title(f"{env}: model exploitation gap")
+        ax.set_xlabel("real training transitions")
+        ax.set_ylabel("per-step reward, training tasks")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def carried_section(heading: str, following: str, docs: Path) -> list[str]:
+    """The body of ``## heading`` of the current RESULTS.md (up to ``## following``), for sections a
+    partial report does not rerun; marked as such."""
+    text = (docs / "RESULTS.md").read_text() if (docs / "RESULTS.md").exists() else ""
+    start, end = text.find(f"## {heading}\n"), text.find(f"## {following}\n")
+    if start < 0 or end < 0:
+        return ["Not rerun for this report (`--only metatest`) and no earlier version found."]
+    note = "*Carried over from the previous report, not rerun with this one (`--only metatest`).*"
+    body = [line for line in text[start + len(heading) + 4 : end].strip().splitlines() if line != note]
+    return [note, "", *body]
 
 
 def latent_figure(results: dict, path: Path) -> None:
@@ -130,13 +173,14 @@ def latent_figure(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def target_lines(tp: dict, results: dict) -> list[str]:
+def target_lines(tp: dict | None, results: dict, probe: dict | None) -> list[str]:
     lines = ["| target | measured | status |", "|---|---|---|"]
-    cpu = next(r for r in tp["imagination"] if r["device"] == "cpu")
-    met = cpu["transitions_per_s"] >= IMAGINATION_TARGET
-    status = "met" if met else f"missed: {KNOWN_CAUSES['imagination']}"
-    lines.append(f"| imagined transitions/s ≥ {IMAGINATION_TARGET:,} (CPU, default acrobot sizes) | "
-                 f"{cpu['transitions_per_s']:,.0f} | {status} |")  # fmt: skip
+    if tp is not None:
+        cpu = next(r for r in tp["imagination"] if r["device"] == "cpu")
+        met = cpu["transitions_per_s"] >= IMAGINATION_TARGET
+        status = "met" if met else f"missed: {KNOWN_CAUSES['imagination']}"
+        lines.append(f"| imagined transitions/s ≥ {IMAGINATION_TARGET:,} (CPU, default acrobot sizes) | "
+                     f"{cpu['transitions_per_s']:,.0f} | {status} |")  # fmt: skip
     for env, (lo_i, lo_e) in METATEST_TARGETS.items():
         runs = [r for r in results["runs"] if r["env"] == env and r["method"] == "gssm_aps"]
         if not runs:
@@ -147,27 +191,37 @@ def target_lines(tp: dict, results: dict) -> list[str]:
         status = "met" if met else f"missed: {KNOWN_CAUSES.get(env, 'cause not known')}"
         lines.append(f"| {env} GSSM+APS per-step reward interp ≥ {lo_i}, extrap ≥ {lo_e} | "
                      f"{interp:.3f} / {extrap:.3f} | {status} |")  # fmt: skip
+    for row in (probe or {}).get("targets", []):
+        lines.append(f"| {row['target']} | {row['measured']} | {row['status']} |")
     return lines
 
 
-def render(tp: dict, models: list[dict], results: dict, commands: list[str], docs: Path) -> str:
+def render(tp: dict | None, models: list[dict] | None, results: dict, commands: list[str], docs: Path,
+           probe: dict | None = None) -> str:  # fmt: skip
     docs.mkdir(parents=True, exist_ok=True)
+    throughput_lines = [throughput.markdown(tp)] if tp is not None else carried_section(
+        "Throughput", "Model quality: GSSM vs MLSM-v0 vs MLSM-v1", docs)  # fmt: skip
+    model_lines = [model_comparison.markdown(models)] if models is not None else carried_section(
+        "Model quality: GSSM vs MLSM-v0 vs MLSM-v1", "Meta-test results", docs)  # fmt: skip
     learning_curves(results, docs / "learning_curves.png")
+    exploitation_figure(results, docs / "exploitation_gap.png")
     latent_figure(results, docs / "latents.png")
+    date = tp["date"] if tp is not None else results["date"]
+    machine = tp["machine"] if tp is not None else results["machine"]
     lines = [
         "# mbmrl — measured results",
         "",
-        f"Generated by `python benchmarks/report.py` on {tp['date']}; machine: {tp['machine']}.",
+        f"Generated by `python benchmarks/report.py` on {date}; machine: {machine}.",
         "Every number below was measured by the commands listed at the end; nothing is copied by hand (the",
         "causes given for missed targets are known explanations, written once in `benchmarks/report.py`).",
         "",
         "## Targets",
         "",
-        *target_lines(tp, results),
+        *target_lines(tp, results, probe),
         "",
         "## Throughput",
         "",
-        throughput.markdown(tp),
+        *throughput_lines,
         "",
         "## Model quality: GSSM vs MLSM-v0 vs MLSM-v1",
         "",
@@ -175,7 +229,7 @@ def render(tp: dict, models: list[dict], results: dict, commands: list[str], doc
         "MSE on normalised Δs (one-step, test tasks); H-step RMSE of the open-loop state prediction in units of",
         "each observation dimension's std.",
         "",
-        model_comparison.markdown(models),
+        *model_lines,
         "",
         "## Meta-test results",
         "",
@@ -189,6 +243,13 @@ def render(tp: dict, models: list[dict], results: dict, commands: list[str], doc
         "",
         "![learning curves](learning_curves.png)",
         "",
+        "Model exploitation: the imagined per-step reward of the last PPO iteration of each Dyna iteration",
+        "against the real per-step reward the policy then collected on the training tasks (mean ± std across",
+        "GSSM+APS seeds).",
+        "",
+        "![imagined vs real reward](exploitation_gap.png)",
+        "",
+        *(["## Does the task latent carry the task?", "", probe["markdown"], ""] if probe else []),
         "![latents vs physics parameters](latents.png)",
         "",
         "## Commands",
@@ -208,6 +269,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--reuse", action="store_true", help="load a benchmark's JSON from --out when it exists")
     parser.add_argument("--quick", action="store_true", help="tiny settings (the test suite's smoke run)")
+    parser.add_argument("--only", choices=["metatest"], help="rerun only this benchmark (see the module docstring)")
     args = parser.parse_args()
     p, out = profile(args.quick), Path(args.out)
     model_comparison.setup_quiet()
@@ -217,11 +279,15 @@ def main() -> None:
         machine = f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, {platform.platform()}"
         return {**result, "machine": machine, "date": time.strftime("%Y-%m-%d")}
 
-    tp = cached(out / "throughput.json", args.reuse, measure_throughput)
-    models = cached(out / "model_comparison.json", args.reuse, lambda: model_comparison.compare(
+    only = args.only is not None
+    tp = None if only else cached(out / "throughput.json", args.reuse, measure_throughput)
+    models = None if only else cached(out / "model_comparison.json", args.reuse, lambda: model_comparison.compare(
         p["model_envs"], list(model_comparison.VARIANTS), p["model_seeds"], p["model_epochs"], args.quick))
     results = cached(out / "metatest/metatest_results.json", args.reuse, lambda: metatest_results.collect(
-        p["envs"], list(metatest_results.METHODS), p["seeds"], True, args.jobs, out / "metatest", args.quick))
+        p["envs"], list(metatest_results.METHODS), p["seeds"], True, args.jobs, out / "metatest", args.quick,
+        p["long_methods"]))
+    probe_path = out / "latent_probe.json"
+    probe = json.loads(probe_path.read_text()) if probe_path.exists() else None
     quick = " --quick" if args.quick else ""
     reuse = " --reuse" if args.reuse else ""
     commands = [
@@ -232,9 +298,13 @@ def main() -> None:
         f"python benchmarks/model_comparison.py --envs {' '.join(p['model_envs'])} --seeds "
         f"{' '.join(map(str, p['model_seeds']))} --epochs {p['model_epochs']}",
         f"python benchmarks/metatest_results.py --envs {' '.join(p['envs'])} --seeds {' '.join(map(str, p['seeds']))} "
-        f"--jobs {args.jobs} --out {out / 'metatest'}{quick}",
+        f"--long-methods {' '.join(p['long_methods'])} --jobs {args.jobs} --out {out / 'metatest'}{quick}",
     ]
-    render(tp, models, results, commands, Path(args.docs))
+    if only:
+        commands = [c for c in commands if "throughput.py" not in c and "model_comparison.py" not in c]
+    if probe is not None:
+        commands.append(probe["command"])
+    render(tp, models, results, commands, Path(args.docs), probe)
     print(f"wrote {Path(args.docs) / 'RESULTS.md'}")
 
 

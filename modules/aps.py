@@ -46,8 +46,8 @@ class APSModule(PPOLearner):
     ``q(z_c | C)`` (``latent="mean"``, what the policy reads at meta-test) or a sample of it
     (``"sample"``, posterior sampling); the rollouts of a task are split evenly over its subsets —
     and imagines ``horizon`` steps of all tasks × rollouts as one batch (:func:`modules.imagination.imagine`,
-    with mean or sampled next states, ``next_state``, and the reward penalised by
-    ``uncertainty_penalty`` × the model heads' disagreement); ``training_step`` then runs
+    with mean or sampled next states, ``next_state``, the reward penalised by ``uncertainty_penalty`` ×
+    the model heads' disagreement, and rollouts cut where it exceeds ``uncertainty_cut``); ``training_step`` then runs
     ``ppo_epochs × num_minibatches`` clipped-PPO updates (paper eq. 11, :class:`modules.ppo.PPOLearner`).
     The running input normaliser of the policy is updated from the start states and latents before
     each imagination, so sampling and updates share it.
@@ -84,6 +84,7 @@ class APSModule(PPOLearner):
         latent: str = "sample",
         next_state: str = "sample",
         uncertainty_penalty: float = 0.0,
+        uncertainty_cut: float | None = None,
         ppo_epochs: int = 4,
         num_minibatches: int = 4,
         clip_ratio: float = 0.2,
@@ -151,7 +152,8 @@ class APSModule(PPOLearner):
         noise = torch.Generator(device=device).manual_seed(derive_seed(IMAGINATION, hp.seed, self.iterations, rank, 1))
         params = src.params[tasks].to(device)
         return imagine(model, self.policy, self.family, start, encoding, latent, params, hp.horizon, noise, per_set,
-                       sample_next=hp.next_state == "sample", uncertainty_penalty=hp.uncertainty_penalty)  # fmt: skip
+                       sample_next=hp.next_state == "sample", uncertainty_penalty=hp.uncertainty_penalty,
+                       uncertainty_cut=hp.uncertainty_cut)  # fmt: skip
 
     collect_rollouts = imagine_batch
 
@@ -167,6 +169,7 @@ class APSModule(PPOLearner):
         self.log("policy/imagined_reward_per_step", raw.sum() / steps, batch_size=n, sync_dist=True)
         self.log("policy/model_disagreement", (r.disagreement * r.alive).sum() / steps, batch_size=n, sync_dist=True)
         self.log("policy/uncertainty_penalty_per_step", r.penalty.sum() / steps, batch_size=n, sync_dist=True)
+        self.log("policy/imagined_steps_per_rollout", r.alive.sum(0).mean(), batch_size=n, sync_dist=True)
 
     # ---- standalone use on a frozen model checkpoint -------------------------------------
     @staticmethod

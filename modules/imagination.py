@@ -26,6 +26,7 @@ def imagine(
     rollouts_per_context: int = 1,
     sample_next: bool = True,
     uncertainty_penalty: float = 0.0,
+    uncertainty_cut: float | None = None,
 ) -> Rollouts:
     """Roll the policy out in the model for ``horizon`` steps, all ``B`` trajectories as one batch.
 
@@ -37,7 +38,9 @@ def imagine(
     Gaussians; otherwise both are their means (our tasks are deterministic). Every next state is
     projected back to a physical one (:meth:`TaskFamily.project`). Rewards and terminations are the
     family's exact batched functions, minus ``uncertainty_penalty`` × the model heads' disagreement
-    (MOPO). Each step is a fixed sequence of batched tensor ops.
+    (MOPO). A trajectory whose step has a disagreement above ``uncertainty_cut`` is cut there: that
+    step counts (truncated, bootstrapped from the critic) and later ones carry no reward and no loss.
+    Each step is a fixed sequence of batched tensor ops.
 
     Args:
         start_obs: ``[B, O]`` real start states; latent: ``[B, Z]`` posterior samples of ``z_c``;
@@ -64,6 +67,7 @@ def imagine(
         latent=latent,
         disagreement=zeros(horizon, b),
         penalty=zeros(horizon, b),
+        truncated=torch.zeros(horizon, b, dtype=torch.bool, device=start_obs.device),
     )
     z_c = latent.view(groups, rollouts_per_context, -1)
     obs, alive = start_obs, start_obs.new_ones(b)
@@ -82,6 +86,9 @@ def imagine(
         out.disagreement[t] = disagreement.view(b)
         out.penalty[t] = uncertainty_penalty * out.disagreement[t] * alive
         out.reward[t] = family.reward(obs, applied, next_obs, params) * alive - out.penalty[t]
+        if uncertainty_cut is not None:
+            out.truncated[t] = (out.disagreement[t] > uncertainty_cut) & (alive > 0) & ~terminated
+            alive = alive * (~out.truncated[t]).float()
         alive = alive * (~terminated).float()
         obs = next_obs
     out.value[horizon] = policy(obs, latent)[1]

@@ -23,8 +23,10 @@ class Rollouts:
     log_prob/reward/alive/terminated ``[H, B]``, value ``[H + 1, B]`` (the last one bootstraps),
     latent ``[B, Z]``. ``alive`` is 1 until the step on which the trajectory terminates
     (inclusive) and 0 after: rewards after termination are zeroed and those steps carry no loss.
-    Imagined rollouts also carry the model's ``disagreement [H, B]`` and ``penalty [H, B]`` (already
-    subtracted from ``reward``); real ones leave them None.
+    ``truncated`` marks the step after which a trajectory was cut without terminating (imagination
+    cuts where the model is unsure): GAE bootstraps from the next value there but carries nothing
+    back across it. Imagined rollouts also carry the model's ``disagreement [H, B]`` and ``penalty
+    [H, B]`` (already subtracted from ``reward``); real ones leave them None.
     """
 
     obs: torch.Tensor
@@ -37,6 +39,7 @@ class Rollouts:
     latent: torch.Tensor
     disagreement: torch.Tensor | None = None
     penalty: torch.Tensor | None = None
+    truncated: torch.Tensor | None = None
 
     @property
     def returns(self) -> torch.Tensor:
@@ -45,12 +48,18 @@ class Rollouts:
 
 
 def generalized_advantages(
-    reward: torch.Tensor, value: torch.Tensor, terminated: torch.Tensor, gamma: float, lam: float
+    reward: torch.Tensor,
+    value: torch.Tensor,
+    terminated: torch.Tensor,
+    gamma: float,
+    lam: float,
+    truncated: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GAE(γ, λ) over time-major ``reward [H, B]``, ``value [H + 1, B]``, ``terminated [H, B]``.
 
     The backward recursion runs over ``H`` with all ``B`` trajectories as one tensor; a
-    terminated step does not bootstrap. Returns ``(advantages [H, B], value targets [H, B])``.
+    terminated step does not bootstrap; a ``truncated [H, B]`` step bootstraps from ``value[t + 1]``
+    but nothing after it flows back. Returns ``(advantages [H, B], value targets [H, B])``.
 
     Example:
         >>> adv, ret = generalized_advantages(torch.ones(3, 1), torch.zeros(4, 1),
@@ -61,9 +70,10 @@ def generalized_advantages(
     advantages = torch.zeros_like(reward)
     running = torch.zeros_like(reward[0])
     nonterminal = (~terminated).float()
+    carry = nonterminal if truncated is None else nonterminal * (~truncated).float()
     for t in reversed(range(reward.shape[0])):
         delta = reward[t] + gamma * value[t + 1] * nonterminal[t] - value[t]
-        running = delta + gamma * lam * nonterminal[t] * running
+        running = delta + gamma * lam * carry[t] * running
         advantages[t] = running
     return advantages, advantages + value[:-1]
 
@@ -129,7 +139,7 @@ class PPOLearner(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         hp = self.hparams
         r = self.collect_rollouts()
-        adv, ret = generalized_advantages(r.reward, r.value, r.terminated, hp.gamma, hp.gae_lambda)
+        adv, ret = generalized_advantages(r.reward, r.value, r.terminated, hp.gamma, hp.gae_lambda, r.truncated)
         self.policy.value_normalizer.update(ret[r.alive > 0].reshape(-1, 1), self._sum_over_ranks)
         h, b = r.reward.shape
         self._batch = {

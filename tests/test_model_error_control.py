@@ -1,6 +1,6 @@
 """The mechanisms that keep GSSM+APS honest: a task latent that carries the task, an ensemble that
-knows where it has no data, imagined states that stay physical, training that stops on a held-out
-slice, and normalisers refitted only where training follows them."""
+knows where it has no data, imagined states that stay physical, rollouts cut where the model is
+unsure, training that stops on a held-out slice, and normalisers refitted only where training follows them."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import pytorch_lightning as pl
 import torch
 from test_aps import tiny_source
 from test_toy_learning import LinearToyFamily, linear_tasks
+from torch.distributions import Normal
 
 import envs
 from datamodules import ContextTargetStream, MultiTaskBuffer, TransitionDataModule
 from modules import APSModule, MetaDynamicsModel
 from modules.ensemble_mlp import EnsembleMLP
+from modules.imagination import imagine
+from modules.ppo import generalized_advantages
 
 
 def train_toy(model: MetaDynamicsModel, buffer: MultiTaskBuffer, steps: int) -> MetaDynamicsModel:
@@ -164,3 +167,31 @@ def test_normalizers_are_refitted_every_epoch_or_fitted_once():
         else:
             torch.testing.assert_close(model.y_normalizer.mean, mean)
             torch.testing.assert_close(model.y_normalizer.std, std)
+
+
+class UnsureModel:
+    """A stand-in model that stays put and whose heads disagree more at every step (0.1 per step)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict_with_disagreement(self, x, encoding, z_c=None, sample=False, generator=None):
+        self.calls += 1
+        nxt = x[..., :5].clone()
+        return Normal(nxt, torch.full_like(nxt, 1e-6)), torch.full(nxt.shape[:-1], 0.1 * self.calls)
+
+
+def test_rollouts_are_cut_where_the_heads_disagree_and_bootstrap_there():
+    fam = envs.make_family("cartpole_swingup")
+    aps = APSModule("cartpole_swingup", latent_dim=2, hidden_dim=16)
+    start = torch.zeros(3, 5)
+    start[:, 2] = 1.0  # upright, centred: reward 1 per step
+    r = imagine(UnsureModel(), aps.policy, fam, start, None, torch.zeros(3, 2), torch.ones(3, 3), horizon=6,
+                uncertainty_cut=0.35)  # fmt: skip
+    # disagreement 0.1, 0.2, ...: step 3 (0.4) is the first above 0.35 and is cut after it counts
+    assert r.truncated.nonzero()[:, 0].unique().tolist() == [3] and not r.terminated.any()
+    assert r.alive[:4].eq(1).all() and r.alive[4:].eq(0).all() and r.reward[4:].eq(0).all()
+    value = torch.arange(7.0)[:, None].expand(7, 3)  # a recognisable critic
+    _, ret = generalized_advantages(r.reward, value, r.terminated, gamma=0.5, lam=1.0, truncated=r.truncated)
+    torch.testing.assert_close(ret[3], r.reward[3] + 0.5 * value[4])  # bootstrapped at the cut
+    torch.testing.assert_close(ret[2], r.reward[2] + 0.5 * ret[3])  # and nothing beyond it flows back

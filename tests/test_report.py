@@ -52,10 +52,24 @@ def test_quick_report_writes_tables_and_figures(tmp_path):
     for row in ("| acrobot | gssm |", "| acrobot | mlsm_v1 |", "| acrobot | gssm_aps | equal |",
                 "| acrobot | dr_ppo | long |", "| acrobot | pe_ppo | equal |", "| acrobot | random |"):  # fmt: skip
         assert row in text, row
-    for figure in ("learning_curves.png", "latents.png"):
+    assert "| acrobot | gssm_aps | " in text.split("No collapse")[1]  # the stability table
+    for figure in ("learning_curves.png", "latents.png", "exploitation_gap.png"):
         data = (docs / figure).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     results = json.loads((out / "metatest/metatest_results.json").read_text())
     methods = sorted({(r["method"], r["long"], r["seed"]) for r in results["runs"]})
     assert len(methods) == 10  # gssm_aps × 2 seeds + (dr, pe) × (equal, long) × 2 seeds
     assert all(r["history"] for r in results["runs"])
+    gap = next(r for r in results["runs"] if r["method"] == "gssm_aps")["exploitation_gap"]
+    assert len(gap["imagined"]) == len(gap["real"]) == len(gap["real_transitions"]) == 2  # one per Dyna iteration
+
+    # a partial report reruns the meta-test only and carries the other sections over, marked
+    throughput_table = text.split("## Throughput")[1].split("## Model quality")[0].strip()
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/report.py"), "--quick", "--reuse", "--only",
+                           "metatest", "--out", str(out), "--docs", str(docs)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    partial = (docs / "RESULTS.md").read_text()
+    carried = partial.split("## Throughput")[1].split("## Model quality")[0]
+    assert "Carried over from the previous report" in carried
+    assert throughput_table.splitlines()[-1] in carried and "throughput.py" not in partial.split("## Commands")[1]
