@@ -1,23 +1,30 @@
 """Does the task latent carry the task? A linear probe of ``E[q(z_c | C)]`` and a latent swap.
 
     python benchmarks/latent_probe.py --ckpt runs/acrobot/version_0/checkpoints/last.ckpt [--ckpt ...]
-    python benchmarks/latent_probe.py --config conf/acrobot.yaml conf/cartpole_swingup.yaml   # train first
+    python benchmarks/latent_probe.py --config conf/acrobot.yaml --config conf/cartpole_swingup.yaml  # train first
         [--tasks 64] [--context 50] [--seed 1234] [--out probe.json]
+
+(``--ckpt`` and ``--config`` take several paths, after one flag or repeated; one job's configs can be
+layered with commas: ``--config conf/acrobot.yaml,tests/configs/tiny_dyna.yaml``.)
 
 For each Dyna checkpoint (or the main job of each ``--config``, trained first in a temporary
 directory): ``--tasks`` random tasks with every physics parameter uniform in its training range
 (*inside*) and as many with every parameter uniform in a band just outside it (*outside*: 10% of the
 range's width beyond a randomly chosen edge, per parameter), drawn from ``--seed`` (not a seed of
-the repository's task lists). In every task the checkpoint's policy collects ``--context``
-transitions with the meta-test's online protocol (:func:`callbacks.meta_test.collect_online_context`:
-the latent re-inferred as the context grows), and as many again as one-step targets. Then:
+the repository's task lists; a draw equal to one of the family's test tasks is redrawn). In every
+task the checkpoint's policy collects ``--context`` transitions with the meta-test's online
+protocol (:func:`callbacks.meta_test.collect_online_context`: the latent re-inferred as the context
+grows), and as many again, in a second episode with its own seed, as one-step targets. The task
+latent is the mean of ``q(z_c | context)``. Then:
 
 * **R²**: the mean of ``q(z_c | context)`` is mapped linearly (least squares with intercept) to each
-  physics parameter, fitted on a random half of the tasks (inside and outside alike) and scored on
-  the other half; printed for the held-out half, and its inside and outside tasks separately.
+  physics parameter, fitted on a random half of the tasks (stratified: half of the inside and half
+  of the outside tasks) and scored, ``1 − SSE/SST``, on the other half; printed for the held-out
+  half, and for its inside and its outside tasks separately (each against its own variance).
 * **Swap**: the one-step error (MSE of the predicted mean ``Δs``, each dimension divided by the model's
   ``Δs`` std) of every task with its own latent, with another task's latent (same context, so the
-  attention path still sees the task), and with another task's whole context.
+  attention path still sees the task), and with another task's whole context; "another task" is a
+  random derangement of the tasks (a permutation without fixed points).
 
 Targets of the sample-efficiency issue: R² ≥ 0.8 for every parameter, swapped latent ≥ 2× the error.
 """
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -48,18 +56,61 @@ OUTSIDE_BAND = 0.1
 def sample_probe_tasks(family: TaskFamily, n: int, seed: int) -> list[Task]:
     """``n`` tasks inside the training ranges, then ``n`` just outside (see the module docstring)."""
     rng = np.random.default_rng(seed)
-    tasks = []
-    for i in range(n):
-        params = {k: float(rng.uniform(*family.train_ranges[k])) for k in family.param_names}
-        tasks.append(family.make_task(f"probe-in-{i:03d}", "interpolation", **params))
-    for i in range(n):
+    held_out = {t.params for t in family.test_tasks()}
+
+    def inside() -> dict[str, float]:
+        return {k: float(rng.uniform(*family.train_ranges[k])) for k in family.param_names}
+
+    def outside() -> dict[str, float]:
         params = {}
         for k in family.param_names:
             lo, hi = family.train_ranges[k]
             band = OUTSIDE_BAND * (hi - lo)
             params[k] = float(rng.uniform(hi, hi + band) if rng.random() < 0.5 else rng.uniform(lo - band, lo))
-        tasks.append(family.make_task(f"probe-out-{i:03d}", "extrapolation", **params))
+        return params
+
+    tasks: list[Task] = []
+    for prefix, split, draw in (("probe-in", "interpolation", inside), ("probe-out", "extrapolation", outside)):
+        i = 0
+        while i < n:
+            task = family.make_task(f"{prefix}-{i:03d}", split, **draw())
+            if task.params not in held_out:
+                tasks.append(task)
+                i += 1
     return tasks
+
+
+def stratified_halves(inside: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (train, test) row indices: half of the ``inside [T]`` rows and half of the others in each.
+
+    Example:
+        >>> train, test = stratified_halves(torch.arange(8) < 4, torch.Generator().manual_seed(0))
+        >>> sorted((train < 4).tolist()), sorted((test < 4).tolist())
+        ([False, False, True, True], [False, False, True, True])
+    """
+    train, test = [], []
+    for stratum in (inside, ~inside):
+        rows = stratum.nonzero().squeeze(1)
+        rows = rows[torch.randperm(len(rows), generator=generator)]
+        train.append(rows[: len(rows) // 2])
+        test.append(rows[len(rows) // 2 :])
+    return torch.cat(train), torch.cat(test)
+
+
+def derangement(t: int, generator: torch.Generator) -> torch.Tensor:
+    """A random permutation of ``range(t)`` (``t ≥ 2``) without fixed points: one random cycle.
+
+    Example:
+        >>> other = derangement(5, torch.Generator().manual_seed(0))
+        >>> sorted(other.tolist()), bool((other == torch.arange(5)).any())
+        ([0, 1, 2, 3, 4], False)
+    """
+    if t < 2:
+        raise ValueError(f"a swap needs at least 2 tasks, got {t}")
+    order = torch.randperm(t, generator=generator)
+    other = torch.empty(t, dtype=torch.long)
+    other[order] = order.roll(-1)  # task order[i] takes the latent of order[i + 1]
+    return other
 
 
 def r_squared(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torch.Tensor) -> float:
@@ -77,47 +128,89 @@ def r_squared(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torch
     return float(1 - (residual**2).sum() / ((y[test] - y[test].mean()) ** 2).sum())
 
 
+def probe_r2(
+    latent: torch.Tensor, params: torch.Tensor, inside: torch.Tensor, names: list[str], seed: int
+) -> dict[str, dict[str, float]]:
+    """R² (all / inside / outside tasks of the held-out half) of the linear map from ``latent [T, Z]`` to
+    each column of ``params [T, P]`` (named ``names``), fitted on a stratified random half (``seed``)."""
+    train, test = stratified_halves(inside, torch.Generator().manual_seed(seed))
+    z, p = latent.double(), params.double()
+    return {
+        name: {
+            "all": r_squared(z, p[:, j], train, test),
+            "inside": r_squared(z, p[:, j], train, test[inside[test]]),
+            "outside": r_squared(z, p[:, j], train, test[~inside[test]]),
+        }
+        for j, name in enumerate(names)
+    }
+
+
 @torch.no_grad()
-def probe(
+def collect_probe_data(
     model: MetaDynamicsModel, policy: ActorCritic, family: TaskFamily, tasks: list[Task], n_context: int, seed: int
-) -> dict:
-    """R² per parameter and the one-step errors (see the module docstring) on ``tasks``."""
+) -> dict[str, torch.Tensor]:
+    """Context ``cx, cy`` and one-step targets ``tx, ty`` (raw, ``[T, n_context, ·]``) collected by
+    ``policy`` with the meta-test's online protocol (seeds ``seed`` and ``seed + 1``), and ``latent``:
+    the mean of ``q(z_c | context)``, ``[T, Z]``."""
     model.eval()
+    policy.eval()
     infer = lambda cx, cy, mask: model.infer_context(cx, cy, mask).q_zc  # noqa: E731
     cx, cy = collect_online_context(family, tasks, infer, policy, n_context, seed)
     tx, ty = collect_online_context(family, tasks, infer, policy, n_context, seed + 1)
+    return {"cx": cx, "cy": cy, "tx": tx, "ty": ty, "latent": model.infer_context(cx, cy).q_zc.mean}
+
+
+@torch.no_grad()
+def swap_errors(model: MetaDynamicsModel, data: dict[str, torch.Tensor], seed: int) -> dict[str, float]:
+    """One-step errors (see the module docstring) with each task's own latent, another task's latent,
+    another task's whole context (``other``: a derangement drawn from ``seed``), and their ratios."""
+    cx, cy, tx, ty = data["cx"], data["cy"], data["tx"], data["ty"]
     encoding = model.infer_context(cx, cy)
-    latent = encoding.q_zc.mean  # [T, Z]
-    t = len(tasks)
-    g = torch.Generator().manual_seed(seed)
-    other = (torch.arange(t) + torch.randint(1, t, (t,), generator=g)) % t  # another task for every task
+    latent = encoding.q_zc.mean
+    other = derangement(len(cx), torch.Generator().manual_seed(seed))
 
     def one_step_error(enc, z) -> float:
-        pred = model.predict(tx, enc, z_c=z).mean - tx[..., : family.obs_dim]
+        pred = model.predict(tx, enc, z_c=z).mean - tx[..., : ty.shape[-1]]
         return float((((pred - ty) / model.y_normalizer.std) ** 2).mean())
 
     own = one_step_error(encoding, latent)
     swapped_latent = one_step_error(encoding, latent[other])
     swapped_context = one_step_error(model.infer_context(cx[other], cy[other]), latent[other])
+    return {
+        "own": own,
+        "swapped_latent": swapped_latent,
+        "swapped_context": swapped_context,
+        "latent_ratio": swapped_latent / own,
+        "context_ratio": swapped_context / own,
+    }
 
-    params = family.params_tensor(tasks).double()
+
+@torch.no_grad()
+def probe(
+    model: MetaDynamicsModel, policy: ActorCritic, family: TaskFamily, tasks: list[Task], n_context: int, seed: int
+) -> dict:
+    """R² per parameter and the one-step errors (see the module docstring) on ``tasks``."""
+    data = collect_probe_data(model, policy, family, tasks, n_context, seed)
     inside = torch.tensor([task.split == "interpolation" for task in tasks])
-    perm = torch.randperm(t, generator=g)
-    train, test = perm[: t // 2], perm[t // 2 :]
-    z = latent.double()
-    r2 = {}
-    for j, name in enumerate(family.param_names):
-        r2[name] = {
-            "all": r_squared(z, params[:, j], train, test),
-            "inside": r_squared(z, params[:, j], train, test[inside[test]]),
-            "outside": r_squared(z, params[:, j], train, test[~inside[test]]),
-        }
-    return {"r2": r2, "one_step": {"own": own, "swapped_latent": swapped_latent, "swapped_context": swapped_context}}
+    params = family.params_tensor(tasks)
+    return {
+        "n_inside": int(inside.sum()),
+        "n_outside": int((~inside).sum()),
+        "latent_dim": data["latent"].shape[-1],
+        "r2": probe_r2(data["latent"], params, inside, family.param_names, seed),
+        "one_step": swap_errors(model, data, seed),
+    }
 
 
 def load_checkpoint(path: str) -> tuple[MetaDynamicsModel, ActorCritic, TaskFamily]:
-    """The dynamics model and APS policy of a Dyna checkpoint (``weights_only``: tensors and plain data)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    """The dynamics model and APS policy of a Dyna checkpoint, loaded ``weights_only`` (tensors and
+    plain data: a checkpoint that needs pickled code is refused, not executed). The policy's width is
+    read off its weights."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path!r} does not load with weights_only=True ({str(err).splitlines()[0]}); "
+                         "expected a checkpoint of this project's train.py fit") from err  # fmt: skip
     if "DynaLoop" not in ckpt.get("callbacks", {}):
         raise ValueError(f"{path!r} holds no DynaLoop state; expected a checkpoint of the main job (train.py fit)")
     hp = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
@@ -137,8 +230,12 @@ def run_label(path: str) -> str:
 
 
 def train_main_job(config: str, workdir: Path) -> str:
-    cmd = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / config),
-           "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    """``train.py fit --config config`` run in ``workdir``; returns its ``last.ckpt``. A comma-separated
+    ``config`` is layered (``conf/acrobot.yaml,tests/configs/tiny_dyna.yaml``: one ``--config`` each)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"training {config} in {workdir} ...", file=sys.stderr, flush=True)
+    layers = [arg for c in config.split(",") for arg in ("--config", str(ROOT / c))]
+    cmd = [sys.executable, str(ROOT / "train.py"), "fit", *layers, "--trainer.enable_progress_bar", "false"]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{config} failed:\n{proc.stderr[-4000:]}")
@@ -153,11 +250,12 @@ def markdown(rows: list[dict]) -> str:
             lines.append(f"| {row['label']} | {row['env']} | {name} | {r2['all']:.3f} | {r2['inside']:.3f} | "
                          f"{r2['outside']:.3f} |")  # fmt: skip
     lines += ["", "| checkpoint | env | one-step error, own latent | another task's latent | another task's context "
-              "| swapped latent / own |", "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+              "| swapped latent / own | swapped context / own |", "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for row in rows:
         s = row["one_step"]
         lines.append(f"| {row['label']} | {row['env']} | {s['own']:.4f} | {s['swapped_latent']:.4f} | "
-                     f"{s['swapped_context']:.4f} | {s['swapped_latent'] / s['own']:.2f}× |")  # fmt: skip
+                     f"{s['swapped_context']:.4f} | {s['latent_ratio']:.2f}× | "
+                     f"{s['context_ratio']:.2f}× |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -165,7 +263,7 @@ def targets(rows: list[dict]) -> list[dict]:
     out = []
     for row in rows:
         worst = min(r["all"] for r in row["r2"].values())
-        ratio = row["one_step"]["swapped_latent"] / row["one_step"]["own"]
+        ratio = row["one_step"]["latent_ratio"]
         where = f"{row['env']} ({row['label']})"
         met = "met" if worst >= R2_TARGET else "missed"
         out.append({"target": f"{where}: latent probe R² ≥ {R2_TARGET} for every parameter",
@@ -177,8 +275,8 @@ def targets(rows: list[dict]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", nargs="+", default=[], help="Dyna checkpoints to probe")
-    parser.add_argument("--config", nargs="+", default=[], help="main-job configs to train, then probe")
+    parser.add_argument("--ckpt", nargs="+", action="extend", default=[], help="Dyna checkpoints to probe")
+    parser.add_argument("--config", nargs="+", action="extend", default=[], help="main-job configs: train, then probe")
     parser.add_argument("--tasks", type=int, default=64, help="tasks inside, and as many outside, the ranges")
     parser.add_argument("--context", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1234)
@@ -186,16 +284,18 @@ def main() -> None:
     args = parser.parse_args()
     if not args.ckpt and not args.config:
         parser.error("give --ckpt or --config")
+    if args.tasks < 2:
+        parser.error("--tasks must be at least 2 (each half needs inside and outside tasks)")
     torch.manual_seed(args.seed)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        paths = list(args.ckpt) + [train_main_job(c, Path(tmp) / str(i)) for i, c in enumerate(args.config)
-                                   if (Path(tmp) / str(i)).mkdir() is None]  # fmt: skip
-        for path in paths:
+        runs = [(run_label(p), p) for p in args.ckpt]
+        runs += [(Path(c.split(",")[0]).stem, train_main_job(c, Path(tmp) / str(i))) for i, c in enumerate(args.config)]
+        for label, path in runs:
             model, policy, family = load_checkpoint(path)
             tasks = sample_probe_tasks(family, args.tasks, args.seed)
             result = probe(model, policy, family, tasks, args.context, args.seed)
-            rows.append({"label": run_label(path), "path": path, "env": family.name, **result})
+            rows.append({"label": label, "path": path, "env": family.name, **result})
     text = markdown(rows)
     print(f"# latent probe: {args.tasks} tasks inside and {args.tasks} outside the training ranges, "
           f"{args.context} context transitions, seed {args.seed}")  # fmt: skip
