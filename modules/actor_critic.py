@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.distributions import Normal
@@ -16,7 +18,8 @@ class ActorCritic(nn.Module):
 
     Actions are sampled unbounded and clipped to ``[-1, 1]`` by the caller when applied (the
     log-probability is that of the unclipped sample, as in CleanRL's continuous PPO). The input
-    ``[s, z_c]`` is standardised by a running :class:`Normalizer` saved with the policy; the critic
+    ``[s, z_c]`` is standardised by a running :class:`Normalizer` saved with the policy; the action
+    std never falls below ``min_std`` (a floor on exploration, no gradient below it); the critic
     predicts standardised returns (a second running normaliser, updated by the learner), so the
     value loss has unit scale whatever the reward scale and does not swamp the actor's gradient
     under global gradient clipping. ``forward`` returns values in raw return units.
@@ -30,8 +33,19 @@ class ActorCritic(nn.Module):
         (torch.Size([5, 1]), torch.Size([5]))
     """
 
-    def __init__(self, obs_dim: int, latent_dim: int, act_dim: int, hidden_dim: int = 64, init_log_std: float = -0.5):
+    def __init__(
+        self,
+        obs_dim: int,
+        latent_dim: int,
+        act_dim: int,
+        hidden_dim: int = 64,
+        init_log_std: float = -0.5,
+        min_std: float = 0.0,
+    ):
         super().__init__()
+        if not 0.0 <= min_std < 1e3:
+            raise ValueError(f"min_std={min_std} must be >= 0 (0: no floor)")
+        self.min_log_std = float("-inf") if min_std == 0 else math.log(min_std)
         in_dim = obs_dim + latent_dim
         self.input_normalizer = Normalizer(in_dim)
         self.value_normalizer = Normalizer(1)
@@ -49,7 +63,8 @@ class ActorCritic(nn.Module):
         h = self.features(obs, latent)
         mean = self.actor(h)
         value = self.value_normalizer.denormalize(self.critic(h)).squeeze(-1)
-        return Normal(mean, self.log_std.exp().expand_as(mean), validate_args=False), value
+        std = self.log_std.clamp_min(self.min_log_std).exp()  # the floor keeps exploration alive
+        return Normal(mean, std.expand_as(mean), validate_args=False), value
 
     @torch.no_grad()
     def act(

@@ -195,3 +195,14 @@ def test_rollouts_are_cut_where_the_heads_disagree_and_bootstrap_there():
     _, ret = generalized_advantages(r.reward, value, r.terminated, gamma=0.5, lam=1.0, truncated=r.truncated)
     torch.testing.assert_close(ret[3], r.reward[3] + 0.5 * value[4])  # bootstrapped at the cut
     torch.testing.assert_close(ret[2], r.reward[2] + 0.5 * ret[3])  # and nothing beyond it flows back
+
+
+def test_the_action_std_floor_keeps_exploration_alive():
+    from modules.actor_critic import ActorCritic
+
+    ac = ActorCritic(obs_dim=3, latent_dim=1, act_dim=2, min_std=0.2)
+    with torch.no_grad():
+        ac.log_std.fill_(-5.0)  # where PPO had pushed it
+    dist, _ = ac(torch.zeros(4, 3), torch.zeros(4, 1))
+    torch.testing.assert_close(dist.stddev, torch.full((4, 2), 0.2))
+    assert ActorCritic(3, 1, 2)(torch.zeros(1, 3), torch.zeros(1, 1))[0].stddev.min() > 0.6  # no floor: exp(-0.5)
