@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -186,8 +187,9 @@ def markdown(result: dict) -> str:
         transitions = statistics.mean(g["history"][-1]["real_transitions"] for g in group)
         cells = [mean_std([final_metric(g, method, s) for g in group]) for s in SPLITS]
         wall = statistics.mean(g["wall"] for g in group)
+        wall_cell = "—" if math.isnan(wall) else f"{wall:.0f} s"  # NaN: a run rebuilt from its folder
         lines.append(f"| {env} | {method} | {'long' if long else 'equal'} | {transitions:,.0f} | {len(group)} | "
-                     f"{' | '.join(cells)} | {wall:.0f} s |")  # fmt: skip
+                     f"{' | '.join(cells)} | {wall_cell} |")  # fmt: skip
     for env in dict.fromkeys(r["env"] for r in runs):
         group = [r for r in runs if r["env"] == env and r["method"] == "gssm_aps"]
         group = group or [r for r in runs if r["env"] == env]

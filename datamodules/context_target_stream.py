@@ -29,7 +29,8 @@ class ContextTargetStream(IterableDataset):
     ``N_c`` is drawn per task in ``[context_min, context_max]`` and padded to ``context_max``
     with ``context_mask`` False. Context and targets are drawn (with replacement) from the same
     task's buffer, from its ``context_part`` and ``target_part`` (see :class:`MultiTaskBuffer`).
-    Every rank yields exactly ``num_batches`` batches, from its own task shard,
+    Every rank yields exactly ``num_batches`` batches (unless :meth:`request_stop` ends the pass on
+    every rank), from its own task shard,
     with a generator seeded by ``(seed, rank, pass)``; with ``fixed=True`` every pass repeats
     the same batches (validation).
 
@@ -82,9 +83,7 @@ class ContextTargetStream(IterableDataset):
             extrapolation if extrapolation is not None else torch.zeros(buffer.num_tasks, dtype=torch.bool)
         )
         self.passes = 0
-
-    def __len__(self) -> int:
-        return self.num_batches
+        self.stop_requested = False
 
     def __iter__(self):
         if get_worker_info() is not None:
@@ -92,8 +91,18 @@ class ContextTargetStream(IterableDataset):
         pass_index = 0 if self.fixed else self.passes
         self.passes += 0 if self.fixed else 1
         generator = torch.Generator().manual_seed(derive_seed(STREAM, self.seed, self.rank, pass_index))
+        self.stop_requested = False
         for _ in range(self.num_batches):
+            if self.stop_requested:  # see request_stop
+                return
             yield self.sample(generator)
+
+    def request_stop(self) -> None:
+        """End the current pass before its next batch (the model converged). The pass then ends
+        like an exhausted dataloader, so Lightning still runs the epoch-end validation, which an
+        ``on_train_batch_start`` returning −1 would skip. (The stream has no ``__len__`` for that
+        reason: with a length, Lightning validates only after that many batches.)"""
+        self.stop_requested = True
 
     def sample(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """One batch (see the class docstring)."""

@@ -192,6 +192,11 @@ class TransitionDataModule(pl.LightningDataModule):
         )
         return list(stream)
 
+    def end_train_epoch(self) -> None:
+        """Stop this rank's training stream before its next batch (see :meth:`ContextTargetStream.request_stop`)."""
+        if self._train_stream is not None:
+            self._train_stream.request_stop()
+
     def train_dataloader(self) -> DataLoader:
         self.ensure_initial_data()
         self._train_stream = self.train_stream(*self._rank())

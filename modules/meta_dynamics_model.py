@@ -267,13 +267,14 @@ class MetaDynamicsModel(pl.LightningModule):
             self.log(f"model/train/{name}", value.mean(), batch_size=n, sync_dist=True)
         return loss
 
-    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> int | None:
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Every ``holdout_check_every`` batches (every rank; the held-out slice and the weights are
-        identical on all ranks, so all ranks stop together): score the held-out slice; returning
-        −1 ends the epoch (Lightning's contract) once it stopped improving."""
+        identical on all ranks, so all ranks stop together): score the held-out slice, and once it
+        stopped improving end the datamodule's stream (the batch or two already fetched still train;
+        the epoch-end validation still runs, which returning −1 here would skip)."""
         every = self.hparams.holdout_check_every
-        if not every or batch_idx % every:
-            return None
+        if not every or batch_idx % every or self._holdout_bad_checks >= self.hparams.holdout_patience:
+            return
         score = self.holdout_score()
         if score < self._holdout_best * (1 - HOLDOUT_MIN_IMPROVEMENT):
             self._holdout_best, self._holdout_bad_checks = score, 0
@@ -281,8 +282,7 @@ class MetaDynamicsModel(pl.LightningModule):
             self._holdout_bad_checks += 1
         self._holdout_last = score
         if self._holdout_bad_checks >= self.hparams.holdout_patience:
-            return -1
-        return None
+            self.trainer.datamodule.end_train_epoch()
 
     @torch.no_grad()
     def holdout_score(self) -> float:
