@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -202,6 +203,17 @@ def probe(
     }
 
 
+def saved_policy_kwargs(path: str) -> dict:
+    """The DynaLoop's ``policy`` arguments from the run's ``config.yaml`` beside ``checkpoints/`` (the
+    action-std floor, for one, is not in the weights); empty when there is none."""
+    config = Path(path).resolve().parents[1] / "config.yaml"
+    if not config.exists():
+        return {}
+    callbacks = (yaml.safe_load(config.read_text()).get("trainer") or {}).get("callbacks") or []
+    dyna = [c for c in callbacks if isinstance(c, dict) and str(c.get("class_path", "")).endswith("DynaLoop")]
+    return dict((dyna[0].get("init_args") or {}).get("policy") or {}) if dyna else {}
+
+
 def load_checkpoint(path: str) -> tuple[MetaDynamicsModel, ActorCritic, TaskFamily]:
     """The dynamics model and APS policy of a Dyna checkpoint, loaded ``weights_only`` (tensors and
     plain data: a checkpoint that needs pickled code is refused, not executed). The policy's width is
@@ -218,7 +230,7 @@ def load_checkpoint(path: str) -> tuple[MetaDynamicsModel, ActorCritic, TaskFami
     model.load_state_dict(ckpt["state_dict"])
     aps_state = ckpt["callbacks"]["DynaLoop"]["aps"]
     hidden = aps_state["policy.actor.0.weight"].shape[0]
-    aps = APSModule(env=hp["env"], latent_dim=hp["latent_dim"], hidden_dim=hidden)
+    aps = APSModule(env=hp["env"], latent_dim=hp["latent_dim"], **{**saved_policy_kwargs(path), "hidden_dim": hidden})
     aps.load_state_dict(aps_state)
     return model.eval(), aps.policy.eval(), make_family(hp["env"])
 

@@ -237,7 +237,7 @@ def render(tp: dict | None, models: list[dict] | None, results: dict, commands: 
         "no gradient step), the final checkpoint of each run, mean ± std across seeds. `equal` is GSSM+APS's",
         f"real-transition budget, `long` the model-free methods' long budget. Runs: {results['jobs']} at a time,",
         f"one torch thread each, so wall times are those of a shared machine. Measured on {results['machine']},",
-        f"{results['date']}.",
+        f"{results['date']}, by: {results['command']}.",
         "",
         metatest_results.markdown(results),
         "",
