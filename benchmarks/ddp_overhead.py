@@ -4,7 +4,7 @@
 
 Runs ``train.py fit --config conf/acrobot.yaml --trainer.max_epochs N`` once as one process and
 once as ``--trainer.strategy ddp --trainer.devices 2 --trainer.accelerator cpu``, and prints the
-mean of ``time/model + time/policy + time/collect`` per iteration (rank 0's view; the meta-test
+mean of ``time/{model,policy,collect}_seconds`` per iteration (rank 0's view; the meta-test
 is left out by evaluating only after the last iteration) and the total wall time. On a 2-core
 CPU no speed-up is expected: both ranks share the same two cores (each with its own torch
 threads) and pay for gradient all-reduces and the all-gather of collected data; the point is
@@ -39,7 +39,7 @@ def run(extra: list[str], iterations: int) -> tuple[float, float]:
         events = EventAccumulator(str(next(Path(tmp).glob("runs/acrobot/version_*"))))
         events.Reload()
         per_iter = sum(
-            sum(e.value for e in events.Scalars(f"time/{phase}")) for phase in ("model", "policy", "collect")
+            sum(e.value for e in events.Scalars(f"time/{phase}_seconds")) for phase in ("model", "policy", "collect")
         )
         return per_iter / iterations, wall
 

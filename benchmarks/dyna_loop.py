@@ -4,7 +4,7 @@
     python benchmarks/dyna_loop.py --configs conf/smoke/half_cheetah.yaml conf/smoke/slim_humanoid.yaml
 
 Runs ``python train.py fit --config <config>`` in a temporary directory, then prints the
-wall time and its phase breakdown (sums of ``time/model``, ``time/policy``, ``time/collect``,
+wall time and its phase breakdown (sums of ``time/{model,policy,collect,eval}_seconds``
 ``time/eval``), the real training transitions used, and the final meta-test (the last
 checkpoint's policy, never the best one) mean per-step reward of GSSM+APS and of the random
 policy on interpolation and extrapolation tasks, against the targets of the issue tracker.
@@ -42,7 +42,8 @@ def run(config: str, extra: list[str], workdir: Path) -> dict:
     log_dir = max(workdir.glob("runs/**/version_*"), key=lambda p: p.stat().st_mtime)
     events = EventAccumulator(str(log_dir))
     events.Reload()
-    total = {p: sum(e.value for e in events.Scalars(f"time/{p}")) for p in ("model", "policy", "collect", "eval")}
+    phases = ("model", "policy", "collect", "eval")
+    total = {p: sum(e.value for e in events.Scalars(f"time/{p}_seconds")) for p in phases}
     report = json.loads((log_dir / "metatest.json").read_text())
     transitions = events.Scalars("real/transitions")[-1].value
     env = yaml.safe_load((log_dir / "config.yaml").read_text())["data"]["init_args"]["env"]

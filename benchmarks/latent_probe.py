@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from callbacks.meta_test import collect_online_context  # noqa: E402
 from envs import Task, TaskFamily, make_family  # noqa: E402
 from modules import APSModule, MetaDynamicsModel  # noqa: E402
 from modules.actor_critic import ActorCritic  # noqa: E402
+from modules.checkpoints import load_checkpoint  # noqa: E402
 
 R2_TARGET, SWAP_TARGET = 0.8, 2.0
 OUTSIDE_BAND = 0.1
@@ -214,15 +214,11 @@ def saved_policy_kwargs(path: str) -> dict:
     return dict((dyna[0].get("init_args") or {}).get("policy") or {}) if dyna else {}
 
 
-def load_checkpoint(path: str) -> tuple[MetaDynamicsModel, ActorCritic, TaskFamily]:
+def load_run(path: str) -> tuple[MetaDynamicsModel, ActorCritic, TaskFamily]:
     """The dynamics model and APS policy of a Dyna checkpoint, loaded ``weights_only`` (tensors and
     plain data: a checkpoint that needs pickled code is refused, not executed). The policy's width is
     read off its weights."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"{path!r} does not load with weights_only=True ({str(err).splitlines()[0]}); "
-                         "expected a checkpoint of this project's train.py fit") from err  # fmt: skip
+    ckpt = load_checkpoint(path)
     if "DynaLoop" not in ckpt.get("callbacks", {}):
         raise ValueError(f"{path!r} holds no DynaLoop state; expected a checkpoint of the main job (train.py fit)")
     hp = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
@@ -304,7 +300,7 @@ def main() -> None:
         runs = [(run_label(p), p) for p in args.ckpt]
         runs += [(Path(c.split(",")[0]).stem, train_main_job(c, Path(tmp) / str(i))) for i, c in enumerate(args.config)]
         for label, path in runs:
-            model, policy, family = load_checkpoint(path)
+            model, policy, family = load_run(path)
             tasks = sample_probe_tasks(family, args.tasks, args.seed)
             result = probe(model, policy, family, tasks, args.context, args.seed)
             rows.append({"label": label, "path": path, "env": family.name, **result})

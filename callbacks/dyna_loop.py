@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from callbacks.logging_step import epoch_log_step
 from callbacks.meta_test import publish_meta_test, rollout_strip, run_meta_test, select_tasks
+from callbacks.preemption import PreemptionSignal, last_checkpoint_path, save_last
 from datamodules.collection import Transitions, collect_transitions
 from datamodules.context_target_stream import shard_tasks
 from datamodules.seeding import COLLECT_ENV, COLLECT_LATENT, METATEST, derive_seed
@@ -20,21 +26,29 @@ from modules.aps import APSModule, ImaginationSource
 from modules.meta_dynamics_model import MetaDynamicsModel
 from modules.sampling import sample_normal
 
-# What this callback logs is global on purpose: gathered (identical on every rank), already
-# reduced by the APS trainer, or rank 0's meta-test; Lightning's advice to sync it again is moot.
-warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(policy|real|metatest|time|dyna)/")
-
-EXPLOITATION_LAYOUT = {
-    "dyna": {
-        "imagined vs real reward per step (training tasks)": [
-            "Multiline",
-            ["policy/imagined_reward_per_step", "real/reward_per_step"],
+# Scalars also written against real transitions (x axis) under ``by_real_transitions/``.
+BY_REAL_TRANSITIONS = (
+    "policy/imagined_reward_per_step",
+    "real/reward_per_step",
+    "metatest/interpolation/reward_per_step",
+    "metatest/extrapolation/reward_per_step",
+)
+# TensorBoard's Custom Scalars tab: the charts to read first (regexes over scalar names).
+DYNA_LAYOUT = {
+    "Dyna loop (x: model step; by_real_transitions/: x = real transitions)": {
+        "reward per step: imagined vs real, training tasks (the model-exploitation gap)": [
+            "Multiline", [r"^policy/imagined_reward_per_step$", r"^real/reward_per_step$"],
         ],
-        "meta-test reward per step": ["Multiline", ["metatest/interpolation/reward_per_step",
-                                                    "metatest/extrapolation/reward_per_step"]],
-        "model: held-out one-step MSE, disagreement": ["Multiline", ["model/holdout/mse", "policy/model_disagreement"]],
+        "meta-test reward per step by split, and a uniform-random policy": [
+            "Multiline", [r"^metatest/(interpolation|extrapolation)/(random_)?reward_per_step$"],
+        ],
+        "the same against real transitions": ["Multiline", [r"^by_real_transitions/"]],
+        "model: held-out one-step MSE, heads' disagreement in imagination": [
+            "Multiline", [r"^model/holdout/mse$", r"^policy/model_disagreement$"],
+        ],
+        "seconds per iteration by phase": ["Multiline", [r"^time/(model|policy|collect|eval)_seconds$"]],
     }
-}
+}  # fmt: skip
 
 
 class DynaLoop(pl.Callback):
@@ -54,14 +68,20 @@ class DynaLoop(pl.Callback):
     c. **meta-test** every ``eval_every`` iterations and after the last one, the test tasks sharded
        across ranks and gathered on rank 0: :func:`callbacks.meta_test.run_meta_test`, ``metatest.json`` and
        ``metatest.md`` in the log directory, ``metatest/...`` scalars, the table as TensorBoard
-       text and an image strip of one episode of the first extrapolation task (for MuJoCo families
-       only with an offscreen OpenGL backend, ``MUJOCO_GL=egl`` or ``osmesa``).
+       text and a labelled image of one episode of an interpolation and of an extrapolation task
+       (for MuJoCo families only with an offscreen OpenGL backend, ``MUJOCO_GL=egl`` or ``osmesa``).
 
     Iteration 0 is the datamodule's random-action data. ``train.py test --ckpt_path`` runs the
     meta-test of the checkpoint's policy (``on_test_epoch_end``). The callback's state (iteration,
     real-transition count, APS weights and optimizer, torch RNG states) is part of every Lightning
     checkpoint, so ``fit --ckpt_path`` continues the loop where it stopped; envs and samplers are
     seeded from the run seed and the iteration, so the resumed loop replays the same randomness.
+
+    Faults: SIGTERM/SIGUSR1 (:class:`callbacks.preemption.PreemptionSignal`) stop the loop at the
+    next safe point — before or after the policy phase (``last.ckpt`` written there, with the
+    phases done, so a resume runs only the rest), or at the next iteration's start — exiting with
+    128 + the signal. A non-finite loss gets a note naming iteration, phase and the last good
+    checkpoint, and no checkpoint with non-finite weights is written.
 
     Args:
         policy: keyword arguments of :class:`APSModule` (``env`` and ``latent_dim`` come from the model).
@@ -70,6 +90,9 @@ class DynaLoop(pl.Callback):
         context_size: transitions in the context that ``z_c`` is inferred from when collecting.
         metatest_context: online context transitions per test task; metatest_episodes: evaluation
             episodes per test task; metatest_tasks: names of the test tasks to meta-test (None: all).
+        verbose: show the inner policy fits' Lightning banners and the progress bars of the policy,
+            collection and meta-test phases; otherwise the terminal gets the model epoch's bar and
+            one summary line per iteration.
     """
 
     def __init__(
@@ -84,8 +107,10 @@ class DynaLoop(pl.Callback):
         metatest_episodes: int = 50,
         metatest_tasks: list[str] | None = None,
         seed: int = 0,
+        verbose: bool = False,
     ):
         self.policy_kwargs = dict(policy or {})
+        self.verbose = verbose
         self.policy_epochs, self.max_grad_norm = policy_epochs, max_grad_norm
         self.collect_steps_per_task, self.context_size = collect_steps_per_task, context_size
         self.eval_every, self.metatest_context, self.metatest_episodes = (
@@ -98,6 +123,12 @@ class DynaLoop(pl.Callback):
         self.iteration = 0
         self.real_transitions = 0
         self.aps: APSModule | None = None
+        self.completed = "iteration"  # the last completed phase of the current iteration
+        self.running = "model"  # the phase in progress, for error messages
+        self.metrics: dict[str, float] = {}  # the current iteration's scalars, logged at its end
+        self._latest_metatest: tuple[int, float | None, float | None] | None = None
+        self.seconds_total = 0.0  # wall time of the Dyna iterations so far, resumes included
+        self.preemption = PreemptionSignal(stop_at_epoch_end=False)  # safe points: the phases
         self._epoch_start = 0.0
         self._rng_to_restore: tuple[torch.Tensor, list[torch.Tensor]] | None = None
 
@@ -109,6 +140,9 @@ class DynaLoop(pl.Callback):
             kwargs = {"seed": self.seed, **self.policy_kwargs}
             self.aps = APSModule(env=pl_module.hparams.env, latent_dim=pl_module.hparams.latent_dim, **kwargs)
         self.metatest_task_list(trainer.datamodule)  # unknown task names fail now, not after an iteration
+        if any(isinstance(c, PreemptionSignal) for c in trainer.callbacks):
+            raise ValueError("callbacks.PreemptionSignal is in trainer.callbacks, but DynaLoop handles SIGTERM/SIGUSR1 "
+                             "itself (at its phase boundaries); remove it from the config")  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -117,8 +151,10 @@ class DynaLoop(pl.Callback):
             "aps": self.aps.state_dict(),
             "aps_optimizer": self.aps.optimizer_state_dict(),
             "aps_iterations": self.aps.iterations,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "completed": self.completed,
+            "seconds_total": self.seconds_total,
+            "metrics": dict(self.metrics),
+            **dict(zip(("torch_rng", "cuda_rng"), rng_state(), strict=True)),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -127,60 +163,174 @@ class DynaLoop(pl.Callback):
         self.aps.load_state_dict(state["aps"])
         self.aps.load_optimizer_state_dict(state["aps_optimizer"])
         self.aps.iterations = state["aps_iterations"]
+        self.completed, self.metrics = state.get("completed", "iteration"), dict(state.get("metrics", {}))
+        self.seconds_total = state.get("seconds_total", 0.0)
         self._rng_to_restore = (state["torch_rng"], state["cuda_rng"])
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Rank 0: a TensorBoard *Custom Scalars* layout that puts the model-exploitation gap —
-        imagined vs real per-step reward of the training tasks — on one chart."""
+    def on_fit_start(self, trainer: pl.Trainer, gssm: MetaDynamicsModel) -> None:
+        """Every rank: take over SIGTERM/SIGUSR1 (:class:`callbacks.preemption.PreemptionSignal`).
+        Rank 0: a TensorBoard *Custom Scalars* layout that puts the model-exploitation gap —
+        imagined vs real per-step reward of the training tasks — on one chart. On a resume: drop
+        ``metatest_history.jsonl`` lines from beyond the checkpoint (rank 0) and finish the phases a
+        preemption left undone, from the checkpoint's RNG state (every rank). This must precede
+        the fit loop, which on a resume fetches the first batch of the next epoch before
+        ``on_train_start``."""
+        self.preemption.install()
         tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         if tb is not None and trainer.is_global_zero:
-            tb.experiment.add_custom_scalars(EXPLOITATION_LAYOUT)
+            tb.experiment.add_custom_scalars(DYNA_LAYOUT)
+        if self._rng_to_restore is None:  # not a resume
+            return
+        if trainer.is_global_zero:
+            trim_history(Path(trainer.log_dir or trainer.default_root_dir), self.real_transitions)
+        if self.completed != "iteration":
+            self.restore_rng()
+            self.finish_iteration(trainer, gssm, direct_log=True)
+            self._rng_to_restore = rng_state()
+            save_last(trainer)  # the finished iteration; the fit loop may have no epoch left to save it
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # after the sanity check, whose dataloader iterator draws from the global generator
+    def on_fit_end(self, trainer: pl.Trainer, gssm: MetaDynamicsModel) -> None:
+        """Rank 0: the run's settings — model, data, Dyna loop, policy — in TensorBoard's *HParams*
+        tab with the final meta-test per split (configs set ``default_hp_metric: false``, so no
+        placeholder ``hp_metric``)."""
+        tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if tb is None or not trainer.is_global_zero or self._latest_metatest is None:
+            return
+        dyna = {k: getattr(self, k) for k in ("policy_epochs", "max_grad_norm", "collect_steps_per_task",
+                                               "context_size", "eval_every", "metatest_context", "metatest_episodes")}
+        params = {"model": dict(gssm.hparams), "data": dict(trainer.datamodule.hparams), "dyna": dyna,
+                  "policy": dict(self.aps.hparams)}  # fmt: skip
+        _, interp, extrap = self._latest_metatest
+        metrics = {"hparams/final_metatest_interpolation_reward_per_step": interp,
+                   "hparams/final_metatest_extrapolation_reward_per_step": extrap,
+                   "hparams/real_transitions": float(self.real_transitions)}  # fmt: skip
+        tb.log_hyperparams(params, {k: v for k, v in metrics.items() if v is not None})
+
+    def on_train_start(self, trainer: pl.Trainer, gssm: MetaDynamicsModel) -> None:
+        """Every rank, after the sanity check (its dataloader iterator draws from the global
+        generator): the RNG state the uninterrupted run would have now; SIGTERM/SIGUSR1 taken back
+        from the handlers Lightning installed after ``on_fit_start``."""
+        self.preemption.install()
         if self._rng_to_restore is not None:
-            torch_rng, cuda_rng = self._rng_to_restore
-            torch.set_rng_state(torch_rng)
-            if cuda_rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(cuda_rng)
-            self._rng_to_restore = None
+            self.restore_rng()
+
+    def restore_rng(self) -> None:
+        torch_rng, cuda_rng = self._rng_to_restore
+        torch.set_rng_state(torch_rng)
+        if cuda_rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda_rng)
+        self._rng_to_restore = None
 
     # ---- the loop ---------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.stop_if_preempted(trainer, save=False)  # iteration boundary: last.ckpt is current
         if self.real_transitions == 0:  # the datamodule's random-action data is iteration 0
             self.real_transitions = len(trainer.datamodule.buffer)
+        self.running = "model"
         self._epoch_start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, gssm: MetaDynamicsModel) -> None:
-        dm: TransitionDataModule = trainer.datamodule
         self.iteration += 1
-        t_model = time.perf_counter() - self._epoch_start
-        rank, world = trainer.global_rank, trainer.world_size
-        shard = shard_tasks(len(dm.train_tasks), rank, world, "training tasks")
+        self.completed = "model"
+        self.metrics = {"time/model_seconds": time.perf_counter() - self._epoch_start}
+        self.finish_iteration(trainer, gssm)
 
-        t0 = time.perf_counter()
-        policy_metrics = self.train_policy(trainer, gssm, dm, shard)
-        t1 = time.perf_counter()
+    def finish_iteration(self, trainer: pl.Trainer, gssm: MetaDynamicsModel, direct_log: bool = False) -> None:
+        """The phases after the model's epoch — policy, collection, meta-test when due — from the
+        first one not completed; a preemption signal is honoured before and after the policy phase."""
+        dm: TransitionDataModule = trainer.datamodule
+        shard = shard_tasks(len(dm.train_tasks), trainer.global_rank, trainer.world_size, "training tasks")
+        if self.completed == "model":
+            self.stop_if_preempted(trainer)
+            self.running, t0 = "policy", time.perf_counter()
+            self.metrics.update(self.train_policy(trainer, gssm, dm, shard))  # averaged over ranks by APS
+            self.metrics["time/policy_seconds"] = time.perf_counter() - t0
+            self.completed = "policy"
+            self.stop_if_preempted(trainer)
+
+        self.running, t0 = "collect", time.perf_counter()
         data, returns = self.collect(trainer, gssm, dm, shard)
         dm.add_transitions(torch.arange(len(dm.train_tasks)), data)
         self.real_transitions += data.reward.numel()
-        t2 = time.perf_counter()
+        self.metrics["time/collect_seconds"] = time.perf_counter() - t0
+        if len(returns):  # episodes finished by rank 0 (those cut by the step budget are not)
+            self.metrics["real/episode_return"] = float(returns.mean())
+        self.metrics["real/reward_per_step"] = float(data.reward.mean())  # gathered: identical on all ranks
+        self.metrics["real/transitions"] = float(self.real_transitions)
+        self.metrics["dyna/iteration"] = float(self.iteration)
 
-        for name, value in policy_metrics.items():
-            gssm.log(name, value)  # already averaged over ranks by the APS trainer
-        if len(returns):  # episodes finished by this rank (those cut by the step budget are not)
-            gssm.log("real/return", returns.mean(), rank_zero_only=True)
-        gssm.log("real/reward_per_step", data.reward.mean())  # gathered: identical on all ranks
-        gssm.log("real/transitions", float(self.real_transitions))
-        gssm.log("dyna/iteration", float(self.iteration))
-        for name, seconds in (("model", t_model), ("policy", t1 - t0), ("collect", t2 - t1)):
-            gssm.log(f"time/{name}", seconds, sync_dist=True, reduce_fx="max")
+        if self.iteration % self.eval_every == 0 or self.iteration >= trainer.max_epochs:
+            self.running, t0 = "meta-test", time.perf_counter()
+            self.metrics.update(self.meta_test(trainer, gssm, dm))
+            self.metrics["time/eval_seconds"] = time.perf_counter() - t0
+        self.metrics["time/iteration_seconds"] = sum(v for k, v in self.metrics.items() if k.endswith("_seconds"))
+        self.seconds_total += self.metrics["time/iteration_seconds"]
+        self.metrics["time/total_seconds"] = self.seconds_total
+        self.completed = "iteration"
+        if trainer.is_global_zero:
+            self.print_summary(trainer)
+        if direct_log:  # a resumed iteration: outside an epoch, at the step its scalars belong to
+            for logger in trainer.loggers:
+                logger.log_metrics(self.metrics, step=epoch_log_step(trainer))
+        else:
+            for name, value in self.metrics.items():  # rank 0's view; the values are global or rank 0's
+                gssm.log(name, value, rank_zero_only=True)
+        tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if tb is not None and trainer.is_global_zero:
+            for name in BY_REAL_TRANSITIONS:
+                if name in self.metrics:
+                    tb.experiment.add_scalar(f"by_real_transitions/{name.replace('/', '_')}", self.metrics[name],
+                                             self.real_transitions)  # fmt: skip
+        self.metrics = {}
 
-        last = trainer.current_epoch + 1 >= trainer.max_epochs
-        if self.iteration % self.eval_every == 0 or last:
-            t3 = time.perf_counter()
-            self.meta_test(trainer, gssm, dm)
-            gssm.log("time/eval", time.perf_counter() - t3, rank_zero_only=True)
+    def print_summary(self, trainer: pl.Trainer) -> None:
+        """Rank 0: one line with the iteration's headline numbers (the terminal's view of the run)."""
+        m, seen = self.metrics, trainer.callback_metrics
+        if "metatest/interpolation/reward_per_step" in m:
+            self._latest_metatest = (self.iteration, m.get("metatest/interpolation/reward_per_step"),
+                                     m.get("metatest/extrapolation/reward_per_step"))  # fmt: skip
+        parts = [f"Dyna iteration {self.iteration}/{trainer.max_epochs}", f"{self.real_transitions:,} real transitions"]
+        if "model/val/nll" in seen:
+            parts.append(f"model val NLL {float(seen['model/val/nll']):.3f}")
+        if "policy/imagined_reward_per_step" in m:
+            parts.append(f"reward/step imagined {m['policy/imagined_reward_per_step']:.3f} "
+                         f"real {m['real/reward_per_step']:.3f}")  # fmt: skip
+        if self._latest_metatest is not None:
+            at, interp, extrap = self._latest_metatest
+            when = "" if at == self.iteration else f" (iteration {at})"
+            parts.append(f"meta-test interp {interp:.3f} extrap {extrap:.3f}{when}".replace("None", "–"))
+        parts.append(f"{m['time/iteration_seconds']:.0f} s")
+        line = " | ".join(parts)
+        bar = trainer.progress_bar_callback
+        bar.print(line) if bar is not None else print(line, flush=True)
+
+    def stop_if_preempted(self, trainer: pl.Trainer, save: bool = True) -> None:
+        """A safe point: after SIGTERM/SIGUSR1 on any rank, save ``last.ckpt`` (``save``) and exit
+        with ``128 + signal`` (every rank; :class:`callbacks.preemption.Preempted`)."""
+        signum = self.preemption.requested(trainer)
+        if signum is None:
+            return
+        path = save_last(trainer) if save else last_checkpoint_path(trainer)
+        self.preemption.stop(trainer, signum, path if os.path.exists(path) else "the start (no checkpoint yet)")
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, gssm: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Refuse to write non-finite weights over a good checkpoint (raised before any file is written)."""
+        weights = {**checkpoint["state_dict"], **{f"aps.{k}": v for k, v in self.aps.state_dict().items()}}
+        bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise FloatingPointError(f"non-finite weights in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; "
+                                     "no checkpoint was written")  # fmt: skip
+
+    def on_exception(self, trainer: pl.Trainer, gssm: pl.LightningModule, exception: BaseException) -> None:
+        """Name the phase, the iteration and the checkpoint to resume from under a non-finite loss."""
+        if isinstance(exception, FloatingPointError):
+            iteration = self.iteration + (self.running == "model")  # counted at the model epoch's end
+            path = last_checkpoint_path(trainer)
+            kept = f"the last good checkpoint {path} is intact" if os.path.exists(path) else "no checkpoint yet"
+            exception.add_note(
+                f"Dyna iteration {iteration}, {self.running} phase: stopped on non-finite values; {kept} "
+                "(resume with --ckpt_path after lowering the learning rate or checking the data)"
+            )
 
     def train_policy(
         self, trainer: pl.Trainer, gssm: MetaDynamicsModel, dm: TransitionDataModule, shard: torch.Tensor
@@ -188,26 +338,29 @@ class DynaLoop(pl.Callback):
         """Fit APS on imagined rollouts of the current model; returns the last epoch's metrics."""
         params = dm.family.params_tensor(dm.train_tasks)
         self.aps.source = ImaginationSource(gssm, dm.buffer, shard, params)
-        inner = pl.Trainer(
-            accelerator=trainer.accelerator,
-            devices=trainer.num_devices,
-            num_nodes=trainer.num_nodes,
-            strategy="ddp" if trainer.world_size > 1 else "auto",
-            max_epochs=self.policy_epochs,
-            gradient_clip_val=self.max_grad_norm,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=trainer.progress_bar_callback is not None,
-            num_sanity_val_steps=0,
-        )
+        with lightning_info_silenced(not self.verbose):  # its banners, once per iteration otherwise
+            inner = pl.Trainer(
+                accelerator=trainer.accelerator,
+                devices=trainer.num_devices,
+                num_nodes=trainer.num_nodes,
+                strategy="ddp" if trainer.world_size > 1 else "auto",
+                max_epochs=self.policy_epochs,
+                gradient_clip_val=self.max_grad_norm,
+                logger=False,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                enable_progress_bar=self.verbose and trainer.progress_bar_callback is not None,
+                num_sanity_val_steps=0,
+                callbacks=[self.preemption],  # keeps SIGTERM/SIGUSR1 for the safe points after this phase
+            )
         was_training = gssm.training
         gssm.eval()
         try:
-            inner.fit(self.aps)
+            with lightning_info_silenced(not self.verbose):
+                inner.fit(self.aps)
         finally:
             gssm.train(was_training)
-        return {k: v for k, v in inner.callback_metrics.items() if k.startswith("policy/")}
+        return {k: float(v) for k, v in inner.callback_metrics.items() if k.startswith("policy/")}
 
     @torch.no_grad()
     def collect(
@@ -234,15 +387,16 @@ class DynaLoop(pl.Callback):
             self.collect_steps_per_task,
             seed=seed,
             act_fn=lambda obs: policy.act(obs.to(device), latent, generator=noise),
-            progress=trainer.is_global_zero and trainer.progress_bar_callback is not None,
+            progress=self.verbose and trainer.is_global_zero and trainer.progress_bar_callback is not None,
         )
         returns = torch.tensor([r for task in data.episode_returns for r in task])
         return gather_shards(data, len(dm.train_tasks), trainer.world_size, device=device), returns
 
     # ---- meta-test --------------------------------------------------------------------------
-    def meta_test(self, trainer: pl.Trainer, gssm: MetaDynamicsModel, dm: TransitionDataModule) -> None:
+    def meta_test(self, trainer: pl.Trainer, gssm: MetaDynamicsModel, dm: TransitionDataModule) -> dict[str, float]:
         """Every rank meta-tests its shard of the test tasks (``r, r + W, ...``); rank 0 gathers the
-        results, writes the reports and logs scalars, the table and an image strip."""
+        results, writes the reports, the table and an image strip, and returns the scalars (empty
+        on other ranks)."""
         tasks = self.metatest_task_list(dm)
         rank, world = trainer.global_rank, trainer.world_size
         mine = tasks[rank::world]
@@ -257,7 +411,7 @@ class DynaLoop(pl.Callback):
                     seed=derive_seed(METATEST, self.seed, self.iteration, rank),
                     infer_latent=lambda cx, cy, mask: gssm.infer_context(cx, cy, mask).q_zc,
                     n_context=self.metatest_context,
-                    progress=trainer.is_global_zero and trainer.progress_bar_callback is not None,
+                    progress=self.verbose and trainer.is_global_zero and trainer.progress_bar_callback is not None,
                 )  # fmt: skip
             finally:
                 gssm.train(was_training)
@@ -265,21 +419,52 @@ class DynaLoop(pl.Callback):
             f"{dm.family.name}, Dyna iteration {self.iteration}, {self.real_transitions} real training "
             f"transitions, {self.metatest_context} context steps, {self.metatest_episodes} episodes per task"
         )
-        publish_meta_test(trainer, gssm, results, tasks, "gssm_aps", header, self.real_transitions)
+        scalars = publish_meta_test(trainer, results, tasks, "gssm_aps", header, self.real_transitions)
         tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         if tb is not None and trainer.is_global_zero and mine and dm.family.renders_offscreen:
-            # MuJoCo families: only with MUJOCO_GL=egl or osmesa
-            index = next((i for i, t in enumerate(mine) if t.split == "extrapolation"), 0)
-            strip = rollout_strip(dm.family, mine[index], policy, latent[index])
-            name = f"metatest/rollout/{mine[index].name}"
-            tb.experiment.add_image(name, strip, trainer.global_step, dataformats="HWC")
+            # MuJoCo families: only with MUJOCO_GL=egl or osmesa. The first task of each split rank 0 ran.
+            for split in ("interpolation", "extrapolation"):
+                index = next((i for i, t in enumerate(mine) if t.split == split), None)
+                if index is not None:
+                    strip = rollout_strip(dm.family, mine[index], policy, latent[index])
+                    step = epoch_log_step(trainer)
+                    tb.experiment.add_image(f"metatest/rollout/{split}", strip, step, dataformats="HWC")
+        return scalars
 
     def metatest_task_list(self, dm: TransitionDataModule) -> list:
         """The family's test tasks, or those named in ``metatest_tasks``."""
         return select_tasks(dm.test_tasks, self.metatest_tasks, dm.family.name)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, gssm: MetaDynamicsModel) -> None:
-        self.meta_test(trainer, gssm, trainer.datamodule)
+        for name, value in self.meta_test(trainer, gssm, trainer.datamodule).items():
+            gssm.log(name, value, rank_zero_only=True)
+
+
+@contextlib.contextmanager
+def lightning_info_silenced(enabled: bool = True) -> Iterator[None]:
+    """Lightning's INFO messages (device banners, "`Trainer.fit` stopped") off inside the block."""
+    logger = logging.getLogger("pytorch_lightning")
+    level = logger.level
+    if enabled:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The global torch (CPU) and CUDA generator states."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+
+
+def trim_history(log_dir: Path, real_transitions: int) -> None:
+    """Drop ``metatest_history.jsonl`` lines an interrupted run wrote after the checkpoint that is
+    being resumed (more real transitions than it holds), so the appended curve has no duplicates."""
+    path = log_dir / "metatest_history.jsonl"
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(ln for ln in lines if json.loads(ln)["real_transitions"] <= real_transitions))
 
 
 def all_gather_stacked(tensor: torch.Tensor) -> torch.Tensor:

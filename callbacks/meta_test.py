@@ -11,10 +11,12 @@ import gymnasium as gym
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from PIL import Image, ImageDraw
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.distributions import Normal
 from tqdm.auto import tqdm
 
+from callbacks.logging_step import epoch_log_step
 from datamodules.collection import true_next_obs
 from envs import Task, TaskFamily
 from modules.actor_critic import ActorCritic
@@ -209,22 +211,22 @@ def write_reports(results: list[TaskResult], directory: str | Path, header: str)
 
 
 def publish_meta_test(
-    trainer: pl.Trainer, module: pl.LightningModule, results: list[TaskResult], tasks: list[Task], method: str,
-    header: str, real_transitions: int,
-) -> str | None:  # fmt: skip
+    trainer: pl.Trainer, results: list[TaskResult], tasks: list[Task], method: str, header: str,
+    real_transitions: int,
+) -> dict[str, float]:  # fmt: skip
     """Gather every rank's ``results`` (rank ``r`` ran ``tasks[r::W]``) on rank 0, which writes
     ``metatest.json``/``.md`` into the log directory, appends the split means to
     ``metatest_history.jsonl`` (one line per evaluation: the learning curve against
-    ``real_transitions``), and logs ``metatest/...`` scalars of ``method`` through ``module`` and the
-    table as TensorBoard text. Call on every rank (the log directory is a broadcast); returns the
-    markdown on rank 0, None elsewhere."""
+    ``real_transitions``) and the table as TensorBoard text. Call on every rank (the log directory is
+    a broadcast); returns the ``metatest/...`` scalars of ``method`` on rank 0 (the caller logs
+    them), an empty dict elsewhere."""
     log_dir = trainer.log_dir or trainer.default_root_dir
     if trainer.world_size > 1:
         gathered: list[list] = [[] for _ in range(trainer.world_size)]
         torch.distributed.all_gather_object(gathered, results)
         results = [r for part in gathered for r in part]
     if not trainer.is_global_zero:
-        return None
+        return {}
     position = {t.name: i for i, t in enumerate(tasks)}
     results = sorted(results, key=lambda r: (r.method != method, position[r.task]))
     markdown = write_reports(results, log_dir, header)
@@ -233,18 +235,18 @@ def publish_meta_test(
         history.write(json.dumps({"real_transitions": real_transitions, "summary": summaries}) + "\n")
     summary = summaries[method]
     ours = [r for r in results if r.method == method]
-    log = dict(rank_zero_only=True)
-    module.log("metatest/return_mean", float(np.mean([r.return_mean for r in ours])), **log)
-    module.log("metatest/return_std", float(np.mean([r.return_std for r in ours])), **log)
-    for split in ("interpolation", "extrapolation"):
-        if summary[split] is not None:
-            module.log(f"metatest/{split}/reward_per_step", summary[split], **log)
-    for r in ours:
-        module.log(f"metatest/task/{r.task}", r.return_mean, **log)
+    random = summaries.get("random", {})
+    scalars = {
+        "metatest/episode_return_mean": float(np.mean([r.return_mean for r in ours])),
+        "metatest/episode_return_std": float(np.mean([r.return_std for r in ours])),
+        **{f"metatest/{s}/reward_per_step": v for s, v in summary.items() if s != "all" and v is not None},
+        **{f"metatest/{s}/random_reward_per_step": v for s, v in random.items() if s != "all" and v is not None},
+        **{f"metatest/episode_return/{r.task}": r.return_mean for r in ours},
+    }
     tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     if tb is not None:
-        tb.experiment.add_text("metatest/table", markdown, trainer.global_step)
-    return markdown
+        tb.experiment.add_text("metatest/table", markdown, epoch_log_step(trainer))
+    return scalars
 
 
 def select_tasks(tasks: list[Task], names: list[str] | None, family: str) -> list[Task]:
@@ -260,21 +262,43 @@ def select_tasks(tasks: list[Task], names: list[str] | None, family: str) -> lis
 
 @torch.no_grad()
 def rollout_strip(
-    family: TaskFamily, task: Task, policy: ActorCritic, latent: torch.Tensor, frames: int = 8, seed: int = 0
-) -> np.ndarray:
-    """An image strip ``[H, frames·W, 3]`` of one evaluation episode of ``task`` (``latent [Z]``)."""
+    family: TaskFamily, task: Task, policy: ActorCritic, latent: torch.Tensor, frames: int = 8, seed: int = 0,
+    width: int = 200,
+) -> np.ndarray:  # fmt: skip
+    """An image ``[H, W, 3]`` of one evaluation episode of ``task`` (``latent [Z]``): ``frames``
+    frames in two rows, each ``width`` pixels wide and labelled with the time, the step's reward
+    and the return so far; the task name and split head the image."""
     env = gym.make(family.env_id, render_mode="rgb_array", **task.parameters)
     obs, _ = env.reset(seed=seed)
     keep = set(np.linspace(0, family.episode_length - 1, frames).round().astype(int).tolist())
-    images = []
+    dt = getattr(env.unwrapped, "dt", None)
+    images, total, reward = [], 0.0, 0.0
     for step in range(family.episode_length):
         if step in keep:
-            images.append(env.render())
+            images.append(labelled_frame(env.render(), step, dt, reward, total, width))
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=latent.device)[None]
         action = policy.act(obs_t, latent[None], deterministic=True)[0].cpu().numpy()
-        obs, _, term, trunc, _ = env.step(action)
+        obs, reward, term, trunc, _ = env.step(action)
+        total += float(reward)
         if term or trunc:
-            images.append(env.render())
+            images.append(labelled_frame(env.render(), step + 1, dt, float(reward), total, width))
             break
     env.close()
-    return np.concatenate(images, axis=1)
+    per_row = -(-len(images) // 2)
+    images += [np.full_like(images[0], 255)] * (2 * per_row - len(images))
+    grid = np.concatenate([np.concatenate(images[:per_row], axis=1), np.concatenate(images[per_row:], axis=1)], axis=0)
+    title = Image.new("RGB", (grid.shape[1], 22), "white")
+    ImageDraw.Draw(title).text((4, 5), f"{task.name} ({task.split})", fill="black")
+    return np.concatenate([np.asarray(title), grid], axis=0)
+
+
+def labelled_frame(
+    frame: np.ndarray, step: int, dt: float | None, reward: float, total: float, width: int
+) -> np.ndarray:
+    """``frame`` scaled to ``width`` pixels with a caption: time (or step), reward, return so far."""
+    image = Image.fromarray(frame).convert("RGB")
+    image = image.resize((width, max(1, round(image.height * width / image.width))))
+    when = f"t={step * dt:.1f}s" if dt else f"step {step}"
+    caption = Image.new("RGB", (width, 16), "white")
+    ImageDraw.Draw(caption).text((3, 2), f"{when} r={reward:+.2f} R={total:+.1f}", fill="black")
+    return np.concatenate([np.asarray(image), np.asarray(caption)], axis=0)

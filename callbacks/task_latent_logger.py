@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from callbacks.logging_step import epoch_log_step
 from envs import Task
+
+PROJECTOR_DIR = "projector"
+SPLIT_STYLE = {"train": ("o", "C0"), "interpolation": ("s", "C1"), "extrapolation": ("^", "C3")}
 
 
 class TaskLatentLogger(pl.Callback):
     """After each validation, on rank 0 only: the mean of ``q(z_c | C_k)`` for every train and
     test task ``k`` (a fixed context of ``context_size`` transitions from its buffer), logged as
 
-    * ``model/latent`` embedding (TensorBoard projector) with task name, split and physics
-      parameters as metadata;
-    * ``model/latent_vs_params`` figure: each latent dimension's mean vs each physics parameter.
+    * ``model/latent`` embedding in TensorBoard's *Projector*, with task name, split and physics
+      parameters as metadata: one embedding, rewritten at each validation (the latest), in
+      ``<log dir>/projector/`` — not one folder per step;
+    * ``model/latent_readout`` figure: per physics parameter, the value a linear map of the latent
+      (least squares on the training tasks) reads out against the true value, by split, with the
+      training tasks' R² — three series a panel, readable at TensorBoard's default image size.
 
     Needs a ``TensorBoardLogger``; does nothing without one. Runs no collective operation, so
     the other ranks do not wait for it.
@@ -36,34 +45,61 @@ class TaskLatentLogger(pl.Callback):
         with torch.no_grad():
             means = pl_module.infer_context(cx.to(pl_module.device), cy.to(pl_module.device)).q_zc.mean.cpu()
         names = trainer.datamodule.family.param_names
-        metadata = [[t.name, t.split, *(f"{t.parameters[n]:.3g}" for n in names)] for t in tasks]
-        step = trainer.global_step
-        tb.experiment.add_embedding(
-            means,
-            metadata=metadata,
-            metadata_header=["task", "split", *names],
-            tag="model/latent",
-            global_step=step,
-        )
-        tb.experiment.add_figure("model/latent_vs_params", latent_figure(tasks, means, names), step, close=False)
+        step = epoch_log_step(trainer)
+        write_projector(Path(tb.log_dir), means, tasks, names, f"model/latent (step {step})")
+        tb.experiment.add_figure("model/latent_readout", readout_figure(tasks, means, names), step, close=True)
 
 
-def latent_figure(tasks: list[Task], means: torch.Tensor, param_names: tuple[str, ...]) -> Figure:
-    """One panel per physics parameter: latent means ``[T, Z]`` against the parameter, by split."""
-    fig = Figure(figsize=(4 * len(param_names), 3.2), layout="constrained")
+def write_projector(log_dir: Path, vectors: torch.Tensor, tasks: list[Task], param_names: tuple[str, ...],
+                    name: str) -> None:  # fmt: skip
+    """The one embedding of the run for TensorBoard's Projector: ``vectors [T, Z]`` with a row of
+    metadata per task, in ``log_dir/projector/``, and a ``projector_config.pbtxt`` naming only it."""
+    folder = log_dir / PROJECTOR_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tensors.tsv").write_text("".join("\t".join(f"{v:.6g}" for v in row) + "\n" for row in vectors.tolist()))
+    header = "\t".join(["task", "split", *param_names])
+    rows = ["\t".join([t.name, t.split, *(f"{t.parameters[n]:.3g}" for n in param_names)]) for t in tasks]
+    (folder / "metadata.tsv").write_text("\n".join([header, *rows]) + "\n")
+    (log_dir / "projector_config.pbtxt").write_text(
+        "embeddings {\n"
+        f'  tensor_name: "{name}"\n'
+        f'  tensor_path: "{PROJECTOR_DIR}/tensors.tsv"\n'
+        f'  metadata_path: "{PROJECTOR_DIR}/metadata.tsv"\n'
+        "}\n"
+    )
+
+
+def linear_readout(means: torch.Tensor, values: torch.Tensor, fit_on: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Least-squares ``[z, 1] → value`` fitted on the rows ``fit_on`` (bool ``[T]``) of ``means
+    [T, Z]``; returns the readout of every row ``[T]`` and the R² on the fitted rows."""
+    x = torch.cat([means, torch.ones(len(means), 1)], dim=1).double()
+    coef = torch.linalg.lstsq(x[fit_on], values[fit_on, None].double()).solution
+    pred = (x @ coef).squeeze(1).float()
+    residual = ((pred - values)[fit_on] ** 2).sum()
+    total = ((values[fit_on] - values[fit_on].mean()) ** 2).sum().clamp_min(1e-12)
+    return pred, float(1 - residual / total)
+
+
+def readout_figure(tasks: list[Task], means: torch.Tensor, param_names: tuple[str, ...]) -> Figure:
+    """One panel per physics parameter: linear readout of the latent ``means [T, Z]`` vs the true
+    value, markers by split, the identity line, and R² on the training tasks in the title."""
+    cols = min(len(param_names), 2) or 1
+    rows = -(-len(param_names) // cols)
+    fig = Figure(figsize=(4.6 * cols, 3.6 * rows), layout="constrained")
     FigureCanvasAgg(fig)
-    markers = {"train": "o", "interpolation": "s", "extrapolation": "^"}
+    train = torch.tensor([t.split == "train" for t in tasks])
     for i, name in enumerate(param_names):
-        ax = fig.add_subplot(1, len(param_names), i + 1)
-        values = torch.tensor([t.parameters[name] for t in tasks])
-        for d in range(means.shape[1]):
-            color = f"C{d % 10}"
-            for split, marker in markers.items():
-                sel = torch.tensor([t.split == split for t in tasks])
-                label = f"z[{d}]" if split == "train" and i == 0 else None
-                ax.scatter(values[sel], means[sel, d], c=color, marker=marker, s=14, label=label)
-        ax.set_xlabel(name)
-        ax.set_ylabel("latent mean")
+        ax = fig.add_subplot(rows, cols, i + 1)
+        values = torch.tensor([float(t.parameters[name]) for t in tasks])
+        pred, r2 = linear_readout(means, values, train)
+        for split, (marker, color) in SPLIT_STYLE.items():
+            sel = torch.tensor([t.split == split for t in tasks])
+            ax.scatter(values[sel], pred[sel], marker=marker, c=color, s=36, label=split)
+        low, high = float(values.min()), float(values.max())
+        ax.plot([low, high], [low, high], "k--", lw=1)
+        ax.set_title(f"{name}: R² {r2:.2f} (train tasks)", fontsize=12)
+        ax.set_xlabel(f"true {name}", fontsize=11)
+        ax.set_ylabel("read out of z_c", fontsize=11)
     if len(param_names):
-        fig.axes[0].legend(fontsize=6, ncol=2, title="o train, ■ interp, ▲ extrap", title_fontsize=6)
+        fig.axes[0].legend(fontsize=10)
     return fig

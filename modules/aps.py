@@ -12,6 +12,7 @@ from datamodules.seeding import IMAGINATION, derive_seed
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import make_family
 from modules.actor_critic import ActorCritic
+from modules.checkpoints import load_checkpoint
 from modules.imagination import imagine
 from modules.meta_dynamics_model import MetaDynamicsModel
 from modules.ppo import PPOLearner, Rollouts
@@ -171,7 +172,7 @@ class APSModule(PPOLearner):
         n = r.reward.shape[1]
         steps = r.alive.sum()
         raw = r.reward + r.penalty  # the family's reward, before the uncertainty penalty
-        self.log("policy/imagined_return", raw.sum(0).mean(), batch_size=n, sync_dist=True)
+        self.log("policy/imagined_return_over_horizon", raw.sum(0).mean(), batch_size=n, sync_dist=True)
         self.log("policy/imagined_reward_per_step", raw.sum() / steps, batch_size=n, sync_dist=True)
         self.log("policy/model_disagreement", (r.disagreement * r.alive).sum() / steps, batch_size=n, sync_dist=True)
         self.log("policy/uncertainty_penalty_per_step", r.penalty.sum() / steps, batch_size=n, sync_dist=True)
@@ -180,7 +181,7 @@ class APSModule(PPOLearner):
     # ---- standalone use on a frozen model checkpoint -------------------------------------
     @staticmethod
     def _checkpoint(path: str, env: str) -> dict[str, Any]:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(path)
         saved_env = ckpt.get("hyper_parameters", {}).get("env")
         if saved_env != env or "TransitionDataModule" not in ckpt:
             raise ValueError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from pytorch_lightning.loggers import TensorBoardLogger
 from torch.distributions import Normal
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -113,6 +114,7 @@ class ModelFreePPO(PPOLearner):
         self.real_transitions = self._transitions_before = 0
         self._context: tuple[torch.Tensor, ...] = ()
         self._test_results: list[TaskResult] = []
+        self._latest_metatest: dict[str, float] = {}
 
     # ---- real episodes ----------------------------------------------------------------------
     @property
@@ -202,7 +204,7 @@ class ModelFreePPO(PPOLearner):
 
     def log_rollouts(self, r: Rollouts) -> None:
         n = r.reward.shape[1]
-        self.log("real/return", r.returns.mean(), batch_size=n, sync_dist=True)
+        self.log("real/episode_return", r.returns.mean(), batch_size=n, sync_dist=True)
         self.log("real/reward_per_step", r.reward.sum() / r.alive.sum(), batch_size=n, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
@@ -246,7 +248,20 @@ class ModelFreePPO(PPOLearner):
             f"{self.family.name}, {hp.method}, PPO iteration {self.iterations}, {self.real_transitions} real "
             f"training transitions, {hp.metatest_context} context steps, {hp.metatest_episodes} episodes per task"
         )
-        publish_meta_test(self.trainer, self, results, self.test_tasks, hp.method, header, self.real_transitions)
+        scalars = publish_meta_test(self.trainer, results, self.test_tasks, hp.method, header, self.real_transitions)
+        for name, value in scalars.items():
+            self.log(name, value, rank_zero_only=True)
+        self._latest_metatest = scalars
+
+    def on_fit_end(self) -> None:
+        """Rank 0: the run's settings in TensorBoard's *HParams* tab with the final meta-test per split."""
+        if not isinstance(self.logger, TensorBoardLogger) or not self._latest_metatest:
+            return
+        metrics = {f"hparams/final_metatest_{split}_reward_per_step": self._latest_metatest[key]
+                   for split in ("interpolation", "extrapolation")
+                   if (key := f"metatest/{split}/reward_per_step") in self._latest_metatest}  # fmt: skip
+        metrics["hparams/real_transitions"] = float(self.real_transitions)
+        self.logger.log_hyperparams(dict(self.hparams), metrics)
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(TaskIndexShard(len(self.test_tasks), self.trainer.global_rank, self.trainer.world_size),

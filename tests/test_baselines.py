@@ -63,8 +63,9 @@ def test_baseline_fits_and_tests_from_the_command_line(method, tmp_path):
     events = EventAccumulator(str(log_dir))
     events.Reload()
     values = {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-    for tag in ("policy/loss", "policy/entropy", "real/return", "real/transitions", "metatest/return_mean",
-                "metatest/interpolation/reward_per_step", "metatest/extrapolation/reward_per_step"):  # fmt: skip
+    for tag in ("policy/loss", "policy/entropy", "real/episode_return", "real/transitions",
+                "metatest/episode_return_mean", "metatest/interpolation/reward_per_step",
+                "metatest/extrapolation/reward_per_step"):  # fmt: skip
         assert tag in values and all(math.isfinite(v) for v in values[tag]), (tag, sorted(values))
     assert values["real/transitions"] == [400.0, 800.0]  # the budget stops the run after 2 iterations
     report = json.loads((log_dir / "metatest.json").read_text())
@@ -77,7 +78,7 @@ def test_baseline_fits_and_tests_from_the_command_line(method, tmp_path):
     assert history[0]["summary"] == report["summary"]
 
     ckpt = log_dir / "checkpoints/last.ckpt"
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["model_free_ppo"]["real_transitions"] == 800
     assert ("encoder.factor.0.weight" in state["state_dict"]) == (method == "pe_ppo")
     (log_dir / "metatest.json").unlink()

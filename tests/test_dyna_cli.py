@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from pathlib import Path
 
 import pytest
@@ -17,14 +18,16 @@ TINY = str(ROOT / "tests/configs/tiny_dyna.yaml")
 LOG = Path("runs/tiny/fixed")
 
 
-def fit(cwd: Path, *extra: str, env: str = "acrobot") -> None:
-    run_cli(cwd, "fit", "--config", str(ROOT / f"conf/{env}.yaml"), "--config", TINY, *extra)
+def fit(cwd: Path, *extra: str, env: str = "acrobot") -> str:
+    """Run the tiny main job; returns what the terminal showed."""
+    proc = run_cli(cwd, "fit", "--config", str(ROOT / f"conf/{env}.yaml"), "--config", TINY, *extra)
+    return proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("dyna")
-    fit(cwd)
+    (cwd / "terminal.txt").write_text(fit(cwd))
     return cwd
 
 
@@ -50,17 +53,24 @@ def test_fit_runs_the_dyna_loop_and_logs_every_phase(fitted):
     log_dir = fitted / LOG
     values = scalars(log_dir)
     for tag in (
-        "model/train/nll", "model/val/nll", "policy/loss", "policy/entropy", "policy/imagined_return",
-        "real/return", "real/transitions", "time/model", "time/policy", "time/collect", "time/eval",
-        "metatest/return_mean", "metatest/return_std", "metatest/interpolation/reward_per_step",
-        "metatest/extrapolation/reward_per_step", "metatest/task/extrap-mixed",
+        "model/train/nll", "model/val/nll", "policy/loss", "policy/entropy", "policy/imagined_return_over_horizon",
+        "real/episode_return", "real/transitions", "time/model_seconds", "time/policy_seconds",
+        "time/collect_seconds", "time/eval_seconds", "time/iteration_seconds", "time/total_seconds",
+        "metatest/episode_return_mean", "metatest/episode_return_std", "metatest/interpolation/reward_per_step",
+        "metatest/extrapolation/reward_per_step", "metatest/interpolation/random_reward_per_step",
+        "metatest/extrapolation/random_reward_per_step", "metatest/episode_return/extrap-mixed",
+        "by_real_transitions/real_reward_per_step", "by_real_transitions/metatest_interpolation_reward_per_step",
     ):  # fmt: skip
         assert tag in values, (tag, sorted(values))
         assert all(math.isfinite(v) for v in values[tag]), tag
     assert values["dyna/iteration"] == [1.0, 2.0]
     # random data, then 200 steps per task per iteration
     assert values["real/transitions"] == [3 * 40 + 3 * 200, 3 * 40 + 2 * 3 * 200]
-    assert len(values["metatest/return_mean"]) == 2  # eval_every 1
+    assert len(values["metatest/episode_return_mean"]) == 2  # eval_every 1
+    assert values["time/total_seconds"][1] > values["time/total_seconds"][0]
+    by_real = EventAccumulator(str(log_dir))
+    by_real.Reload()
+    assert [e.step for e in by_real.Scalars("by_real_transitions/real_reward_per_step")] == [720, 1320]
     check_metatest(log_dir / "metatest.json", "acrobot")
     assert "| gssm_aps |" in (log_dir / "metatest.md").read_text()
     events = EventAccumulator(str(log_dir))
@@ -69,8 +79,64 @@ def test_fit_runs_the_dyna_loop_and_logs_every_phase(fitted):
     assert "metatest/table/text_summary" in events.Tags()["tensors"]
 
 
+def test_the_terminal_shows_lightning_banners_once_and_one_line_per_iteration(fitted):
+    out = (fitted / "terminal.txt").read_text()
+    assert out.count("GPU available") == 1 and out.count("`Trainer.fit` stopped") == 1, out
+    lines = [line for line in out.splitlines() if line.startswith("Dyna iteration ")]
+    assert [line.split(" | ")[:2] for line in lines] == [
+        ["Dyna iteration 1/2", "720 real transitions"], ["Dyna iteration 2/2", "1,320 real transitions"]
+    ]
+    for part in ("model val NLL ", "reward/step imagined ", " real ", "meta-test interp ", " extrap "):
+        assert part in lines[-1], lines[-1]
+
+
+def test_tensorboard_has_the_layout_hparams_one_projector_and_labelled_rollouts(fitted):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    log_dir = fitted / LOG
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    assert "hp_metric" not in events.Tags()["scalars"]
+    hparams = events.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {
+        "hparams/final_metatest_interpolation_reward_per_step",
+        "hparams/final_metatest_extrapolation_reward_per_step", "hparams/real_transitions",
+    }  # fmt: skip
+    session = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_start_info"]).session_start_info
+    for key in ("model/hidden_dim", "data/num_train_tasks", "dyna/policy_epochs", "policy/horizon"):
+        assert key in session.hparams, sorted(session.hparams)
+    values = scalars(log_dir)
+    final = values["hparams/final_metatest_interpolation_reward_per_step"]
+    assert final == [values["metatest/interpolation/reward_per_step"][-1]]
+    assert "custom_scalars__config__" in events.PluginTagToContent("custom_scalars")
+    assert (log_dir / "projector_config.pbtxt").read_text().count("embeddings {") == 1
+    assert sorted(p.name for p in log_dir.iterdir() if p.is_dir()) == ["checkpoints", "projector"]
+    assert {"metatest/rollout/interpolation", "metatest/rollout/extrapolation"} <= set(events.Tags()["images"])
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--data.num_train_tasks", "0"], "error: acrobot: number of training tasks must be >= 1, got 0"),
+        (["--model.env", "foo", "--data.env", "foo"], "error: unknown task family 'foo'; known families: ["),
+        (["--trainer.callbacks.metatest_tasks=[nope]"], "error: unknown metatest_tasks ['nope'] for acrobot"),
+        (["--data.env", "cartpole_swingup"], "error: model.env='acrobot' (from the config"),
+        (["--ckpt_path", "missing.ckpt"], "error: checkpoint 'missing.ckpt' does not exist or is not a file"),
+        (["--ckpt_path", "truncated.ckpt"], "error: checkpoint 'truncated.ckpt' is unreadable"),
+    ],
+)
+def test_a_failed_start_leaves_no_run_folder_and_says_why_in_one_line(tmp_path, args, expected):
+    (tmp_path / "truncated.ckpt").write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    proc = run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY, *args, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(expected), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "Given value" not in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_checkpoint_holds_everything_the_loop_needs(fitted):
-    ckpt = torch.load(fitted / LOG / "checkpoints/last.ckpt", weights_only=False)
+    ckpt = torch.load(fitted / LOG / "checkpoints/last.ckpt", weights_only=True)
     loop = ckpt["callbacks"]["DynaLoop"]
     assert loop["iteration"] == 2
     assert {"aps", "aps_optimizer", "torch_rng"} <= set(loop)
@@ -92,7 +158,7 @@ def test_test_command_runs_the_meta_test_from_a_checkpoint(fitted, tmp_path):
         "--ckpt_path",
         str(ckpt),
     )
-    assert "metatest/return_mean" in proc.stdout
+    assert "metatest/episode_return_mean" in proc.stdout
     check_metatest(tmp_path / LOG / "metatest.json", "acrobot")
 
 
@@ -106,10 +172,10 @@ def test_resume_after_iteration_1_equals_the_uninterrupted_run(fitted, tmp_path)
     uninterrupted 2-iteration run bit for bit (model, policy, optimizers, buffers)."""
     fit(tmp_path, "--trainer.max_epochs", "1")
     ckpt_1 = tmp_path / LOG / "checkpoints/last.ckpt"
-    assert torch.load(ckpt_1, weights_only=False)["callbacks"]["DynaLoop"]["iteration"] == 1
+    assert torch.load(ckpt_1, weights_only=True)["callbacks"]["DynaLoop"]["iteration"] == 1
     fit(tmp_path, "--ckpt_path", str(ckpt_1))
-    resumed = torch.load(tmp_path / LOG / "checkpoints/last.ckpt", weights_only=False)
-    straight = torch.load(fitted / LOG / "checkpoints/last.ckpt", weights_only=False)
+    resumed = torch.load(tmp_path / LOG / "checkpoints/last.ckpt", weights_only=True)
+    straight = torch.load(fitted / LOG / "checkpoints/last.ckpt", weights_only=True)
     assert resumed["callbacks"]["DynaLoop"]["iteration"] == 2
     for key, value in straight["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), key
@@ -127,11 +193,109 @@ def test_a_run_killed_mid_iteration_resumes_from_its_last_checkpoint(tmp_path):
     )  # fmt: skip
     assert proc.returncode == -9, proc.stderr[-2000:]
     last = tmp_path / LOG / "checkpoints/last.ckpt"
-    assert torch.load(last, weights_only=False)["callbacks"]["DynaLoop"]["iteration"] == 1
+    assert torch.load(last, weights_only=True)["callbacks"]["DynaLoop"]["iteration"] == 1
     fit(tmp_path, "--trainer.max_epochs", "3", "--ckpt_path", str(last))
-    done = torch.load(last, weights_only=False)
+    done = torch.load(last, weights_only=True)
     assert done["callbacks"]["DynaLoop"]["iteration"] == 3
     assert done["TransitionDataModule"]["buffer"]["size"].tolist() == [40 + 3 * 200] * 3
+
+
+def assert_same_state(a: Path, b: Path) -> None:
+    """Model, policy and buffers of two checkpoints are bit-identical."""
+    left, right = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    assert left["callbacks"]["DynaLoop"]["iteration"] == right["callbacks"]["DynaLoop"]["iteration"]
+    for part in ("state_dict",):
+        for key, value in right[part].items():
+            assert torch.equal(left[part][key], value), key
+    for key, value in right["callbacks"]["DynaLoop"]["aps"].items():
+        assert torch.equal(left["callbacks"]["DynaLoop"]["aps"][key], value), key
+    for key, value in right["TransitionDataModule"]["buffer"].items():
+        assert torch.equal(left["TransitionDataModule"]["buffer"][key], value), key
+
+
+@pytest.mark.parametrize(("signum", "iteration"), [(signal.SIGTERM, 1), (signal.SIGUSR1, 2)])
+def test_a_preemption_signal_in_the_policy_phase_saves_a_checkpoint_that_resumes_exactly(
+    fitted, tmp_path, signum, iteration
+):
+    """The signal arrives mid policy phase (iteration 1, or the last one); the run finishes the
+    phase, saves last.ckpt, exits 128 + signum; the resume ends bit-identical to the uninterrupted run."""
+    cue = {"class_path": "kill_switch.SignalDuringPolicy", "init_args": {"iteration": iteration, "signum": int(signum)}}
+    proc = run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY,
+                   f"--trainer.callbacks+={json.dumps(cue)}", check=False)  # fmt: skip
+    assert proc.returncode == 128 + signum, proc.stderr[-3000:]
+    assert f"{signal.Signals(signum).name} received: stopped at a safe point" in proc.stderr
+    last = tmp_path / LOG / "checkpoints/last.ckpt"
+    saved = torch.load(last, weights_only=True)["callbacks"]["DynaLoop"]
+    assert (saved["iteration"], saved["completed"]) == (iteration, "policy")
+    fit(tmp_path, "--ckpt_path", str(last))
+    assert_same_state(last, fitted / LOG / "checkpoints/last.ckpt")
+    assert scalars(tmp_path / LOG)["dyna/iteration"] == [1.0, 2.0]
+    assert len((tmp_path / LOG / "metatest_history.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_nan_model_loss_stops_the_run_naming_phase_iteration_and_checkpoint(tmp_path):
+    poison = '{"class_path": "kill_switch.NaNTargetsAtStep", "init_args": {"step": 4}}'  # iteration 2's model epoch
+    proc = run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY,
+                   f"--trainer.callbacks+={poison}", check=False)  # fmt: skip
+    last = tmp_path / LOG / "checkpoints/last.ckpt"
+    assert proc.returncode == 1
+    assert "model loss is nan at step 4" in proc.stderr
+    kept_note = f"the last good checkpoint {LOG / 'checkpoints/last.ckpt'} is intact"
+    assert f"Dyna iteration 2, model phase: stopped on non-finite values; {kept_note}" in proc.stderr
+    kept = torch.load(last, weights_only=True)
+    assert kept["callbacks"]["DynaLoop"]["iteration"] == 1
+    assert all(torch.isfinite(v).all() for v in kept["state_dict"].values() if v.is_floating_point())
+
+
+def test_resume_continues_in_the_run_folder_with_one_curve_and_one_history(tmp_path):
+    """A run without a fixed logger version, killed in iteration 2's model epoch, resumed from its
+    version_0/checkpoints/last.ckpt: it goes on in version_0; the killed process's events after the
+    checkpoint are purged, so each step appears once."""
+    auto = ["--trainer.logger.init_args.version", "null", "--trainer.max_epochs", "3"]
+    kill = '{"class_path": "kill_switch.KillAtStep", "init_args": {"step": 4}}'
+    proc = run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY, *auto,
+                   f"--trainer.callbacks+={kill}", check=False)  # fmt: skip
+    assert proc.returncode == -9
+    run = tmp_path / "runs/tiny/version_0"
+    fit(tmp_path, *auto, "--ckpt_path", str(run / "checkpoints/last.ckpt"))
+    assert sorted(p.name for p in (tmp_path / "runs/tiny").iterdir()) == ["version_0"]
+    values = scalars(run)
+    assert values["dyna/iteration"] == [1.0, 2.0, 3.0]
+    events = EventAccumulator(str(run))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("model/train/loss")]
+    assert steps == sorted(set(steps)), steps
+    history = [json.loads(line) for line in (run / "metatest_history.jsonl").read_text().splitlines()]
+    assert [h["real_transitions"] for h in history] == [720, 1320, 1920]
+
+
+def test_a_checkpoint_that_needs_pickled_code_is_refused_with_its_name(fitted, tmp_path):
+    ckpt = torch.load(fitted / LOG / "checkpoints/last.ckpt", weights_only=True)
+    marker = tmp_path / "payload_ran"
+    ckpt["extra"] = Payload(str(marker))
+    tampered = tmp_path / "tampered.ckpt"
+    torch.save(ckpt, tampered)
+    for command in ("fit", "test"):
+        proc = run_cli(tmp_path, command, "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY,
+                       "--ckpt_path", str(tampered), check=False)  # fmt: skip
+        assert proc.returncode == 1
+        assert proc.stderr.strip().splitlines()[-1] == (
+            f"error: checkpoint {str(tampered)!r} needs pickled code to load (getattr), which mbmrl "
+            "never runs (weights_only=True); expected a checkpoint written by this project's train.py"
+        ), proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
+    assert not marker.exists()
+    assert not (tmp_path / "runs").exists()
+
+
+class Payload:
+    """What a tampered checkpoint could carry: code that runs on unpickling."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
 
 
 def test_policy_alone_on_a_frozen_dynamics_checkpoint(fitted, tmp_path):
@@ -145,9 +309,9 @@ def test_policy_alone_on_a_frozen_dynamics_checkpoint(fitted, tmp_path):
     )
     log_dir = tmp_path / "runs/policy/acrobot/fixed"
     values = scalars(log_dir)
-    for tag in ("policy/loss", "policy/entropy", "policy/imagined_return"):
+    for tag in ("policy/loss", "policy/entropy", "policy/imagined_return_over_horizon"):
         assert tag in values and all(math.isfinite(v) for v in values[tag]), tag
-    saved = torch.load(log_dir / "checkpoints/last.ckpt", weights_only=False)
+    saved = torch.load(log_dir / "checkpoints/last.ckpt", weights_only=True)
     assert any(k.startswith("policy.actor") for k in saved["state_dict"])
     assert not any(k.startswith("net.") for k in saved["state_dict"]), (
         "the dynamics model must not be saved as part of APS"
@@ -166,7 +330,8 @@ def test_mujoco_smoke_config_runs_one_full_dyna_iteration(env, tmp_path):
     log_dir = next((tmp_path / "runs/smoke" / env).glob("version_*"))
     values = scalars(log_dir)
     assert values["dyna/iteration"] == [1.0]
-    for tag in ("model/train/nll", "policy/loss", "real/reward_per_step", "time/collect", "metatest/return_mean"):
+    for tag in ("model/train/nll", "policy/loss", "real/reward_per_step", "time/collect_seconds",
+                "metatest/episode_return_mean"):
         assert tag in values and all(math.isfinite(v) for v in values[tag]), tag
     report = json.loads((log_dir / "metatest.json").read_text())
     tasks = {(r["task"], r["split"]) for r in report["tasks"]}  # the two smoke test tasks, one per split

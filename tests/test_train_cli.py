@@ -47,11 +47,14 @@ def test_fit_logs_model_metrics_per_split_latents_and_a_checkpoint(fitted):
             tag = f"model/{split}/{name}"
             assert tag in scalars, (tag, sorted(scalars))
             assert all(math.isfinite(e.value) for e in events.Scalars(tag)), tag
-    assert "model/latent_vs_params" in events.Tags()["images"]
-    assert (log_dir / "projector_config.pbtxt").exists()
+    assert "model/latent_readout" in events.Tags()["images"]
+    # one projector embedding, rewritten at each validation: no folder per step
+    assert (log_dir / "projector_config.pbtxt").read_text().count("embeddings {") == 1
+    assert sorted(p.name for p in log_dir.iterdir() if p.is_dir()) == ["checkpoints", "projector"]
+    assert len((log_dir / "projector/metadata.tsv").read_text().splitlines()) == 1 + 4 + 6  # header, tasks
     assert (log_dir / "config.yaml").exists()
 
-    ckpt = torch.load(log_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(log_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["env"] == "acrobot"
     assert {"x_normalizer.mean", "y_normalizer.std"} <= set(ckpt["state_dict"])
     assert ckpt["state_dict"]["y_normalizer.count"] == 4 * 60
@@ -77,7 +80,7 @@ def test_rerun_into_the_same_directory_and_test_from_the_checkpoint(fitted):
 def test_ablation_variant_trains_from_the_same_command(tmp_path):
     run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/model/cartpole_swingup.yaml"), *TINY,
             "--model.variant", "mlsm_v1", "--trainer.max_epochs", "1")  # fmt: skip
-    ckpt = torch.load(tmp_path / "runs/model/cartpole_swingup/fixed/checkpoints/last.ckpt", weights_only=False)
+    ckpt = torch.load(tmp_path / "runs/model/cartpole_swingup/fixed/checkpoints/last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["variant"] == "mlsm_v1"
     assert ckpt["hyper_parameters"]["env"] == "cartpole_swingup"
 
@@ -91,6 +94,21 @@ def test_checkpoint_of_another_env_is_rejected_with_a_clear_message(fitted):
     # LightningCLI builds the model from the checkpoint's hyperparameters, so the clash shows up
     # as model (acrobot, from the checkpoint) vs data (cartpole_swingup, from the config)
     assert "model.env='acrobot'" in proc.stderr and "data.env='cartpole_swingup'" in proc.stderr
+
+
+def test_sigterm_mid_epoch_saves_at_the_epoch_end_and_the_resume_finishes(tmp_path):
+    """The model-only job (as the APS-only and model-free jobs) stops at the end of the epoch the
+    signal arrived in, with last.ckpt written there, and exits 143."""
+    config = str(ROOT / "conf/model/acrobot.yaml")
+    cue = '{"class_path": "kill_switch.SignalAtStep", "init_args": {"step": 4}}'  # epoch 2 of 3 batches each
+    proc = run_cli(tmp_path, "fit", "--config", config, *TINY, "--trainer.max_epochs", "3",
+                   f"--trainer.callbacks+={cue}", check=False)  # fmt: skip
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert "SIGTERM received: stopped at a safe point" in proc.stderr
+    last = tmp_path / "runs/model/acrobot/fixed/checkpoints/last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 6
+    run_cli(tmp_path, "fit", "--config", config, *TINY, "--trainer.max_epochs", "3", "--ckpt_path", str(last))
+    assert torch.load(last, weights_only=True)["global_step"] == 9
 
 
 def test_print_config_shows_the_linked_env(tmp_path):
