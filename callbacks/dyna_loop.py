@@ -198,8 +198,9 @@ class DynaLoop(pl.Callback):
             return
         dyna = {k: getattr(self, k) for k in ("policy_epochs", "max_grad_norm", "collect_steps_per_task",
                                                "context_size", "eval_every", "metatest_context", "metatest_episodes")}
-        params = {"model": dict(gssm.hparams), "data": dict(trainer.datamodule.hparams), "dyna": dyna,
-                  "policy": dict(self.aps.hparams)}  # fmt: skip
+        public = lambda hparams: {k: v for k, v in hparams.items() if not k.startswith("_")}  # noqa: E731
+        params = {"model": public(gssm.hparams), "data": public(trainer.datamodule.hparams), "dyna": dyna,
+                  "policy": public(self.aps.hparams)}  # fmt: skip
         _, interp, extrap = self._latest_metatest
         metrics = {"hparams/final_metatest_interpolation_reward_per_step": interp,
                    "hparams/final_metatest_extrapolation_reward_per_step": extrap,

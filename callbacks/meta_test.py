@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.distributions import Normal
 from tqdm.auto import tqdm
@@ -262,15 +262,16 @@ def select_tasks(tasks: list[Task], names: list[str] | None, family: str) -> lis
 
 @torch.no_grad()
 def rollout_strip(
-    family: TaskFamily, task: Task, policy: ActorCritic, latent: torch.Tensor, frames: int = 8, seed: int = 0,
-    width: int = 200,
+    family: TaskFamily, task: Task, policy: ActorCritic, latent: torch.Tensor, frames: int = 6, seed: int = 0,
+    width: int = 170, per_row: int = 2,
 ) -> np.ndarray:  # fmt: skip
     """An image ``[H, W, 3]`` of one evaluation episode of ``task`` (``latent [Z]``): ``frames``
-    frames in two rows, each ``width`` pixels wide and labelled with the time, the step's reward
-    and the return so far; the task name and split head the image."""
+    frames, ``per_row`` a row, each ``width`` pixels wide and captioned with the time, the step's
+    reward and the return so far; the task name and split head the image. The defaults make it
+    340 pixels wide, so TensorBoard's image card shows it unscaled."""
     env = gym.make(family.env_id, render_mode="rgb_array", **task.parameters)
     obs, _ = env.reset(seed=seed)
-    keep = set(np.linspace(0, family.episode_length - 1, frames).round().astype(int).tolist())
+    keep = set(np.linspace(0, family.episode_length - 1, frames - 1).round().astype(int).tolist())  # + the last
     dt = getattr(env.unwrapped, "dt", None)
     images, total, reward = [], 0.0, 0.0
     for step in range(family.episode_length):
@@ -284,11 +285,11 @@ def rollout_strip(
             images.append(labelled_frame(env.render(), step + 1, dt, float(reward), total, width))
             break
     env.close()
-    per_row = -(-len(images) // 2)
-    images += [np.full_like(images[0], 255)] * (2 * per_row - len(images))
-    grid = np.concatenate([np.concatenate(images[:per_row], axis=1), np.concatenate(images[per_row:], axis=1)], axis=0)
-    title = Image.new("RGB", (grid.shape[1], 22), "white")
-    ImageDraw.Draw(title).text((4, 5), f"{task.name} ({task.split})", fill="black")
+    images += [np.full_like(images[0], 255)] * (-len(images) % per_row)
+    rows = [np.concatenate(images[i : i + per_row], axis=1) for i in range(0, len(images), per_row)]
+    grid = np.concatenate(rows, axis=0)
+    title = Image.new("RGB", (grid.shape[1], 24), "white")
+    ImageDraw.Draw(title).text((4, 4), f"{task.name} ({task.split})", fill="black", font=caption_font(14))
     return np.concatenate([np.asarray(title), grid], axis=0)
 
 
@@ -298,7 +299,13 @@ def labelled_frame(
     """``frame`` scaled to ``width`` pixels with a caption: time (or step), reward, return so far."""
     image = Image.fromarray(frame).convert("RGB")
     image = image.resize((width, max(1, round(image.height * width / image.width))))
-    when = f"t={step * dt:.1f}s" if dt else f"step {step}"
-    caption = Image.new("RGB", (width, 16), "white")
-    ImageDraw.Draw(caption).text((3, 2), f"{when} r={reward:+.2f} R={total:+.1f}", fill="black")
+    when = f"t = {step * dt:.1f} s" if dt else f"step {step}"
+    caption = Image.new("RGB", (width, 34), "white")
+    ImageDraw.Draw(caption).multiline_text((4, 2), f"{when}\nr {reward:+.2f}  return {total:+.1f}", fill="black",
+                                           font=caption_font(13), spacing=2)  # fmt: skip
     return np.concatenate([np.asarray(image), np.asarray(caption)], axis=0)
+
+
+def caption_font(size: int) -> ImageFont.ImageFont:
+    """Pillow's bundled scalable font at ``size`` pixels (no system font needed)."""
+    return ImageFont.load_default(size=size)

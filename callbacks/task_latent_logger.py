@@ -69,37 +69,44 @@ def write_projector(log_dir: Path, vectors: torch.Tensor, tasks: list[Task], par
     )
 
 
-def linear_readout(means: torch.Tensor, values: torch.Tensor, fit_on: torch.Tensor) -> tuple[torch.Tensor, float]:
+def linear_readout(means: torch.Tensor, values: torch.Tensor, fit_on: torch.Tensor) -> torch.Tensor:
     """Least-squares ``[z, 1] → value`` fitted on the rows ``fit_on`` (bool ``[T]``) of ``means
-    [T, Z]``; returns the readout of every row ``[T]`` and the R² on the fitted rows."""
+    [T, Z]``; returns the readout of every row ``[T]``."""
     x = torch.cat([means, torch.ones(len(means), 1)], dim=1).double()
     coef = torch.linalg.lstsq(x[fit_on], values[fit_on, None].double()).solution
-    pred = (x @ coef).squeeze(1).float()
-    residual = ((pred - values)[fit_on] ** 2).sum()
-    total = ((values[fit_on] - values[fit_on].mean()) ** 2).sum().clamp_min(1e-12)
-    return pred, float(1 - residual / total)
+    return (x @ coef).squeeze(1).float()
+
+
+def r_squared(pred: torch.Tensor, values: torch.Tensor) -> float:
+    """``1 − SSE / SST`` (−inf … 1; 0 is as good as predicting the mean)."""
+    total = ((values - values.mean()) ** 2).sum().clamp_min(1e-12)
+    return float(1 - ((pred - values) ** 2).sum() / total)
 
 
 def readout_figure(tasks: list[Task], means: torch.Tensor, param_names: tuple[str, ...]) -> Figure:
-    """One panel per physics parameter: linear readout of the latent ``means [T, Z]`` vs the true
-    value, markers by split, the identity line, and R² on the training tasks in the title."""
-    cols = min(len(param_names), 2) or 1
-    rows = -(-len(param_names) // cols)
-    fig = Figure(figsize=(4.6 * cols, 3.6 * rows), layout="constrained")
+    """One panel per physics parameter, stacked: linear readout of the latent ``means [T, Z]`` vs
+    the true value, markers by split, the identity line, and R² on the training tasks (fitted) and
+    on the interpolation tasks (held out) in the title.
+    340 pixels wide, so TensorBoard's image card shows it unscaled."""
+    rows = max(len(param_names), 1)
+    fig = Figure(figsize=(3.4, 2.5 * rows), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     train = torch.tensor([t.split == "train" for t in tasks])
+    interp = torch.tensor([t.split == "interpolation" for t in tasks])
     for i, name in enumerate(param_names):
-        ax = fig.add_subplot(rows, cols, i + 1)
+        ax = fig.add_subplot(rows, 1, i + 1)
         values = torch.tensor([float(t.parameters[name]) for t in tasks])
-        pred, r2 = linear_readout(means, values, train)
+        pred = linear_readout(means, values, train)
+        r2_train, r2_interp = r_squared(pred[train], values[train]), r_squared(pred[interp], values[interp])
         for split, (marker, color) in SPLIT_STYLE.items():
             sel = torch.tensor([t.split == split for t in tasks])
-            ax.scatter(values[sel], pred[sel], marker=marker, c=color, s=36, label=split)
+            ax.scatter(values[sel], pred[sel], marker=marker, c=color, s=22, label=split)
         low, high = float(values.min()), float(values.max())
         ax.plot([low, high], [low, high], "k--", lw=1)
-        ax.set_title(f"{name}: R² {r2:.2f} (train tasks)", fontsize=12)
-        ax.set_xlabel(f"true {name}", fontsize=11)
-        ax.set_ylabel("read out of z_c", fontsize=11)
+        ax.set_title(f"{name}: R² train {r2_train:.2f}, interp {r2_interp:.2f}", fontsize=10)
+        ax.set_xlabel(f"true {name}", fontsize=9)
+        ax.set_ylabel("read out of z_c", fontsize=9)
+        ax.tick_params(labelsize=8)
     if len(param_names):
-        fig.axes[0].legend(fontsize=10)
+        fig.axes[0].legend(fontsize=8)
     return fig
