@@ -68,10 +68,23 @@ class MbmrlCLI(LightningCLI):
             warnings.filterwarnings("ignore", message=r'.*ckpt_path="last"\) is set, but there is no last checkpoint')
         if path in LIGHTNING_CKPT_KEYWORDS:
             return
-        ckpt = load_checkpoint(path)
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as err:  # the message names the file and what is wrong
+            raise SystemExit(f"error: {err}") from None
         if subcommand == "fit":
             continue_run_folder(config.trainer, Path(path), ckpt.get("global_step", 0))
 
+
+    def instantiate_classes(self) -> None:
+        """Build the classes; a bad value our code rejects is one ``error:`` line, not a traceback."""
+        try:
+            super().instantiate_classes()
+        except Exception as err:
+            message = user_error_message(err)
+            if message is None:
+                raise
+            raise SystemExit(f"error: {message}") from None
 
     # LightningCLI runs ``self.<subcommand>`` when it exists instead of ``trainer.<subcommand>``.
     def fit(self, **kwargs: Any) -> None:
@@ -111,11 +124,9 @@ def first_missing_folder(path: Path) -> Path | None:
 
 
 def user_error_message(err: BaseException) -> str | None:
-    """The message of a bad-input error: a :class:`CheckpointError`, or the ``ValueError`` /
-    ``TypeError`` our code raised (found under jsonargparse's wrappers, whose namespace dump the
-    user does not need); None for anything else, which keeps its traceback."""
-    if isinstance(err, CheckpointError):
-        return str(err)
+    """The message of a bad-input error: the ``ValueError`` / ``TypeError`` our code raised (found
+    under jsonargparse's wrappers, whose namespace dump the user does not need); None for anything
+    else, which keeps its traceback."""
     root = err
     while (inner := root.__cause__ or root.__context__) is not None:
         root = inner
@@ -149,20 +160,14 @@ def main(args: list[str] | None = None) -> LightningCLI:
     # meta-test) with rank_zero_only; Lightning's advice to sync them again is moot.
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(policy|real|metatest|time|dyna)/")
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropLightningTips())
-    try:
-        return MbmrlCLI(
-            pl.LightningModule,
-            None,  # any LightningDataModule, optional: the APS-only job brings its own data
-            subclass_mode_model=True,
-            seed_everything_default=0,
-            save_config_kwargs={"overwrite": True},
-            args=args,
-        )
-    except Exception as err:  # building the classes failed: one line for a bad value, else the traceback
-        message = user_error_message(err)
-        if message is None:
-            raise
-        raise SystemExit(f"error: {message}") from None
+    return MbmrlCLI(
+        pl.LightningModule,
+        None,  # any LightningDataModule, optional: the APS-only job brings its own data
+        subclass_mode_model=True,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
 
 
 if __name__ == "__main__":
