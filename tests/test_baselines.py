@@ -68,6 +68,9 @@ def test_baseline_fits_and_tests_from_the_command_line(method, tmp_path):
                 "metatest/extrapolation/reward_per_step"):  # fmt: skip
         assert tag in values and all(math.isfinite(v) for v in values[tag]), (tag, sorted(values))
     assert values["real/transitions"] == [400.0, 800.0]  # the budget stops the run after 2 iterations
+    assert "hp_metric" not in values  # the HParams tab gets the final meta-test instead
+    assert values["hparams/final_metatest_interpolation_reward_per_step"] == values[
+        "metatest/interpolation/reward_per_step"][-1:]  # fmt: skip
     report = json.loads((log_dir / "metatest.json").read_text())
     assert {r["method"] for r in report["tasks"]} == {method, "random"}
     assert sorted(r["task"] for r in report["tasks"] if r["method"] == method) == ["extrap-mixed", "interp-default"]

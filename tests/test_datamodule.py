@@ -82,7 +82,7 @@ def test_state_dict_round_trip_restores_buffers_and_the_stream_position():
     torch.save(dm.state_dict(), buf)
     buf.seek(0)
     restored = small_dm(random_steps_per_task=1)  # would collect other data if it had to
-    restored.load_state_dict(torch.load(buf))
+    restored.load_state_dict(torch.load(buf, weights_only=True))
     for name in ("obs", "action", "reward", "next_obs", "done", "size", "ptr"):
         assert torch.equal(getattr(dm.buffer, name), getattr(restored.buffer, name)), name
     x, y = dm.model_training_data()
