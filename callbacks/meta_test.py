@@ -237,11 +237,11 @@ def publish_meta_test(
     ours = [r for r in results if r.method == method]
     random = summaries.get("random", {})
     scalars = {
-        "metatest/episode_return_mean": float(np.mean([r.return_mean for r in ours])),
-        "metatest/episode_return_std": float(np.mean([r.return_std for r in ours])),
+        "metatest/return_mean": float(np.mean([r.return_mean for r in ours])),
+        "metatest/return_std": float(np.mean([r.return_std for r in ours])),
         **{f"metatest/{s}/reward_per_step": v for s, v in summary.items() if s != "all" and v is not None},
         **{f"metatest/{s}/random_reward_per_step": v for s, v in random.items() if s != "all" and v is not None},
-        **{f"metatest/episode_return/{r.task}": r.return_mean for r in ours},
+        **{f"metatest/task/{r.task}": r.return_mean for r in ours},
     }
     tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     if tb is not None:

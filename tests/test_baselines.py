@@ -64,7 +64,7 @@ def test_baseline_fits_and_tests_from_the_command_line(method, tmp_path):
     events.Reload()
     values = {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
     for tag in ("policy/loss", "policy/entropy", "real/episode_return", "real/transitions",
-                "metatest/episode_return_mean", "metatest/interpolation/reward_per_step",
+                "metatest/return_mean", "metatest/interpolation/reward_per_step",
                 "metatest/extrapolation/reward_per_step"):  # fmt: skip
         assert tag in values and all(math.isfinite(v) for v in values[tag]), (tag, sorted(values))
     assert values["real/transitions"] == [400.0, 800.0]  # the budget stops the run after 2 iterations

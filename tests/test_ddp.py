@@ -36,7 +36,7 @@ def test_two_process_ddp_fit_then_test(tmp_path):
 
     proc = run_cli(tmp_path, "test", "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY, *DDP,
                    "--ckpt_path", str(log_dir / "checkpoints/last.ckpt"), timeout=400)  # fmt: skip
-    assert "metatest/episode_return_mean" in proc.stdout
+    assert "metatest/return_mean" in proc.stdout
 
 
 @pytest.mark.timeout(300)

@@ -56,9 +56,9 @@ def test_fit_runs_the_dyna_loop_and_logs_every_phase(fitted):
         "model/train/nll", "model/val/nll", "policy/loss", "policy/entropy", "policy/imagined_return_over_horizon",
         "real/episode_return", "real/transitions", "time/model_seconds", "time/policy_seconds",
         "time/collect_seconds", "time/eval_seconds", "time/iteration_seconds", "time/total_seconds",
-        "metatest/episode_return_mean", "metatest/episode_return_std", "metatest/interpolation/reward_per_step",
+        "metatest/return_mean", "metatest/return_std", "metatest/interpolation/reward_per_step",
         "metatest/extrapolation/reward_per_step", "metatest/interpolation/random_reward_per_step",
-        "metatest/extrapolation/random_reward_per_step", "metatest/episode_return/extrap-mixed",
+        "metatest/extrapolation/random_reward_per_step", "metatest/task/extrap-mixed",
         "by_real_transitions/real_reward_per_step", "by_real_transitions/metatest_interpolation_reward_per_step",
     ):  # fmt: skip
         assert tag in values, (tag, sorted(values))
@@ -66,7 +66,7 @@ def test_fit_runs_the_dyna_loop_and_logs_every_phase(fitted):
     assert values["dyna/iteration"] == [1.0, 2.0]
     # random data, then 200 steps per task per iteration
     assert values["real/transitions"] == [3 * 40 + 3 * 200, 3 * 40 + 2 * 3 * 200]
-    assert len(values["metatest/episode_return_mean"]) == 2  # eval_every 1
+    assert len(values["metatest/return_mean"]) == 2  # eval_every 1
     assert values["time/total_seconds"][1] > values["time/total_seconds"][0]
     by_real = EventAccumulator(str(log_dir))
     by_real.Reload()
@@ -158,7 +158,7 @@ def test_test_command_runs_the_meta_test_from_a_checkpoint(fitted, tmp_path):
         "--ckpt_path",
         str(ckpt),
     )
-    assert "metatest/episode_return_mean" in proc.stdout
+    assert "metatest/return_mean" in proc.stdout
     check_metatest(tmp_path / LOG / "metatest.json", "acrobot")
 
 
@@ -331,7 +331,7 @@ def test_mujoco_smoke_config_runs_one_full_dyna_iteration(env, tmp_path):
     values = scalars(log_dir)
     assert values["dyna/iteration"] == [1.0]
     for tag in ("model/train/nll", "policy/loss", "real/reward_per_step", "time/collect_seconds",
-                "metatest/episode_return_mean"):
+                "metatest/return_mean"):
         assert tag in values and all(math.isfinite(v) for v in values[tag]), tag
     report = json.loads((log_dir / "metatest.json").read_text())
     tasks = {(r["task"], r["split"]) for r in report["tasks"]}  # the two smoke test tasks, one per split
