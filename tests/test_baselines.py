@@ -55,6 +55,7 @@ def test_unknown_method_and_task_names_are_rejected():
         ModelFreePPO(metatest_tasks=["nope"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["dr_ppo", "pe_ppo"])
 def test_baseline_fits_and_tests_from_the_command_line(method, tmp_path):
     config = str(ROOT / f"conf/baselines/acrobot_{method}.yaml")

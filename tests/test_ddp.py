@@ -16,6 +16,7 @@ TINY = str(ROOT / "tests/configs/tiny_dyna.yaml")
 DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_two_process_ddp_fit_then_test(tmp_path):
     probe = json.dumps({"class_path": "rank_probe.RankProbe", "init_args": {"out_dir": str(tmp_path / "probe")}})
@@ -39,6 +40,7 @@ def test_two_process_ddp_fit_then_test(tmp_path):
     assert "metatest/return_mean" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_more_ranks_than_training_tasks_fails_early_with_a_clear_message(tmp_path):
     proc = run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY,

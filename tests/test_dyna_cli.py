@@ -14,6 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import envs
 
+pytestmark = pytest.mark.slow  # end to end: train.py in a subprocess
+
 TINY = str(ROOT / "tests/configs/tiny_dyna.yaml")
 LOG = Path("runs/tiny/fixed")
 

@@ -41,6 +41,7 @@ def test_curves_average_seeds_on_a_common_grid():
     assert mean.tolist() == [0.0, 1.0, 2.0] and std.tolist() == [0.0, 0.5, 1.0]
 
 
+@pytest.mark.slow
 def test_quick_report_writes_tables_and_figures(tmp_path):
     out, docs = tmp_path / "out", tmp_path / "docs"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/report.py"), "--quick", "--out", str(out),

@@ -10,6 +10,8 @@ import torch
 from cli_runner import ROOT, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+pytestmark = pytest.mark.slow  # end to end: train.py in a subprocess
+
 TINY = [
     "--trainer.max_epochs", "2",
     "--trainer.log_every_n_steps", "1",
