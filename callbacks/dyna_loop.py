@@ -262,8 +262,11 @@ class DynaLoop(pl.Callback):
 
         if self.iteration % self.eval_every == 0 or self.iteration >= trainer.max_epochs:
             self.running, t0 = "meta-test", time.perf_counter()
-            self.metrics.update(self.meta_test(trainer, gssm, dm))
-            self.metrics["time/eval_seconds"] = time.perf_counter() - t0
+            scalars = self.meta_test(trainer, gssm, dm)  # rank 0's; empty elsewhere
+            self.metrics.update(scalars, **{"time/eval_seconds": time.perf_counter() - t0})
+            if scalars:
+                self._latest_metatest = (self.iteration, scalars.get("metatest/interpolation/reward_per_step"),
+                                         scalars.get("metatest/extrapolation/reward_per_step"))  # fmt: skip
         self.metrics["time/iteration_seconds"] = sum(v for k, v in self.metrics.items() if k.endswith("_seconds"))
         self.seconds_total += self.metrics["time/iteration_seconds"]
         self.metrics["time/total_seconds"] = self.seconds_total
@@ -287,9 +290,6 @@ class DynaLoop(pl.Callback):
     def print_summary(self, trainer: pl.Trainer) -> None:
         """Rank 0: one line with the iteration's headline numbers (the terminal's view of the run)."""
         m, seen = self.metrics, trainer.callback_metrics
-        if "metatest/interpolation/reward_per_step" in m:
-            self._latest_metatest = (self.iteration, m.get("metatest/interpolation/reward_per_step"),
-                                     m.get("metatest/extrapolation/reward_per_step"))  # fmt: skip
         parts = [f"Dyna iteration {self.iteration}/{trainer.max_epochs}", f"{self.real_transitions:,} real transitions"]
         if "model/val/nll" in seen:
             parts.append(f"model val NLL {float(seen['model/val/nll']):.3f}")
