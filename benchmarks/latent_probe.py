@@ -45,6 +45,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from callbacks.meta_test import collect_online_context  # noqa: E402
+from callbacks.task_latent_logger import linear_readout  # noqa: E402
+from callbacks.task_latent_logger import r_squared as score  # noqa: E402
 from envs import Task, TaskFamily, make_family  # noqa: E402
 from modules import APSModule, MetaDynamicsModel  # noqa: E402
 from modules.actor_critic import ActorCritic  # noqa: E402
@@ -123,10 +125,7 @@ def r_squared(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torch
         >>> round(r_squared(x, 3 * x[:, 0] - x[:, 1] + 1, torch.arange(20), torch.arange(20, 40)), 6)
         1.0
     """
-    design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
-    coef = torch.linalg.lstsq(design[train], y[train, None]).solution
-    residual = y[test] - (design[test] @ coef)[:, 0]
-    return float(1 - (residual**2).sum() / ((y[test] - y[test].mean()) ** 2).sum())
+    return score(linear_readout(x, y, train)[test], y[test])
 
 
 def probe_r2(

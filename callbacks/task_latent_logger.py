@@ -70,11 +70,11 @@ def write_projector(log_dir: Path, vectors: torch.Tensor, tasks: list[Task], par
 
 
 def linear_readout(means: torch.Tensor, values: torch.Tensor, fit_on: torch.Tensor) -> torch.Tensor:
-    """Least-squares ``[z, 1] → value`` fitted on the rows ``fit_on`` (bool ``[T]``) of ``means
-    [T, Z]``; returns the readout of every row ``[T]``."""
-    x = torch.cat([means, torch.ones(len(means), 1)], dim=1).double()
+    """Least-squares ``[z, 1] → value`` fitted on the rows ``fit_on`` (a bool mask or indices) of
+    ``means [T, Z]``; returns the readout of every row ``[T]`` in ``values``' dtype."""
+    x = torch.cat([means, torch.ones(len(means), 1, dtype=means.dtype)], dim=1).double()
     coef = torch.linalg.lstsq(x[fit_on], values[fit_on, None].double()).solution
-    return (x @ coef).squeeze(1).float()
+    return (x @ coef).squeeze(1).to(values.dtype)
 
 
 def r_squared(pred: torch.Tensor, values: torch.Tensor) -> float:
