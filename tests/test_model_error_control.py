@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import sys
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from cli_runner import ROOT
@@ -37,6 +38,7 @@ def train_toy(model: MetaDynamicsModel, buffer: MultiTaskBuffer, steps: int) -> 
     return model.eval()
 
 
+@pytest.mark.slow  # trains a model to convergence: over a minute on 2 cores
 def test_the_task_latent_carries_the_task(monkeypatch):
     """On ``Δs = w·a`` tasks the mean of ``q(z_c | C)`` must encode ``w`` linearly and the prediction
     must depend on it: another task's latent (same context for the attention path) is far worse."""
