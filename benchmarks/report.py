@@ -46,6 +46,11 @@ import envs  # noqa: E402
 IMAGINATION_TARGET = 200_000
 METATEST_TARGETS = {"acrobot": (-0.62, -0.62), "cartpole_swingup": (0.70, 0.58)}
 LABELS = {"gssm_aps": "GSSM+APS", "dr_ppo": "DR-PPO", "pe_ppo": "PE-PPO", "random": "random"}
+MODEL_INTRO = (
+    "Identical random-policy data per env and seed, mean ± std across seeds; NLL in nats per transition and",
+    "MSE on normalised Δs (one-step, test tasks); H-step RMSE of the open-loop state prediction in units of",
+    "each observation dimension's std.",
+)
 # what is known about a target that the measurement misses (printed only when it is missed)
 KNOWN_CAUSES = {
     "imagination": "the benchmark machine is a shared 2-core VM whose speed varies by ±30% between runs; "
@@ -132,16 +137,19 @@ def exploitation_figure(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def carried_section(heading: str, following: str, docs: Path) -> list[str]:
+def carried_section(heading: str, following: str, docs: Path, intro: tuple[str, ...] = ()) -> list[str]:
     """The body of ``## heading`` of the current RESULTS.md (up to ``## following``), for sections a
-    partial report does not rerun; marked as such."""
+    partial report does not rerun; marked as such. The section's fixed ``intro`` lines, which the
+    report writes itself, are left out (carrying them over doubled them at every partial report)."""
     text = (docs / "RESULTS.md").read_text() if (docs / "RESULTS.md").exists() else ""
     start, end = text.find(f"## {heading}\n"), text.find(f"## {following}\n")
     if start < 0 or end < 0:
         return ["Not rerun for this report (`--only metatest`) and no earlier version found."]
     note = "*Carried over from the previous report, not rerun with this one (`--only metatest`).*"
-    body = [line for line in text[start + len(heading) + 4 : end].strip().splitlines() if line != note]
-    return [note, "", *body]
+    body = [line for line in text[start + len(heading) + 4 : end].strip().splitlines()
+            if line != note and line not in intro]  # fmt: skip
+    body = [line for i, line in enumerate(body) if line or (i > 0 and body[i - 1])]  # no double blank lines
+    return [note, "", *"\n".join(body).strip().splitlines()]
 
 
 def latent_figure(results: dict, path: Path) -> None:
@@ -206,7 +214,7 @@ def render(tp: dict | None, models: list[dict] | None, results: dict, commands: 
     throughput_lines = [throughput.markdown(tp)] if tp is not None else carried_section(
         "Throughput", "Model quality: GSSM vs MLSM-v0 vs MLSM-v1", docs)  # fmt: skip
     model_lines = [model_comparison.markdown(models)] if models is not None else carried_section(
-        "Model quality: GSSM vs MLSM-v0 vs MLSM-v1", "Meta-test results", docs)  # fmt: skip
+        "Model quality: GSSM vs MLSM-v0 vs MLSM-v1", "Meta-test results", docs, MODEL_INTRO)  # fmt: skip
     learning_curves(results, docs / "learning_curves.png")
     exploitation_figure(results, docs / "exploitation_gap.png")
     latent_figure(results, docs / "latents.png")
@@ -229,9 +237,7 @@ def render(tp: dict | None, models: list[dict] | None, results: dict, commands: 
         "",
         "## Model quality: GSSM vs MLSM-v0 vs MLSM-v1",
         "",
-        "Identical random-policy data per env and seed, mean ± std across seeds; NLL in nats per transition and",
-        "MSE on normalised Δs (one-step, test tasks); H-step RMSE of the open-loop state prediction in units of",
-        "each observation dimension's std.",
+        *MODEL_INTRO,
         "",
         *model_lines,
         "",

@@ -74,3 +74,4 @@ def test_quick_report_writes_tables_and_figures(tmp_path):
     carried = partial.split("## Throughput")[1].split("## Model quality")[0]
     assert "Carried over from the previous report" in carried
     assert throughput_table.splitlines()[-1] in carried and "throughput.py" not in partial.split("## Commands")[1]
+    assert partial.count("Identical random-policy data per env and seed") == 1, "a section's intro must not pile up"
