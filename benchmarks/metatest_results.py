@@ -213,10 +213,12 @@ def markdown(result: dict) -> str:
                 continue
             needed = [transitions_to_reach(r["history"], method, level) for r in group]
             per_seed = ", ".join("not reached" if n is None else f"{n:,.0f}" for n in needed)
-            longest = max(r["history"][-1]["real_transitions"] for r in group)
+            lasts = [r["history"][-1]["real_transitions"] for r in group]
+            per_seed_ratio = [f"{n / budget:.1f}×" if n is not None else f"> {last / budget:.1f}×"
+                              for n, last in zip(needed, lasts, strict=True)]  # fmt: skip
             reached = [n for n in needed if n is not None]
             ratio = (f"{statistics.mean(reached) / budget:.1f}×" if len(reached) == len(needed)
-                     else f"> {longest / budget:.1f}× ({len(reached)}/{len(needed)} seeds reached)")  # fmt: skip
+                     else f"per seed: {', '.join(per_seed_ratio)}")  # fmt: skip
             lines.append(f"| {env} | {level:.3f} | {budget:,.0f} | {method} | {per_seed} | {ratio} |")
     lines += ["", "No collapse (issue target: on every seed the final meta-test is within 0.03 of that seed's best",
               "evaluation, and the std of the final across seeds is ≤ 0.03; mean per-step reward, all test tasks):", "",
