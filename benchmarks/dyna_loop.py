@@ -4,8 +4,8 @@
     python benchmarks/dyna_loop.py --configs conf/smoke/half_cheetah.yaml conf/smoke/slim_humanoid.yaml
 
 Runs ``python train.py fit --config <config>`` in a temporary directory, then prints the
-wall time and its phase breakdown (sums of ``time/{model,policy,collect,eval}_seconds``
-``time/eval``), the real training transitions used, and the final meta-test (the last
+wall time and its phase breakdown (sums of ``time/{model,policy,collect,eval}_seconds``), the
+real training transitions used, and the final meta-test (the last
 checkpoint's policy, never the best one) mean per-step reward of GSSM+APS and of the random
 policy on interpolation and extrapolation tasks, against the targets of the issue tracker.
 """
