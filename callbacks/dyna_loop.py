@@ -13,11 +13,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger
 
-from callbacks.logging_step import epoch_log_step
 from callbacks.meta_test import publish_meta_test, rollout_strip, run_meta_test, select_tasks
 from callbacks.preemption import PreemptionSignal, last_checkpoint_path, save_last
+from callbacks.tensorboard_writing import epoch_log_step, tensorboard_logger
 from datamodules.collection import Transitions, collect_transitions
 from datamodules.context_target_stream import shard_tasks
 from datamodules.seeding import COLLECT_ENV, COLLECT_LATENT, METATEST, derive_seed
@@ -176,7 +175,7 @@ class DynaLoop(pl.Callback):
         the fit loop, which on a resume fetches the first batch of the next epoch before
         ``on_train_start``."""
         self.preemption.install()
-        tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        tb = tensorboard_logger(trainer)
         if tb is not None and trainer.is_global_zero:
             tb.experiment.add_custom_scalars(DYNA_LAYOUT)
         if self._rng_to_restore is None:  # not a resume
@@ -193,7 +192,7 @@ class DynaLoop(pl.Callback):
         """Rank 0: the run's settings — model, data, Dyna loop, policy — in TensorBoard's *HParams*
         tab with the final meta-test per split (configs set ``default_hp_metric: false``, so no
         placeholder ``hp_metric``)."""
-        tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        tb = tensorboard_logger(trainer)
         if tb is None or not trainer.is_global_zero or self._latest_metatest is None:
             return
         dyna = {k: getattr(self, k) for k in ("policy_epochs", "max_grad_norm", "collect_steps_per_task",
@@ -279,7 +278,7 @@ class DynaLoop(pl.Callback):
         else:
             for name, value in self.metrics.items():  # rank 0's view; the values are global or rank 0's
                 gssm.log(name, value, rank_zero_only=True)
-        tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        tb = tensorboard_logger(trainer)
         if tb is not None and trainer.is_global_zero:
             for name in BY_REAL_TRANSITIONS:
                 if name in self.metrics:
@@ -335,7 +334,7 @@ class DynaLoop(pl.Callback):
 
     def train_policy(
         self, trainer: pl.Trainer, gssm: MetaDynamicsModel, dm: TransitionDataModule, shard: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
+    ) -> dict[str, float]:
         """Fit APS on imagined rollouts of the current model; returns the last epoch's metrics."""
         params = dm.family.params_tensor(dm.train_tasks)
         self.aps.source = ImaginationSource(gssm, dm.buffer, shard, params)
@@ -354,13 +353,12 @@ class DynaLoop(pl.Callback):
                 num_sanity_val_steps=0,
                 callbacks=[self.preemption],  # keeps SIGTERM/SIGUSR1 for the safe points after this phase
             )
-        was_training = gssm.training
-        gssm.eval()
-        try:
-            with lightning_info_silenced(not self.verbose):
+            was_training = gssm.training
+            gssm.eval()
+            try:
                 inner.fit(self.aps)
-        finally:
-            gssm.train(was_training)
+            finally:
+                gssm.train(was_training)
         return {k: float(v) for k, v in inner.callback_metrics.items() if k.startswith("policy/")}
 
     @torch.no_grad()
@@ -421,7 +419,7 @@ class DynaLoop(pl.Callback):
             f"transitions, {self.metatest_context} context steps, {self.metatest_episodes} episodes per task"
         )
         scalars = publish_meta_test(trainer, results, tasks, "gssm_aps", header, self.real_transitions)
-        tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        tb = tensorboard_logger(trainer)
         if tb is not None and trainer.is_global_zero and mine and dm.family.renders_offscreen:
             # MuJoCo families: only with MUJOCO_GL=egl or osmesa. The first task of each split rank 0 ran.
             for split in ("interpolation", "extrapolation"):

@@ -12,11 +12,10 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from pytorch_lightning.loggers import TensorBoardLogger
 from torch.distributions import Normal
 from tqdm.auto import tqdm
 
-from callbacks.logging_step import epoch_log_step
+from callbacks.tensorboard_writing import epoch_log_step, tensorboard_logger
 from datamodules.collection import true_next_obs
 from envs import Task, TaskFamily
 from modules.actor_critic import ActorCritic
@@ -243,7 +242,7 @@ def publish_meta_test(
         **{f"metatest/{s}/random_reward_per_step": v for s, v in random.items() if s != "all" and v is not None},
         **{f"metatest/task/{r.task}": r.return_mean for r in ours},
     }
-    tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    tb = tensorboard_logger(trainer)
     if tb is not None:
         tb.experiment.add_text("metatest/table", markdown, epoch_log_step(trainer))
     return scalars

@@ -8,9 +8,8 @@ import pytorch_lightning as pl
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from pytorch_lightning.loggers import TensorBoardLogger
 
-from callbacks.logging_step import epoch_log_step
+from callbacks.tensorboard_writing import epoch_log_step, tensorboard_logger
 from envs import Task
 
 PROJECTOR_DIR = "projector"
@@ -38,7 +37,7 @@ class TaskLatentLogger(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        tb = tensorboard_logger(trainer)
         if tb is None:
             return
         tasks, cx, cy = trainer.datamodule.task_contexts(self.context_size)

@@ -1,8 +1,14 @@
-"""`epoch_log_step`: the TensorBoard step at which Lightning writes the current epoch's scalars."""
+"""Where the callbacks write to TensorBoard: the run's logger and the step of an epoch's media."""
 
 from __future__ import annotations
 
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import TensorBoardLogger
+
+
+def tensorboard_logger(trainer: pl.Trainer) -> TensorBoardLogger | None:
+    """The trainer's ``TensorBoardLogger``, or None when it logs elsewhere (or nowhere)."""
+    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
 
 def epoch_log_step(trainer: pl.Trainer) -> int:
