@@ -82,7 +82,8 @@ def test_ensemble_members_differ_and_their_disagreement_grows_off_the_data(monke
         enc = model.infer_context(cx, cy)
         _, u_on = model.predict_with_disagreement(on_data, enc)
         _, u_off = model.predict_with_disagreement(off_data, enc)
-    assert u_off.mean() > 5 * u_on.mean(), (float(u_off.mean()), float(u_on.mean()))
+    # 5-24x over 10 trainings (5 seeds, fused and unfused Adam's roundoff); 1x would be no signal
+    assert u_off.mean() > 3 * u_on.mean(), (float(u_off.mean()), float(u_on.mean()))
     single = MetaDynamicsModel("toy_linear", hidden_dim=8, latent_dim=2, num_heads=2)
     assert (single.predict_with_disagreement(on_data, single.infer_context(cx, cy))[1] == 0).all()
 
