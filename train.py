@@ -159,6 +159,12 @@ def main(args: list[str] | None = None) -> LightningCLI:
     # The Dyna loop and the meta-test log global values (gathered, already reduced, or rank 0's
     # meta-test) with rank_zero_only; Lightning's advice to sync them again is moot.
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(policy|real|metatest|time|dyna)/")
+    # The model's evaluation scores are torchmetrics whose compute() all-reduces: already global.
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('model/(val|test)")
+    # Batches (context/target sets, PPO minibatch indices) are drawn by tensor indexing in-process
+    # (num_workers=0), so Lightning's advice on worker processes and IterableDataset lengths does not apply.
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropLightningTips())
     return MbmrlCLI(
         pl.LightningModule,

@@ -13,7 +13,7 @@ directory): ``--tasks`` random tasks with every physics parameter uniform in its
 range's width beyond a randomly chosen edge, per parameter), drawn from ``--seed`` (not a seed of
 the repository's task lists; a draw equal to one of the family's test tasks is redrawn). In every
 task the checkpoint's policy collects ``--context`` transitions with the meta-test's online
-protocol (:func:`callbacks.meta_test.collect_online_context`: the latent re-inferred as the context
+protocol (:func:`evaluation.collect_online_context`: the latent re-inferred as the context
 grows), and as many again, in a second episode with its own seed, as one-step targets. The task
 latent is the mean of ``q(z_c | context)``. Then:
 
@@ -44,10 +44,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from callbacks.meta_test import collect_online_context  # noqa: E402
 from callbacks.task_latent_logger import linear_readout  # noqa: E402
 from callbacks.task_latent_logger import r_squared as score  # noqa: E402
 from envs import Task, TaskFamily, make_family  # noqa: E402
+from evaluation import collect_online_context  # noqa: E402
 from modules import APSModule, MetaDynamicsModel  # noqa: E402
 from modules.actor_critic import ActorCritic  # noqa: E402
 from modules.checkpoints import load_checkpoint  # noqa: E402

@@ -14,16 +14,16 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from callbacks.meta_test import publish_meta_test, rollout_strip, run_meta_test, select_tasks
 from callbacks.preemption import PreemptionSignal, last_checkpoint_path, save_last
-from callbacks.tensorboard_writing import epoch_log_step, tensorboard_logger
+from common.sampling import sample_normal
+from common.seeding import COLLECT_ENV, COLLECT_LATENT, METATEST, derive_seed
+from common.tensorboard_writing import epoch_log_step, tensorboard_logger
 from datamodules.collection import Transitions, collect_transitions
 from datamodules.context_target_stream import shard_tasks
-from datamodules.seeding import COLLECT_ENV, COLLECT_LATENT, METATEST, derive_seed
 from datamodules.transition_datamodule import TransitionDataModule
+from evaluation import publish_meta_test, rollout_strip, run_meta_test, select_tasks
 from modules.aps import APSModule, ImaginationSource
 from modules.meta_dynamics_model import MetaDynamicsModel
-from modules.sampling import sample_normal
 
 # Scalars also written against real transitions (x axis) under ``by_real_transitions/``.
 BY_REAL_TRANSITIONS = (
@@ -65,7 +65,7 @@ class DynaLoop(pl.Callback):
        and the shards are all-gathered, so every
        rank holds identical buffers and every task is collected exactly once per iteration;
     c. **meta-test** every ``eval_every`` iterations and after the last one, the test tasks sharded
-       across ranks and gathered on rank 0: :func:`callbacks.meta_test.run_meta_test`, ``metatest.json`` and
+       across ranks and gathered on rank 0: :func:`evaluation.run_meta_test`, ``metatest.json`` and
        ``metatest.md`` in the log directory, ``metatest/...`` scalars, the table as TensorBoard
        text and a labelled image of one episode of an interpolation and of an extrapolation task
        (for MuJoCo families only with an offscreen OpenGL backend, ``MUJOCO_GL=egl`` or ``osmesa``).

@@ -9,7 +9,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from callbacks.tensorboard_writing import epoch_log_step, tensorboard_logger
+from common.tensorboard_writing import epoch_log_step, tensorboard_logger
 from envs import Task
 
 PROJECTOR_DIR = "projector"

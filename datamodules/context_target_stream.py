@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from datamodules.seeding import STREAM, derive_seed
+from common.seeding import STREAM, derive_seed
 from datamodules.task_buffers import MultiTaskBuffer
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -13,11 +12,6 @@ from datamodules.collection import Transitions, collect_transitions
 from datamodules.context_target_stream import ContextTargetStream, shard_tasks
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import Task, make_family
-
-# Batches are sampled by tensor indexing in-process (num_workers=0, enforced by the stream), so
-# Lightning's advice about worker processes and IterableDataset lengths does not apply.
-warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 
 class TransitionDataModule(pl.LightningDataModule):

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
+from common.sampling import sample_normal
 from modules.attention import mlp
 from modules.normalizer import Normalizer
-from modules.sampling import sample_normal
 
 
 class ActorCritic(nn.Module):

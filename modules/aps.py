@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch.distributions import Normal
 
-from datamodules.seeding import IMAGINATION, derive_seed
+from common.sampling import sample_normal
+from common.seeding import IMAGINATION, derive_seed
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import make_family
 from modules.actor_critic import ActorCritic
@@ -16,7 +17,6 @@ from modules.checkpoints import load_checkpoint
 from modules.imagination import imagine
 from modules.meta_dynamics_model import MetaDynamicsModel
 from modules.ppo import PPOLearner, Rollouts
-from modules.sampling import sample_normal
 
 
 @dataclass

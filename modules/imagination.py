@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from common.sampling import sample_normal
 from envs import TaskFamily
 from modules.actor_critic import ActorCritic
 from modules.meta_dynamics_model import MetaDynamicsModel
 from modules.meta_dynamics_net import ContextEncoding
 from modules.ppo import Rollouts
-from modules.sampling import sample_normal
 
 
 @torch.no_grad()

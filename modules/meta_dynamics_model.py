@@ -37,7 +37,6 @@ improve the best score by 1%; the datamodule's ``batches_per_epoch`` is the cap.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -45,14 +44,11 @@ import torch
 from torch.distributions import Normal, kl_divergence
 from torchmetrics import MeanMetric
 
-from datamodules.seeding import MODEL_STEP, derive_seed
+from common.sampling import sample_normal
+from common.seeding import MODEL_STEP, derive_seed
 from envs import make_family
 from modules.meta_dynamics_net import ContextEncoding, MetaDynamicsNet, Variant
 from modules.normalizer import Normalizer
-from modules.sampling import sample_normal
-
-# Evaluation scores are torchmetrics whose compute() all-reduces: logged values are already global.
-warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('model/(val|test)")
 
 SPLITS = ("interpolation", "extrapolation")
 SCORES = ("nll", "mse", "kl")

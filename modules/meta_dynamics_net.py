@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal
 
+from common.sampling import sample_normal
 from modules.attention import MaskedAttention, MessagePassingBlock, mlp, scatter_nodes
 from modules.ensemble_mlp import EnsembleMLP
-from modules.sampling import sample_normal
 
 Variant = Literal["gssm", "mlsm_v0", "mlsm_v1"]
 VARIANTS: tuple[str, ...] = ("gssm", "mlsm_v0", "mlsm_v1")

@@ -9,15 +9,15 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.distributions import Normal
 from torch.utils.data import DataLoader, IterableDataset
 
-from callbacks.meta_test import TaskResult, publish_meta_test, run_meta_test, select_tasks
+from common.sampling import sample_normal
+from common.seeding import COLLECT_ENV, COLLECT_LATENT, METATEST, derive_seed
 from datamodules.collection import true_next_obs
-from datamodules.seeding import COLLECT_ENV, COLLECT_LATENT, METATEST, derive_seed
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import make_family
+from evaluation import TaskResult, publish_meta_test, run_meta_test, select_tasks
 from modules.actor_critic import ActorCritic
 from modules.pe_encoder import ProbabilisticContextEncoder
 from modules.ppo import PPOLearner, Rollouts
-from modules.sampling import sample_normal
 
 METHODS = ("dr_ppo", "pe_ppo")
 

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from datamodules.seeding import PPO_MINIBATCHES, derive_seed
+from common.seeding import PPO_MINIBATCHES, derive_seed
 from modules.actor_critic import ActorCritic
 
 

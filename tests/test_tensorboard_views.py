@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from callbacks.meta_test import rollout_strip
 from callbacks.task_latent_logger import linear_readout, r_squared, readout_figure, write_projector
 from envs import make_family
+from evaluation import rollout_strip
 from modules.actor_critic import ActorCritic
 
 

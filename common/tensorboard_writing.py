@@ -1,4 +1,4 @@
-"""Where the callbacks write to TensorBoard: the run's logger and the step of an epoch's media."""
+"""Where a run writes to TensorBoard: its logger and the step of an epoch's media."""
 
 from __future__ import annotations
 

@@ -1,0 +1,188 @@
+"""The meta-test protocol (DESIGN §6): online context, then evaluation episodes, no gradient step.
+
+It needs of a method only an :class:`Agent` (``act(obs, latent)``) and, for methods with a task
+latent, a :data:`LatentInference` — so GSSM+APS, PE-PPO and DR-PPO are tested by the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch.distributions import Normal
+from tqdm.auto import tqdm
+
+from datamodules.collection import true_next_obs
+from envs import Task, TaskFamily
+
+
+class Agent(Protocol):
+    """What the protocol asks of a policy: actions in ``[-1, 1]`` for ``obs [N, O]`` and ``latent
+    [N, Z]`` (``Z = 0`` without a latent), and parameters that say its device (an ``nn.Module``)."""
+
+    def act(
+        self, obs: torch.Tensor, latent: torch.Tensor, deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...  # fmt: skip
+
+    def parameters(self): ...
+
+
+@dataclass
+class TaskResult:
+    """One method on one test task. ``reward_per_step`` is the return divided by the full episode
+    length, so steps lost to an early termination count as zero reward; ``latent`` is the mean of
+    ``q(z | online context)`` the method acted on (empty without a latent)."""
+
+    method: str
+    task: str
+    split: str
+    params: dict[str, float]
+    return_mean: float
+    return_std: float
+    reward_per_step: float
+    episodes: int
+    latent: list[float]
+
+
+LatentInference = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Normal]
+
+
+@torch.no_grad()
+def collect_online_context(
+    family: TaskFamily,
+    tasks: list[Task],
+    infer_latent: LatentInference,
+    policy: Agent,
+    n_context: int,
+    seed: int,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Act in every test task for ``n_context`` steps, re-inferring ``z_c`` as the context grows.
+
+    The latent starts at the prior (empty context) and before each step is the mean of
+    ``infer_latent(context_x, context_y, mask)`` — ``q(z_c | transitions so far)``; actions are
+    sampled from the policy (exploration helps identification). All tasks advance as one batch.
+    Returns raw ``context_x [T, n, obs+act]`` and ``context_y [T, n, obs]``.
+    """
+    device = next(policy.parameters()).device
+    venv = family.make_vector_env(tasks, seed=seed)
+    obs_np, _ = venv.reset(seed=seed)
+    t, o, a = len(tasks), family.obs_dim, family.act_dim
+    noise = torch.Generator(device=device).manual_seed(seed)
+    cx = torch.zeros(t, n_context, o + a, device=device)
+    cy = torch.zeros(t, n_context, o, device=device)
+    for step in tqdm(range(n_context), desc="meta-test context", leave=False, disable=not progress):
+        mask = (torch.arange(n_context, device=device) < step)[None].expand(t, -1)
+        latent = infer_latent(cx, cy, mask).mean
+        obs = torch.as_tensor(obs_np, dtype=torch.float32, device=device)
+        action = policy.act(obs, latent, generator=noise)
+        next_np, _, term, trunc, info = venv.step(action.cpu().numpy())
+        real_next = true_next_obs(next_np, term | trunc, info)
+        cx[:, step] = torch.cat([obs, action], dim=-1)
+        cy[:, step] = torch.as_tensor(real_next, dtype=torch.float32, device=device) - obs
+        obs_np = next_np
+    venv.close()
+    return cx, cy
+
+
+def evaluation_returns(
+    family: TaskFamily,
+    tasks: list[Task],
+    episodes: int,
+    seed: int,
+    act_fn,
+    progress: bool = False,
+) -> np.ndarray:
+    """Returns ``[T, episodes]``: one episode in each of ``T × episodes`` envs stepped as one batch.
+
+    ``act_fn(obs [T·episodes, O]) → actions [T·episodes, A]`` (sub-env ``i`` runs task ``i // episodes``).
+    """
+    venv = family.make_vector_env([t for t in tasks for _ in range(episodes)], seed=seed)
+    obs, _ = venv.reset(seed=seed)
+    n = venv.num_envs
+    returns, running = np.zeros(n), np.ones(n, dtype=bool)
+    for _ in tqdm(range(family.episode_length), desc="meta-test episodes", leave=False, disable=not progress):
+        obs, reward, term, trunc, _ = venv.step(act_fn(torch.as_tensor(obs, dtype=torch.float32)))
+        returns += reward * running
+        running &= ~(term | trunc)
+        if not running.any():
+            break
+    venv.close()
+    return returns.reshape(len(tasks), episodes)
+
+
+def summarise(
+    method: str, tasks: list[Task], returns: np.ndarray, episode_length: int, latent: torch.Tensor | None = None
+) -> list[TaskResult]:
+    """One :class:`TaskResult` per task from ``returns [T, episodes]`` (and latents ``[T, Z]``)."""
+    latents = latent.cpu().tolist() if latent is not None else [[] for _ in tasks]
+    return [
+        TaskResult(
+            method,
+            task.name,
+            task.split,
+            task.parameters,
+            float(r.mean()),
+            float(r.std()),
+            float(r.mean() / episode_length),
+            len(r),
+            z,
+        )
+        for task, r, z in zip(tasks, returns, latents, strict=True)
+    ]
+
+
+@torch.no_grad()
+def run_meta_test(
+    family: TaskFamily,
+    tasks: list[Task],
+    method: str,
+    policy: Agent,
+    episodes: int,
+    seed: int,
+    infer_latent: LatentInference | None = None,
+    n_context: int = 0,
+    progress: bool = False,
+) -> tuple[list[TaskResult], torch.Tensor]:
+    """The protocol for one method, plus a uniform-random policy, on ``tasks``.
+
+    With ``infer_latent`` (GSSM+APS, PE-PPO) the latent is the mean of ``q(z_c | online context)``
+    after :func:`collect_online_context`; without (DR-PPO) the policy reads no latent (``Z = 0``).
+    The policy acts with its mean action. Returns the results and the latents ``[T, Z]``.
+    """
+    device = next(policy.parameters()).device
+    if infer_latent is None:
+        latent = torch.zeros(len(tasks), 0, device=device)
+    else:
+        cx, cy = collect_online_context(family, tasks, infer_latent, policy, n_context, seed, progress)
+        latent = infer_latent(cx, cy, torch.ones(cx.shape[:2], dtype=torch.bool, device=device)).mean  # [T, Z]
+    per_env_latent = latent.repeat_interleave(episodes, dim=0)
+
+    def policy_act(obs: torch.Tensor) -> np.ndarray:
+        return policy.act(obs.to(device), per_env_latent, deterministic=True).cpu().numpy()
+
+    rng = np.random.default_rng(seed)
+
+    def random_act(obs: torch.Tensor) -> np.ndarray:
+        return rng.uniform(-1, 1, size=(obs.shape[0], family.act_dim)).astype(np.float32)
+
+    results = []
+    for name, act, z in ((method, policy_act, latent), ("random", random_act, None)):
+        returns = evaluation_returns(family, tasks, episodes, seed + 1, act, progress)
+        results += summarise(name, tasks, returns, family.episode_length, z)
+    return results, latent
+
+
+def select_tasks(tasks: list[Task], names: list[str] | None, family: str) -> list[Task]:
+    """``tasks``, or those named in ``names`` (a clear error for an unknown name)."""
+    if names is None:
+        return tasks
+    known = {t.name: t for t in tasks}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown metatest_tasks {unknown} for {family}; test tasks are {sorted(known)}")
+    return [known[n] for n in names]

@@ -1,0 +1,97 @@
+"""The meta-test's reports: split means, ``metatest.json``/``.md``, the learning-curve history and
+the TensorBoard table, gathered from every rank."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from common.tensorboard_writing import epoch_log_step, tensorboard_logger
+from envs import Task
+from evaluation.protocol import TaskResult
+
+
+def split_means(results: list[TaskResult]) -> dict[str, dict[str, float | None]]:
+    """``{method: {"interpolation": r, "extrapolation": r, "all": r}}`` mean per-step reward
+    (None for a split without tasks)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for method in dict.fromkeys(r.method for r in results):
+        rows = [r for r in results if r.method == method]
+        out[method] = {}
+        for split in ("interpolation", "extrapolation", "all"):
+            values = [r.reward_per_step for r in rows if split in ("all", r.split)]
+            out[method][split] = float(np.mean(values)) if values else None
+    return out
+
+
+def write_reports(results: list[TaskResult], directory: str | Path, header: str) -> str:
+    """Write ``metatest.json`` and ``metatest.md`` into ``directory``; return the markdown."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    summary = split_means(results)
+    (directory / "metatest.json").write_text(
+        json.dumps({"header": header, "summary": summary, "tasks": [asdict(r) for r in results]}, indent=2)
+    )
+    lines = [
+        f"# Meta-test — {header}",
+        "",
+        "| method | task | split | parameters | return (mean ± std) | per-step reward |",
+    ]
+    lines.append("|---|---|---|---|---:|---:|")
+    for r in results:
+        params = ", ".join(f"{k}={v:g}" for k, v in r.params.items())
+        lines.append(
+            f"| {r.method} | {r.task} | {r.split} | {params} | {r.return_mean:.2f} ± {r.return_std:.2f} | "
+            f"{r.reward_per_step:.3f} |"
+        )
+    lines += ["", "| method | interpolation | extrapolation | all |", "|---|---:|---:|---:|"]
+    for method, s in summary.items():
+        cells = " | ".join("n/a" if s[k] is None else f"{s[k]:.3f}" for k in ("interpolation", "extrapolation", "all"))
+        lines.append(f"| {method} | {cells} |")
+    markdown = "\n".join(lines) + "\n"
+    (directory / "metatest.md").write_text(markdown)
+    return markdown
+
+
+def publish_meta_test(
+    trainer: pl.Trainer, results: list[TaskResult], tasks: list[Task], method: str, header: str,
+    real_transitions: int,
+) -> dict[str, float]:  # fmt: skip
+    """Gather every rank's ``results`` (rank ``r`` ran ``tasks[r::W]``) on rank 0, which writes
+    ``metatest.json``/``.md`` into the log directory, appends the split means to
+    ``metatest_history.jsonl`` (one line per evaluation: the learning curve against
+    ``real_transitions``) and the table as TensorBoard text. Call on every rank (the log directory is
+    a broadcast); returns the ``metatest/...`` scalars of ``method`` on rank 0 (the caller logs
+    them), an empty dict elsewhere."""
+    log_dir = trainer.log_dir or trainer.default_root_dir
+    if trainer.world_size > 1:
+        gathered: list[list] = [[] for _ in range(trainer.world_size)]
+        torch.distributed.all_gather_object(gathered, results)
+        results = [r for part in gathered for r in part]
+    if not trainer.is_global_zero:
+        return {}
+    position = {t.name: i for i, t in enumerate(tasks)}
+    results = sorted(results, key=lambda r: (r.method != method, position[r.task]))
+    markdown = write_reports(results, log_dir, header)
+    summaries = split_means(results)
+    with open(Path(log_dir) / "metatest_history.jsonl", "a") as history:
+        history.write(json.dumps({"real_transitions": real_transitions, "summary": summaries}) + "\n")
+    summary = summaries[method]
+    ours = [r for r in results if r.method == method]
+    random = summaries.get("random", {})
+    scalars = {
+        "metatest/return_mean": float(np.mean([r.return_mean for r in ours])),
+        "metatest/return_std": float(np.mean([r.return_std for r in ours])),
+        **{f"metatest/{s}/reward_per_step": v for s, v in summary.items() if s != "all" and v is not None},
+        **{f"metatest/{s}/random_reward_per_step": v for s, v in random.items() if s != "all" and v is not None},
+        **{f"metatest/task/{r.task}": r.return_mean for r in ours},
+    }
+    tb = tensorboard_logger(trainer)
+    if tb is not None:
+        tb.experiment.add_text("metatest/table", markdown, epoch_log_step(trainer))
+    return scalars
