@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +12,11 @@ import pytorch_lightning as pl
 import torch
 
 from callbacks.preemption import PreemptionSignal, last_checkpoint_path, save_last
+from common.rng_state import restore_rng_state, rng_state
 from common.sampling import sample_normal
 from common.seeding import COLLECT_ENV, COLLECT_LATENT, METATEST, derive_seed
 from common.tensorboard_writing import epoch_log_step, tensorboard_logger
 from datamodules.collection import Transitions, collect_transitions
-from datamodules.context_target_stream import shard_tasks
 from datamodules.transition_datamodule import TransitionDataModule
 from evaluation import publish_meta_test, rollout_strip, run_meta_test, select_tasks
 from modules.aps import APSModule, ImaginationSource
@@ -215,10 +212,7 @@ class DynaLoop(pl.Callback):
             self.restore_rng()
 
     def restore_rng(self) -> None:
-        torch_rng, cuda_rng = self._rng_to_restore
-        torch.set_rng_state(torch_rng)
-        if cuda_rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(cuda_rng)
+        restore_rng_state(*self._rng_to_restore)
         self._rng_to_restore = None
 
     # ---- the loop ---------------------------------------------------------------------------
@@ -239,7 +233,7 @@ class DynaLoop(pl.Callback):
         """The phases after the model's epoch — policy, collection, meta-test when due — from the
         first one not completed; a preemption signal is honoured before and after the policy phase."""
         dm: TransitionDataModule = trainer.datamodule
-        shard = shard_tasks(len(dm.train_tasks), trainer.global_rank, trainer.world_size, "training tasks")
+        shard = dm.training_shard(trainer.global_rank, trainer.world_size)
         if self.completed == "model":
             self.stop_if_preempted(trainer)
             self.running, t0 = "policy", time.perf_counter()
@@ -336,30 +330,10 @@ class DynaLoop(pl.Callback):
         self, trainer: pl.Trainer, gssm: MetaDynamicsModel, dm: TransitionDataModule, shard: torch.Tensor
     ) -> dict[str, float]:
         """Fit APS on imagined rollouts of the current model; returns the last epoch's metrics."""
-        params = dm.family.params_tensor(dm.train_tasks)
-        self.aps.source = ImaginationSource(gssm, dm.buffer, shard, params)
-        with lightning_info_silenced(not self.verbose):  # its banners, once per iteration otherwise
-            inner = pl.Trainer(
-                accelerator=trainer.accelerator,
-                devices=trainer.num_devices,
-                num_nodes=trainer.num_nodes,
-                strategy="ddp" if trainer.world_size > 1 else "auto",
-                max_epochs=self.policy_epochs,
-                gradient_clip_val=self.max_grad_norm,
-                logger=False,
-                enable_checkpointing=False,
-                enable_model_summary=False,
-                enable_progress_bar=self.verbose and trainer.progress_bar_callback is not None,
-                num_sanity_val_steps=0,
-                callbacks=[self.preemption],  # keeps SIGTERM/SIGUSR1 for the safe points after this phase
-            )
-            was_training = gssm.training
-            gssm.eval()
-            try:
-                inner.fit(self.aps)
-            finally:
-                gssm.train(was_training)
-        return {k: float(v) for k, v in inner.callback_metrics.items() if k.startswith("policy/")}
+        source = ImaginationSource(gssm, dm.buffer, shard, dm.family.params_tensor(dm.train_tasks))
+        # the signal handler rides along: it keeps SIGTERM/SIGUSR1 for the safe points after this phase
+        return self.aps.fit_in_loop(source, trainer, self.policy_epochs, self.max_grad_norm, [self.preemption],
+                                    verbose=self.verbose)  # fmt: skip
 
     @torch.no_grad()
     def collect(
@@ -389,7 +363,7 @@ class DynaLoop(pl.Callback):
             progress=self.verbose and trainer.is_global_zero and trainer.progress_bar_callback is not None,
         )
         returns = torch.tensor([r for task in data.episode_returns for r in task])
-        return gather_shards(data, len(dm.train_tasks), trainer.world_size, device=device), returns
+        return dm.gather_collected(data, trainer.world_size, device), returns
 
     # ---- meta-test --------------------------------------------------------------------------
     def meta_test(self, trainer: pl.Trainer, gssm: MetaDynamicsModel, dm: TransitionDataModule) -> dict[str, float]:
@@ -439,24 +413,6 @@ class DynaLoop(pl.Callback):
             gssm.log(name, value, rank_zero_only=True)
 
 
-@contextlib.contextmanager
-def lightning_info_silenced(enabled: bool = True) -> Iterator[None]:
-    """Lightning's INFO messages (device banners, "`Trainer.fit` stopped") off inside the block."""
-    logger = logging.getLogger("pytorch_lightning")
-    level = logger.level
-    if enabled:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The global torch (CPU) and CUDA generator states."""
-    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-
-
 def trim_history(log_dir: Path, real_transitions: int) -> None:
     """Drop ``metatest_history.jsonl`` lines an interrupted run wrote after the checkpoint that is
     being resumed (more real transitions than it holds), so the appended curve has no duplicates."""
@@ -464,35 +420,3 @@ def trim_history(log_dir: Path, real_transitions: int) -> None:
     if path.exists():
         lines = path.read_text().splitlines(keepends=True)
         path.write_text("".join(ln for ln in lines if json.loads(ln)["real_transitions"] <= real_transitions))
-
-
-def all_gather_stacked(tensor: torch.Tensor) -> torch.Tensor:
-    """Every rank's ``tensor`` stacked ``[W, ...]`` (plain ``torch.distributed.all_gather``)."""
-    parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
-    torch.distributed.all_gather(parts, tensor)
-    return torch.stack(parts)
-
-
-def gather_shards(
-    data: Transitions,
-    num_tasks: int,
-    world: int,
-    all_gather: Callable[[torch.Tensor], torch.Tensor] = all_gather_stacked,
-    device: torch.device | str = "cpu",
-) -> Transitions:
-    """All ranks' transitions in task order ``[num_tasks, S, ·]`` (shard ``r`` holds tasks ``r::W``)."""
-    if world == 1:
-        return data
-    width = -(-num_tasks // world)  # ceil: shards are padded to equal size for all_gather
-    fields = []
-    for tensor in (data.obs, data.action, data.reward, data.next_obs, data.done.float()):
-        padded = tensor.new_zeros(width, *tensor.shape[1:])
-        padded[: len(tensor)] = tensor
-        gathered = all_gather(padded.to(device)).cpu()  # [W, width, ...]
-        out = tensor.new_zeros(num_tasks, *tensor.shape[1:])
-        for rank in range(world):
-            ids = shard_tasks(num_tasks, rank, world)
-            out[ids] = gathered[rank, : len(ids)].to(out.dtype)
-        fields.append(out)
-    obs, action, reward, next_obs, done = fields
-    return Transitions(obs, action, reward, next_obs, done.bool())

@@ -1,7 +1,8 @@
 """LightningDataModules of mbmrl: per-task buffers and context/target streams."""
 
 from datamodules.collection import Transitions, collect_transitions
-from datamodules.context_target_stream import ContextTargetStream, shard_tasks
+from datamodules.context_target_stream import ContextTargetStream
+from datamodules.sharding import gather_shards, shard_tasks
 from datamodules.task_buffers import MultiTaskBuffer
 from datamodules.transition_datamodule import TransitionDataModule
 
@@ -11,5 +12,6 @@ __all__ = [
     "TransitionDataModule",
     "Transitions",
     "collect_transitions",
+    "gather_shards",
     "shard_tasks",
 ]

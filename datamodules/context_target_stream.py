@@ -9,20 +9,6 @@ from common.seeding import STREAM, derive_seed
 from datamodules.task_buffers import MultiTaskBuffer
 
 
-def shard_tasks(num_tasks: int, rank: int, world_size: int, what: str = "tasks") -> torch.Tensor:
-    """Task indices of ``rank``: ``rank, rank + W, rank + 2W, ...`` (disjoint, covering all).
-
-    Raises:
-        ValueError: with more ranks than tasks (a rank would have nothing to stream).
-    """
-    if world_size > num_tasks:
-        raise ValueError(
-            f"cannot shard {num_tasks} {what} over {world_size} ranks: every rank needs at least one; "
-            f"use at most {num_tasks} devices×nodes or more {what}"
-        )
-    return torch.arange(rank, num_tasks, world_size)
-
-
 class ContextTargetStream(IterableDataset):
     """Yields ``num_batches`` batches per pass, each ``B`` tasks × (``N_c`` context + ``N_t`` targets).
 

@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.collection import Transitions, collect_transitions
-from datamodules.context_target_stream import ContextTargetStream, shard_tasks
+from datamodules.context_target_stream import ContextTargetStream
+from datamodules.sharding import gather_shards, shard_tasks
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import Task, make_family
 
@@ -98,6 +99,17 @@ class TransitionDataModule(pl.LightningDataModule):
             ValueError: wrong feature sizes (e.g. from another env) or NaN/inf values.
         """
         self.buffer.add(task_ids, data.obs, data.action, data.reward, data.next_obs, data.done)
+
+    def training_shard(self, rank: int, world_size: int) -> torch.Tensor:
+        """The training tasks ``rank`` collects and imagines: ``rank, rank + W, ...``."""
+        return shard_tasks(len(self.train_tasks), rank, world_size, "training tasks")
+
+    def gather_collected(
+        self, shard: Transitions, world_size: int, device: torch.device | str = "cpu"
+    ) -> Transitions:
+        """Every rank's collected :meth:`training_shard` (``[K_r, S, ·]``), all-gathered in task order
+        ``[num_train_tasks, S, ·]``, identical on every rank. Call on every rank."""
+        return gather_shards(shard, len(self.train_tasks), world_size, device=device)
 
     def model_training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All training transitions as ``x = [s, a]`` ``[N, obs+act]`` and ``y = s' − s`` ``[N, obs]``."""

@@ -9,8 +9,8 @@ import pytest
 import torch
 from cli_runner import ROOT, run_cli
 
-from callbacks.dyna_loop import gather_shards
 from datamodules import Transitions
+from datamodules.sharding import gather_shards
 
 TINY = str(ROOT / "tests/configs/tiny_dyna.yaml")
 DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]

@@ -1,0 +1,55 @@
+"""Tasks split across ranks (``rank, rank + W, ...``) and the ranks' shards gathered back in task order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from datamodules.collection import Transitions
+
+
+def shard_tasks(num_tasks: int, rank: int, world_size: int, what: str = "tasks") -> torch.Tensor:
+    """Task indices of ``rank``: ``rank, rank + W, rank + 2W, ...`` (disjoint, covering all).
+
+    Raises:
+        ValueError: with more ranks than tasks (a rank would have nothing to stream).
+    """
+    if world_size > num_tasks:
+        raise ValueError(
+            f"cannot shard {num_tasks} {what} over {world_size} ranks: every rank needs at least one; "
+            f"use at most {num_tasks} devices×nodes or more {what}"
+        )
+    return torch.arange(rank, num_tasks, world_size)
+
+
+def all_gather_stacked(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` stacked ``[W, ...]`` (plain ``torch.distributed.all_gather``)."""
+    parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, tensor)
+    return torch.stack(parts)
+
+
+def gather_shards(
+    data: Transitions,
+    num_tasks: int,
+    world: int,
+    all_gather: Callable[[torch.Tensor], torch.Tensor] = all_gather_stacked,
+    device: torch.device | str = "cpu",
+) -> Transitions:
+    """All ranks' transitions in task order ``[num_tasks, S, ·]`` (shard ``r`` holds tasks ``r::W``)."""
+    if world == 1:
+        return data
+    width = -(-num_tasks // world)  # ceil: shards are padded to equal size for all_gather
+    fields = []
+    for tensor in (data.obs, data.action, data.reward, data.next_obs, data.done.float()):
+        padded = tensor.new_zeros(width, *tensor.shape[1:])
+        padded[: len(tensor)] = tensor
+        gathered = all_gather(padded.to(device)).cpu()  # [W, width, ...]
+        out = tensor.new_zeros(num_tasks, *tensor.shape[1:])
+        for rank in range(world):
+            ids = shard_tasks(num_tasks, rank, world)
+            out[ids] = gathered[rank, : len(ids)].to(out.dtype)
+        fields.append(out)
+    obs, action, reward, next_obs, done = fields
+    return Transitions(obs, action, reward, next_obs, done.bool())
