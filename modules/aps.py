@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pytorch_lightning as pl
@@ -20,7 +20,7 @@ from modules.actor_critic import ActorCritic
 from modules.checkpoints import load_checkpoint
 from modules.imagination import imagine
 from modules.meta_dynamics_model import MetaDynamicsModel
-from modules.ppo import PPOLearner, Rollouts
+from modules.ppo import PPOLearner, PPOSettings, Rollouts
 
 
 @dataclass
@@ -53,7 +53,7 @@ class APSModule(PPOLearner):
     and imagines ``horizon`` steps of all tasks × rollouts as one batch (:func:`modules.imagination.imagine`,
     with mean or sampled next states, ``next_state``, the reward penalised by ``uncertainty_penalty`` ×
     the model heads' disagreement, and rollouts cut where it exceeds ``uncertainty_cut``); ``training_step`` then runs
-    ``ppo_epochs × num_minibatches`` clipped-PPO updates (paper eq. 11, :class:`modules.ppo.PPOLearner`).
+    ``ppo.ppo_epochs × ppo.num_minibatches`` clipped-PPO updates (paper eq. 11, :class:`modules.ppo.PPOLearner`).
     The running input normaliser of the policy is updated from the start states and latents before
     each imagination, so sampling and updates share it.
 
@@ -69,6 +69,8 @@ class APSModule(PPOLearner):
             (entropy 0.2 → 2.1 over 10 iterations) and the policy decayed to near random.
         context_min: smallest context drawn; at meta-test the policy acts on ``metatest_context``
             transitions, so drawing near that size trains what is deployed.
+        ppo: :class:`modules.ppo.PPOSettings` (or a dict of some of its fields), shared with the
+            model-free learners.
         dynamics_checkpoint: standalone use: a model-only (or Dyna) checkpoint whose dynamics
             model and buffers are loaded and frozen.
 
@@ -94,18 +96,13 @@ class APSModule(PPOLearner):
         next_state: str = "sample",
         uncertainty_penalty: float = 0.0,
         uncertainty_cut: float | None = None,
-        ppo_epochs: int = 4,
-        num_minibatches: int = 4,
-        clip_ratio: float = 0.2,
-        gamma: float = 0.99,
-        gae_lambda: float = 0.95,
-        entropy_coef: float = 0.0,
-        value_coef: float = 0.5,
-        lr: float = 1e-3,
+        ppo: PPOSettings | None = None,
         seed: int = 0,
         dynamics_checkpoint: str | None = None,
     ):
-        super().__init__()
+        settings = PPOSettings.of(ppo)
+        ppo = asdict(settings)  # saved as plain data: checkpoints load with weights_only
+        super().__init__(settings)
         for name, value in (("latent", latent), ("next_state", next_state)):
             if value not in ("mean", "sample"):
                 raise ValueError(f"{name}={value!r}; expected 'mean' or 'sample'")

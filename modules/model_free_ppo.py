@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Literal
 
 import torch
@@ -17,7 +18,7 @@ from envs import make_family
 from evaluation import TaskResult, publish_meta_test, run_meta_test, select_tasks
 from modules.actor_critic import ActorCritic
 from modules.pe_encoder import ProbabilisticContextEncoder
-from modules.ppo import PPOLearner, Rollouts
+from modules.ppo import PPOLearner, PPOSettings, Rollouts
 
 METHODS = ("dr_ppo", "pe_ppo")
 
@@ -59,6 +60,8 @@ class ModelFreePPO(PPOLearner):
         num_train_tasks, task_seed: the training tasks (``family.train_tasks(num_train_tasks, task_seed)``,
             as the GSSM datamodule draws them).
         context_capacity: transitions kept per training task for PE contexts.
+        ppo: :class:`modules.ppo.PPOSettings` (or a dict of some of its fields), shared with APS;
+            the baseline configs set CleanRL's step size 3e-4.
 
     Example:
         >>> agent = ModelFreePPO(env="acrobot", method="pe_ppo", latent_dim=3, hidden_dim=16)
@@ -80,21 +83,16 @@ class ModelFreePPO(PPOLearner):
         kl_weight: float = 0.1,
         hidden_dim: int = 64,
         init_log_std: float = -0.5,
-        ppo_epochs: int = 4,
-        num_minibatches: int = 4,
-        clip_ratio: float = 0.2,
-        gamma: float = 0.99,
-        gae_lambda: float = 0.95,
-        entropy_coef: float = 0.0,
-        value_coef: float = 0.5,
-        lr: float = 3e-4,
+        ppo: PPOSettings | None = None,
         eval_every_transitions: int = 0,
         metatest_context: int = 50,
         metatest_episodes: int = 50,
         metatest_tasks: list[str] | None = None,
         seed: int = 0,
     ):
-        super().__init__()
+        settings = PPOSettings.of(ppo)
+        ppo = asdict(settings)  # saved as plain data: checkpoints load with weights_only
+        super().__init__(settings)
         if method not in METHODS:
             raise ValueError(f"unknown model-free method {method!r}; expected one of {METHODS}")
         if real_transitions < 1 or envs_per_iteration < 1:

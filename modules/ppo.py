@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import pytorch_lightning as pl
@@ -78,6 +78,48 @@ def generalized_advantages(
     return advantages, advantages + value[:-1]
 
 
+@dataclass
+class PPOSettings:
+    """Clipped PPO with GAE (CleanRL's names): the hyperparameters APS and the model-free learners
+    share. A config gives them as one block, ``ppo: {ppo_epochs: 8, lr: 0.001, ...}``; fields left
+    out keep these defaults.
+
+    Attributes:
+        ppo_epochs: passes over each iteration's rollouts; num_minibatches: minibatches per pass.
+        clip_ratio: PPO's ratio clip ε; gamma, gae_lambda: discount and GAE λ.
+        entropy_coef, value_coef: weights of the entropy bonus and the value loss; lr: Adam's step size.
+    """
+
+    ppo_epochs: int = 4
+    num_minibatches: int = 4
+    clip_ratio: float = 0.2
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    entropy_coef: float = 0.0
+    value_coef: float = 0.5
+    lr: float = 1e-3
+
+    @classmethod
+    def of(cls, value: PPOSettings | dict[str, Any] | None) -> PPOSettings:
+        """``value`` as settings: a dict (a checkpoint's or a config's hyperparameters) overrides the
+        class defaults; None gives them.
+
+        Raises:
+            ValueError: naming an unknown field.
+
+        Example:
+            >>> PPOSettings.of({"ppo_epochs": 8}).num_minibatches
+            4
+        """
+        if isinstance(value, cls):
+            return value
+        given = dict(value or {})
+        unknown = sorted(set(given) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown PPO setting(s) {unknown}; expected names in {[f.name for f in fields(cls)]}")
+        return cls(**given)
+
+
 class MinibatchIndexStream(IterableDataset):
     """Per pass: ``ppo_epochs`` shuffles of ``range(num_samples)`` cut into ``num_minibatches``
     index tensors. The count is the same on every rank whatever its number of samples."""
@@ -100,9 +142,8 @@ class PPOLearner(pl.LightningModule):
     ``on_train_epoch_start`` (every rank) calls :meth:`collect_rollouts` for this rank's batch,
     computes GAE(γ, λ), updates the critic's return normaliser (merged across ranks) and flattens
     the ``H × B`` steps; ``training_step`` then runs ``ppo_epochs × num_minibatches`` updates
-    (paper eq. 11) on index minibatches. Subclasses save the hyperparameters named in
-    :meth:`ppo_loss` and :meth:`train_dataloader` (``ppo_epochs, num_minibatches, clip_ratio, gamma,
-    gae_lambda, entropy_coef, value_coef, lr, seed``) and set ``self.policy``.
+    (paper eq. 11) on index minibatches, with the :class:`PPOSettings` given to ``__init__``.
+    Subclasses save a ``seed`` hyperparameter and set ``self.policy``.
 
     The optimizer is created once and reused by every ``Trainer.fit`` (the Dyna loop fits APS again
     each iteration), so Adam's state carries over; :meth:`optimizer_state_dict` exposes it.
@@ -110,8 +151,9 @@ class PPOLearner(pl.LightningModule):
 
     policy: ActorCritic
 
-    def __init__(self) -> None:
+    def __init__(self, ppo: PPOSettings) -> None:
         super().__init__()
+        self.ppo = ppo
         self.iterations = 0
         self._optimizer: torch.optim.Optimizer | None = None
         self._batch: dict[str, torch.Tensor] = {}
@@ -137,7 +179,7 @@ class PPOLearner(pl.LightningModule):
         return self.trainer.strategy.reduce(t, reduce_op="sum")
 
     def on_train_epoch_start(self) -> None:
-        hp = self.hparams
+        hp = self.ppo
         r = self.collect_rollouts()
         adv, ret = generalized_advantages(r.reward, r.value, r.terminated, hp.gamma, hp.gae_lambda, r.truncated)
         self.policy.value_normalizer.update(ret[r.alive > 0].reshape(-1, 1), self._sum_over_ranks)
@@ -156,10 +198,9 @@ class PPOLearner(pl.LightningModule):
         self.log_rollouts(r)
 
     def train_dataloader(self) -> DataLoader:
-        hp = self.hparams
         rank = self.trainer.global_rank if self._trainer is not None else 0
-        seed = derive_seed(PPO_MINIBATCHES, hp.seed, self.iterations, rank)
-        stream = MinibatchIndexStream(self.samples_per_iteration, hp.ppo_epochs, hp.num_minibatches, seed)
+        seed = derive_seed(PPO_MINIBATCHES, self.hparams.seed, self.iterations, rank)
+        stream = MinibatchIndexStream(self.samples_per_iteration, self.ppo.ppo_epochs, self.ppo.num_minibatches, seed)
         return DataLoader(stream, batch_size=None)
 
     def minibatch_latent(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,7 +210,7 @@ class PPOLearner(pl.LightningModule):
 
     def ppo_loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Clipped PPO loss of a minibatch; steps after a termination have weight 0."""
-        hp = self.hparams
+        hp = self.ppo
         w = mb["weight"]
         wsum = w.sum().clamp_min(1.0)
         adv = mb["advantage"]
@@ -208,7 +249,7 @@ class PPOLearner(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self._optimizer is None:
-            self._optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=1e-5, fused=True)
+            self._optimizer = torch.optim.Adam(self.parameters(), lr=self.ppo.lr, eps=1e-5, fused=True)
         return self._optimizer
 
     def optimizer_state_dict(self) -> dict[str, Any]:

@@ -120,7 +120,7 @@ def test_gae_does_not_bootstrap_through_a_termination():
 def test_ppo_moves_the_mean_action_to_the_known_optimum():
     """A one-step bandit, r = −(a − 0.6)²: PPO's mean action must go from ≈0 to ≈0.6."""
     torch.manual_seed(0)
-    aps = APSModule("acrobot", latent_dim=2, hidden_dim=32, lr=3e-3)
+    aps = APSModule("acrobot", latent_dim=2, hidden_dim=32, ppo={"lr": 3e-3})
     opt = aps.configure_optimizers()
     probe = torch.randn(256, 6), torch.zeros(256, 2)
     with torch.no_grad():
@@ -158,3 +158,12 @@ def test_optimizer_state_survives_a_new_fit():
     assert restored.keys() == state["state"].keys()
     for key, value in state["state"].items():
         assert torch.equal(restored[key]["exp_avg"], value["exp_avg"])
+
+
+def test_ppo_settings_come_as_one_block_and_an_unknown_one_is_named():
+    aps = APSModule(env="acrobot", latent_dim=2, hidden_dim=8, ppo={"ppo_epochs": 3, "lr": 0.01})
+    assert (aps.ppo.ppo_epochs, aps.ppo.num_minibatches, aps.ppo.lr) == (3, 4, 0.01)
+    assert aps.hparams.ppo["ppo_epochs"] == 3  # plain data in the checkpoint's hyperparameters
+    assert aps.configure_optimizers().param_groups[0]["lr"] == 0.01
+    with pytest.raises(ValueError, match=r"unknown PPO setting\(s\) \['ppo_epoch'\]"):
+        APSModule(env="acrobot", latent_dim=2, ppo={"ppo_epoch": 3})

@@ -154,7 +154,7 @@ def test_model_free_collection_masks_after_termination_and_counts_only_live_step
 
 def test_model_free_training_stops_at_the_iteration_that_spends_the_budget_then_meta_tests(family, tmp_path):
     agent = ModelFreePPO(env="countdown", real_transitions=30, envs_per_iteration=2, num_train_tasks=3,
-                         hidden_dim=8, ppo_epochs=1, num_minibatches=2, metatest_episodes=2,
+                         hidden_dim=8, ppo={"ppo_epochs": 1, "num_minibatches": 2}, metatest_episodes=2,
                          metatest_context=3)  # fmt: skip
     trainer = pl.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
