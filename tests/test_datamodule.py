@@ -50,6 +50,10 @@ def test_ranks_draw_different_batches_and_epochs_differ():
     torch.testing.assert_close(first["target_x"], again["target_x"])  # same seed, same pass
     second_pass = next(iter(s0))
     assert not torch.equal(first["target_x"], second_pass["target_x"])
+    # two ranks streaming the same tasks (as a test of the seeding) draw different batches
+    ranks = [ContextTargetStream(dm.buffer, torch.arange(2), 1, 2, 2, 4, 3, seed=0, rank=r) for r in (0, 1)]
+    rank0, rank1 = (next(iter(stream)) for stream in ranks)
+    assert not torch.equal(rank0["target_x"], rank1["target_x"])
 
 
 def test_more_ranks_than_tasks_is_a_clear_error():

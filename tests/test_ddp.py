@@ -48,6 +48,8 @@ def test_more_ranks_than_training_tasks_fails_early_with_a_clear_message(tmp_pat
                    check=False, timeout=280)  # fmt: skip
     assert proc.returncode != 0
     assert "cannot shard 3 training tasks over 4 ranks" in proc.stdout + proc.stderr
+    assert "Dyna iteration" not in proc.stdout + proc.stderr  # before any training
+    assert not list(tmp_path.glob("runs/**/*.ckpt"))
 
 
 class FakeAllGather:

@@ -203,7 +203,7 @@ def test_a_run_killed_mid_iteration_resumes_from_its_last_checkpoint(tmp_path):
 
 
 def assert_same_state(a: Path, b: Path) -> None:
-    """Model, policy and buffers of two checkpoints are bit-identical."""
+    """Model, policy, both optimizers and the buffers of two checkpoints are bit-identical."""
     left, right = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
     assert left["callbacks"]["DynaLoop"]["iteration"] == right["callbacks"]["DynaLoop"]["iteration"]
     for part in ("state_dict",):
@@ -213,6 +213,13 @@ def assert_same_state(a: Path, b: Path) -> None:
         assert torch.equal(left["callbacks"]["DynaLoop"]["aps"][key], value), key
     for key, value in right["TransitionDataModule"]["buffer"].items():
         assert torch.equal(left["TransitionDataModule"]["buffer"][key], value), key
+    for name, l_opt, r_opt in (("model", left["optimizer_states"][0], right["optimizer_states"][0]),
+                               ("aps", left["callbacks"]["DynaLoop"]["aps_optimizer"],
+                                right["callbacks"]["DynaLoop"]["aps_optimizer"])):  # fmt: skip
+        assert l_opt["state"].keys() == r_opt["state"].keys(), name
+        for index, moments in r_opt["state"].items():
+            for key, value in moments.items():
+                assert torch.equal(l_opt["state"][index][key], value), (name, index, key)
 
 
 @pytest.mark.parametrize(("signum", "iteration"), [(signal.SIGTERM, 1), (signal.SIGUSR1, 2)])

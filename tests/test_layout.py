@@ -34,10 +34,8 @@ def test_the_check_sees_an_upward_import(tmp_path):
 
 
 def test_warning_filters_live_in_train_py_only():
-    installs = [
-        str(path.relative_to(ROOT))
-        for layer in LAYERS
-        for path in (ROOT / layer).glob("*.py")
-        if "filterwarnings(" in path.read_text() or "simplefilter(" in path.read_text()
-    ]
-    assert installs == []
+    """The library layers install none (importing them changes nothing); the entry point does.
+    Benchmarks are entry points of their own and may silence what they measure around."""
+    installs = lambda path: "filterwarnings(" in path.read_text() or "simplefilter(" in path.read_text()  # noqa: E731
+    assert [str(p.relative_to(ROOT)) for layer in LAYERS for p in (ROOT / layer).glob("*.py") if installs(p)] == []
+    assert installs(ROOT / "train.py")

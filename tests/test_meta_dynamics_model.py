@@ -70,7 +70,12 @@ def test_empty_context_gives_finite_prior_prediction(variant):
     with torch.no_grad():
         enc = model.infer_context(data["context_x"], data["context_y"], mask)
         pred = model.predict(data["target_x"], enc)
+        other = model.infer_context(data["context_x"] + 3.0, -data["context_y"], mask)
+        other_pred = model.predict(data["target_x"], other)
     assert torch.isfinite(enc.q_zc.mean).all() and torch.isfinite(pred.mean).all()
+    # the prior: nothing of the masked-out transitions reaches the latent or the prediction
+    torch.testing.assert_close(other.q_zc.mean, enc.q_zc.mean)
+    torch.testing.assert_close(other_pred.mean, pred.mean)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -120,8 +125,16 @@ def test_prediction_is_in_raw_units_and_normalisers_are_saved(tmp_path):
     data = batch()
     enc = model.infer_context(data["context_x"], data["context_y"])
     pred = model.predict(data["target_x"], enc)
-    # the predicted next state is s + Δs: shifting s shifts the mean's base
     assert pred.mean.shape == (3, 9, OBS) and (pred.stddev > 0).all()
+    # raw units: Δs = mean + std · (normalised Δs) and the next state is s + Δs, so doubling the Δs
+    # std and moving its mean by 0.5 maps Δs to 2 Δs − mean + 0.5
+    delta, mean = pred.mean - data["target_x"][..., :OBS], model.y_normalizer.mean.clone()
+    with torch.no_grad():
+        model.y_normalizer.mean += 0.5
+        model.y_normalizer.std *= 2.0
+    shifted = model.predict(data["target_x"], enc)
+    torch.testing.assert_close(shifted.mean - data["target_x"][..., :OBS], 2.0 * delta - mean + 0.5)
+    torch.testing.assert_close(shifted.stddev, 2.0 * pred.stddev)
     fresh = MetaDynamicsModel(env="acrobot", hidden_dim=32, latent_dim=4, num_heads=2)
     fresh.load_state_dict(sd)
     torch.testing.assert_close(fresh.y_normalizer.std, model.y_normalizer.std)

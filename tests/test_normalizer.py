@@ -32,6 +32,8 @@ def test_update_merges_the_moments_of_every_rank():
         norm.update(halves[r], lambda t, r=r: t + moments(halves[1 - r]))
     for norm in ranks:
         torch.testing.assert_close(norm.mean, x.mean(0), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(norm.std, x.std(0, correction=0), atol=1e-5, rtol=1e-5)
+        assert int(norm.count) == 200
     assert torch.equal(ranks[0].std, ranks[1].std)
 
 

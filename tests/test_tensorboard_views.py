@@ -42,7 +42,12 @@ def test_the_rollout_image_fits_the_card_and_has_a_caption_under_each_frame():
     task = family.test_tasks()[0]
     policy = ActorCritic(family.obs_dim, 2, family.act_dim, hidden_dim=8)
     image = rollout_strip(family, task, policy, torch.zeros(2))
-    frames = 6
+    rows, title, caption = 3, 24, 34  # six frames, two a row
     assert image.shape[1] == 340 and image.shape[2] == 3
-    assert image.shape[0] > 24 + frames // 2 * 34  # the title and three rows of captioned frames
-    assert (image[:24] < 128).any(), "the title is drawn"
+    row = (image.shape[0] - title) // rows
+    assert image.shape[0] == title + rows * row and row > caption  # the title, then three rows of frames
+    assert (image[:title] < 128).any(), "the title is drawn"
+    for r in range(rows):
+        band = image[title + (r + 1) * row - caption : title + (r + 1) * row]  # under the frames of row r
+        for half in (band[:, :170], band[:, 170:]):
+            assert (half == 255).mean() > 0.5 and (half < 128).any(), f"row {r}: a caption under each frame"

@@ -113,6 +113,6 @@ def test_sigterm_mid_epoch_saves_at_the_epoch_end_and_the_resume_finishes(tmp_pa
     assert torch.load(last, weights_only=True)["global_step"] == 9
 
 
-def test_print_config_shows_the_linked_env(tmp_path):
+def test_print_config_shows_the_model_config(tmp_path):
     proc = run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/model/acrobot.yaml"), "--print_config")
     assert "env: acrobot" in proc.stdout and "variant: gssm" in proc.stdout
