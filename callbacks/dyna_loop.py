@@ -127,6 +127,7 @@ class DynaLoop(pl.Callback):
         self.preemption = PreemptionSignal(stop_at_epoch_end=False)  # safe points: the phases
         self._epoch_start = 0.0
         self._rng_to_restore: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+        self._save_pending = False  # a resumed iteration finished in on_fit_start, not yet in last.ckpt
 
     # ---- construction and checkpoint state ----------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -183,12 +184,19 @@ class DynaLoop(pl.Callback):
             self.restore_rng()
             self.finish_iteration(trainer, gssm, direct_log=True)
             self._rng_to_restore = rng_state()
-            save_last(trainer)  # the finished iteration; the fit loop may have no epoch left to save it
+            # saved once Lightning has restored the optimizers (after this hook): in on_train_start,
+            # or in on_fit_end when the fit loop had no epoch left and skipped on_train_start
+            self._save_pending = True
 
     def on_fit_end(self, trainer: pl.Trainer, gssm: MetaDynamicsModel) -> None:
-        """Rank 0: the run's settings — model, data, Dyna loop, policy — in TensorBoard's *HParams*
-        tab with the final meta-test per split (configs set ``default_hp_metric: false``, so no
-        placeholder ``hp_metric``)."""
+        """Every rank: ``last.ckpt`` of an iteration a resume finished when no epoch was left (the fit
+        loop then skips ``on_train_start``). Rank 0: the run's settings — model, data, Dyna loop,
+        policy — in TensorBoard's *HParams* tab with the final meta-test per split (configs set
+        ``default_hp_metric: false``, so no placeholder ``hp_metric``)."""
+        if self._save_pending:  # every rank: the resumed iteration's checkpoint, with its RNG state
+            if self._rng_to_restore is not None:
+                self.restore_rng()
+            self.save_pending_iteration(trainer)
         tb = tensorboard_logger(trainer)
         if tb is None or not trainer.is_global_zero or self._latest_metatest is None:
             return
@@ -210,6 +218,13 @@ class DynaLoop(pl.Callback):
         self.preemption.install()
         if self._rng_to_restore is not None:
             self.restore_rng()
+        self.save_pending_iteration(trainer)
+
+    def save_pending_iteration(self, trainer: pl.Trainer) -> None:
+        """Write ``last.ckpt`` of an iteration a resume finished in ``on_fit_start`` (every rank)."""
+        if self._save_pending:
+            self._save_pending = False
+            save_last(trainer)
 
     def restore_rng(self) -> None:
         restore_rng_state(*self._rng_to_restore)
