@@ -155,23 +155,40 @@ def test_model_training_stops_when_the_held_out_error_stops_improving():
     assert learning.global_step > 12  # it improved, so it kept training
 
 
+class NewDataAfterEpoch1(pl.Callback):
+    """Adds very different transitions after the first epoch; records the Δs normaliser's mean that
+    each epoch trains with."""
+
+    def __init__(self):
+        self.means: list[torch.Tensor] = []
+
+    def on_train_batch_start(self, trainer, model, batch, batch_idx):
+        if batch_idx == 0:
+            self.means.append(model.y_normalizer.mean.clone())
+
+    def on_train_epoch_end(self, trainer, model):
+        data = trainer.datamodule
+        if trainer.current_epoch == 0:
+            obs = data.buffer.obs[:, :60]
+            data.buffer.add(torch.arange(2), obs, torch.ones(2, 60, 1), torch.zeros(2, 60), obs * 3 + 1,
+                            torch.zeros(2, 60, dtype=torch.bool))  # fmt: skip
+
+
 def test_normalizers_are_refitted_every_epoch_or_fitted_once():
     for refit in (False, True):
         torch.manual_seed(0)
         data = tiny_data(batches_per_epoch=2)
+        data.ensure_initial_data()
+        initial = data.buffer.all_xy()[1].mean(0)
         model = MetaDynamicsModel("acrobot", hidden_dim=8, latent_dim=2, num_heads=2, refit_normalizers=refit)
-        fit(model, data, epochs=1)
-        mean, std = model.y_normalizer.mean.clone(), model.y_normalizer.std.clone()
-        obs = data.buffer.obs[:, :60]
-        data.buffer.add(torch.arange(2), obs, torch.ones(2, 60, 1), torch.zeros(2, 60), obs * 3 + 1,
-                        torch.zeros(2, 60, dtype=torch.bool))  # fmt: skip
-        fit(model, data, epochs=2)  # a second epoch on very different data
-        _, y = data.buffer.all_xy()
-        if refit:
-            torch.testing.assert_close(model.y_normalizer.mean, y.mean(0))
-        else:
-            torch.testing.assert_close(model.y_normalizer.mean, mean)
-            torch.testing.assert_close(model.y_normalizer.std, std)
+        probe = NewDataAfterEpoch1()
+        pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                   callbacks=[probe]).fit(model, data)  # fmt: skip
+        everything = data.buffer.all_xy()[1].mean(0)
+        assert not torch.allclose(initial, everything, atol=1e-3)  # the new data moves the statistics
+        torch.testing.assert_close(probe.means[0], initial)  # fitted on the data there is at the start
+        torch.testing.assert_close(probe.means[1], everything if refit else initial)
 
 
 class UnsureModel:
