@@ -32,6 +32,7 @@ Targets of the sample-efficiency issue: R² ≥ 0.8 for every parameter, swapped
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import subprocess
 import sys
@@ -210,7 +211,10 @@ def saved_policy_kwargs(path: str) -> dict:
         return {}
     callbacks = (yaml.safe_load(config.read_text()).get("trainer") or {}).get("callbacks") or []
     dyna = [c for c in callbacks if isinstance(c, dict) and str(c.get("class_path", "")).endswith("DynaLoop")]
-    return dict((dyna[0].get("init_args") or {}).get("policy") or {}) if dyna else {}
+    policy = dict((dyna[0].get("init_args") or {}).get("policy") or {}) if dyna else {}
+    policy = policy.get("init_args") or {} if "class_path" in policy else policy  # the flat dict of older runs
+    accepted = inspect.signature(APSModule).parameters  # older runs' flat PPO keys play no part here
+    return {k: v for k, v in policy.items() if k in accepted and k not in ("env", "latent_dim", "seed")}
 
 
 def load_run(path: str) -> tuple[MetaDynamicsModel, ActorCritic, TaskFamily]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,10 @@ class DynaLoop(pl.Callback):
     checkpoint, and no checkpoint with non-finite weights is written.
 
     Args:
-        policy: keyword arguments of :class:`APSModule` (``env`` and ``latent_dim`` come from the model).
+        policy: the :class:`APSModule` to train, without ``env`` and ``latent_dim`` (the model's) —
+            in a config ``{class_path: modules.APSModule, init_args: {...}}``, so ``--print_config``
+            shows every setting and an unknown one is refused; None: APS's defaults. Its ``seed``
+            is the loop's.
         policy_epochs: PPO iterations (imagination + updates) per Dyna iteration.
         max_grad_norm: gradient clipping of the policy updates.
         context_size: transitions in the context that ``z_c`` is inferred from when collecting.
@@ -93,7 +97,7 @@ class DynaLoop(pl.Callback):
 
     def __init__(
         self,
-        policy: dict[str, Any] | None = None,
+        policy: Callable[[str, int], APSModule] | None = None,
         policy_epochs: int = 10,
         max_grad_norm: float = 0.5,
         collect_steps_per_task: int = 200,
@@ -105,7 +109,7 @@ class DynaLoop(pl.Callback):
         seed: int = 0,
         verbose: bool = False,
     ):
-        self.policy_kwargs = dict(policy or {})
+        self.make_policy = policy or APSModule
         self.verbose = verbose
         self.policy_epochs, self.max_grad_norm = policy_epochs, max_grad_norm
         self.collect_steps_per_task, self.context_size = collect_steps_per_task, context_size
@@ -134,8 +138,7 @@ class DynaLoop(pl.Callback):
         if not isinstance(pl_module, MetaDynamicsModel) or not isinstance(trainer.datamodule, TransitionDataModule):
             raise TypeError("DynaLoop needs a MetaDynamicsModel fitted on a TransitionDataModule")
         if self.aps is None:
-            kwargs = {"seed": self.seed, **self.policy_kwargs}
-            self.aps = APSModule(env=pl_module.hparams.env, latent_dim=pl_module.hparams.latent_dim, **kwargs)
+            self.aps = self.make_policy(pl_module.hparams.env, pl_module.hparams.latent_dim, seed=self.seed)
         self.metatest_task_list(trainer.datamodule)  # unknown task names fail now, not after an iteration
         if any(isinstance(c, PreemptionSignal) for c in trainer.callbacks):
             raise ValueError("callbacks.PreemptionSignal is in trainer.callbacks, but DynaLoop handles SIGTERM/SIGUSR1 "
