@@ -100,8 +100,11 @@ class APSModule(PPOLearner):
         seed: int = 0,
         dynamics_checkpoint: str | None = None,
     ):
+        # this call's own arguments, saved explicitly: built by LightningCLI inside the Dyna loop's config,
+        # save_hyperparameters() would take the main model's (Lightning 2.6's CLI instantiator context)
+        hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         settings = PPOSettings.of(ppo)
-        ppo = asdict(settings)  # saved as plain data: checkpoints load with weights_only
+        hparams["ppo"] = asdict(settings)  # plain data: checkpoints load with weights_only
         super().__init__(settings)
         for name, value in (("latent", latent), ("next_state", next_state)):
             if value not in ("mean", "sample"):
@@ -117,7 +120,8 @@ class APSModule(PPOLearner):
         self.source: ImaginationSource | None = None
         if dynamics_checkpoint is not None:
             latent_dim = self._checkpoint(dynamics_checkpoint, env)["hyper_parameters"]["latent_dim"]
-        self.save_hyperparameters()
+            hparams["latent_dim"] = latent_dim
+        self.save_hyperparameters(hparams)
         self.policy = ActorCritic(
             self.family.obs_dim, latent_dim, self.family.act_dim, hidden_dim, init_log_std, min_action_std
         )

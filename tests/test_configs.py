@@ -6,10 +6,14 @@ from __future__ import annotations
 import sys
 
 import pytest
+import pytorch_lightning as pl
 import yaml
 from cli_runner import ROOT
 
 import train
+from callbacks import DynaLoop
+
+TINY = ROOT / "tests/configs/tiny_dyna.yaml"
 
 MAIN_CONFIGS = ["acrobot", "cartpole_swingup", "half_cheetah", "slim_humanoid"]
 
@@ -53,3 +57,14 @@ def test_an_unknown_policy_setting_is_refused_with_its_name(tmp_path, capsys):
 def test_model_free_configs_take_the_ppo_block(capsys):
     config = printed_config(capsys, "--config", str(ROOT / "conf/baselines/acrobot_dr_ppo.yaml"))
     assert config["model"]["init_args"]["ppo"]["ppo_epochs"] == 10 and config["model"]["init_args"]["ppo"]["lr"] == 3e-4
+
+
+def test_the_policy_built_from_the_dyna_config_keeps_its_own_hyperparameters():
+    """LightningCLI instantiates a nested LightningModule with the main model's hyperparameters in
+    context (Lightning 2.6); APS must save its own, or its first PPO iteration fails."""
+    cli = train.MbmrlCLI(pl.LightningModule, None, subclass_mode_model=True, run=False,
+                         args=["--config", str(ROOT / "conf/acrobot.yaml"), "--config", str(TINY)])  # fmt: skip
+    dyna = next(c for c in cli.trainer.callbacks if isinstance(c, DynaLoop))
+    aps = dyna.make_policy("acrobot", 2, seed=7)
+    assert (aps.hparams.horizon, aps.hparams.latent_dim, aps.hparams.seed) == (3, 2, 7)
+    assert "variant" not in aps.hparams  # nothing of the dynamics model's
