@@ -64,7 +64,7 @@ def acrobot_setup(quick: bool) -> tuple[dict, dict, TransitionDataModule]:
     """The main config, its APS arguments and its datamodule (``quick``: tiny sizes for the tests)."""
     conf = yaml.safe_load((ROOT / "conf/acrobot.yaml").read_text())
     policy_conf = next(c for c in conf["trainer"]["callbacks"] if c["class_path"].endswith("DynaLoop"))
-    policy_conf = dict(policy_conf["init_args"]["policy"])
+    policy_conf = dict(policy_conf["init_args"]["policy"]["init_args"])  # {class_path: modules.APSModule, init_args}
     data_conf = dict(conf["data"]["init_args"])
     if quick:
         conf["model"]["init_args"]["hidden_dim"] = 16
