@@ -212,7 +212,8 @@ def saved_policy_kwargs(path: str) -> dict:
     callbacks = (yaml.safe_load(config.read_text()).get("trainer") or {}).get("callbacks") or []
     dyna = [c for c in callbacks if isinstance(c, dict) and str(c.get("class_path", "")).endswith("DynaLoop")]
     policy = dict((dyna[0].get("init_args") or {}).get("policy") or {}) if dyna else {}
-    policy = policy.get("init_args") or {} if "class_path" in policy else policy  # the flat dict of older runs
+    if "class_path" in policy:  # {class_path: modules.APSModule, init_args}; older runs: a flat dict
+        policy = policy.get("init_args") or {}
     accepted = inspect.signature(APSModule).parameters  # older runs' flat PPO keys play no part here
     return {k: v for k, v in policy.items() if k in accepted and k not in ("env", "latent_dim", "seed")}
 
