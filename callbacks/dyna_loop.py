@@ -196,10 +196,9 @@ class DynaLoop(pl.Callback):
         loop then skips ``on_train_start``). Rank 0: the run's settings — model, data, Dyna loop,
         policy — in TensorBoard's *HParams* tab with the final meta-test per split (configs set
         ``default_hp_metric: false``, so no placeholder ``hp_metric``)."""
-        if self._save_pending:  # every rank: the resumed iteration's checkpoint, with its RNG state
-            if self._rng_to_restore is not None:
-                self.restore_rng()
-            self.save_pending_iteration(trainer)
+        if self._save_pending and self._rng_to_restore is not None:  # saved with the iteration's RNG state
+            self.restore_rng()
+        self.save_pending_iteration(trainer)
         tb = tensorboard_logger(trainer)
         if tb is None or not trainer.is_global_zero or self._latest_metatest is None:
             return

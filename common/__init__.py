@@ -1,2 +1,2 @@
 """Helpers every layer may import: per-purpose seeds, Gaussian sampling from an explicit generator,
-and where a run writes to TensorBoard."""
+epoch means of per-step scalars, the global RNG state, and where a run writes to TensorBoard."""

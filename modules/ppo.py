@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from common.epoch_means import EpochMeans
 from common.seeding import PPO_MINIBATCHES, derive_seed
 from modules.actor_critic import ActorCritic
 
@@ -157,8 +158,7 @@ class PPOLearner(pl.LightningModule):
         self.iterations = 0
         self._optimizer: torch.optim.Optimizer | None = None
         self._batch: dict[str, torch.Tensor] = {}
-        self._step_stats: list[torch.Tensor] = []
-        self._stat_names: tuple[str, ...] = ()
+        self._step_stats = EpochMeans()
 
     @abstractmethod
     def collect_rollouts(self) -> Rollouts:
@@ -234,18 +234,13 @@ class PPOLearner(pl.LightningModule):
         loss, info = self.ppo_loss(mb)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"PPO loss is {loss.item()} at policy iteration {self.iterations}")
-        self._step_stats.append(torch.stack([loss.detach(), *(v.detach() for v in info.values())]))
-        self._stat_names = ("loss", *info)
+        self._step_stats.add({"loss": loss, **info})
         return loss
 
     def on_train_epoch_end(self) -> None:
         """Log the iteration's mean PPO statistics once (``self.log`` per minibatch cost ~20% of an
         APS iteration on 2 CPU cores); averaged over ranks."""
-        if self._step_stats:
-            means = torch.stack(self._step_stats).mean(0)
-            for name, value in zip(self._stat_names, means, strict=True):
-                self.log(f"policy/{name}", value, sync_dist=True)
-        self._step_stats = []
+        self._step_stats.log(self, "policy")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self._optimizer is None:
