@@ -1,15 +1,14 @@
-"""`collect_transitions`: run one env per task in lockstep and gather real transitions as tensors."""
+"""`collect_transitions`: real transitions of one env per task, stepped in lockstep, as tensors."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from envs import Task, TaskFamily
+from envs.rollout import TaskVectorEnv, Trajectory, random_policy, rollout
 
 ActFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -28,22 +27,6 @@ class Transitions:
     next_obs: torch.Tensor
     done: torch.Tensor
     episode_returns: list[list[float]] = field(default_factory=list)
-
-
-def true_next_obs(next_obs: np.ndarray, ended: np.ndarray, info: dict) -> np.ndarray:
-    """The observation each sub-env actually reached ``[N, obs]``: under ``SAME_STEP`` autoreset a vector
-    env returns the reset observation for an episode that ended (``ended [N]``) and the last one in
-    ``info["final_obs"]``.
-
-    Example:
-        >>> true_next_obs(np.zeros((2, 1)), np.array([False, True]),
-        ...               {"final_obs": np.array([None, np.ones(1)], dtype=object)}).tolist()
-        [[0.0], [1.0]]
-    """
-    real_next = next_obs.copy()
-    if ended.any():
-        real_next[ended] = np.stack(info["final_obs"][ended])
-    return real_next
 
 
 def collect_transitions(
@@ -68,34 +51,15 @@ def collect_transitions(
         >>> data.obs.shape
         torch.Size([2, 5, 6])
     """
-    venv = family.make_vector_env(tasks, seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-    t, d_obs, d_act = len(tasks), family.obs_dim, family.act_dim
-    obs_buf = torch.zeros(t, steps_per_task, d_obs)
-    act_buf = torch.zeros(t, steps_per_task, d_act)
-    rew_buf = torch.zeros(t, steps_per_task)
-    next_buf = torch.zeros(t, steps_per_task, d_obs)
-    done_buf = torch.zeros(t, steps_per_task, dtype=torch.bool)
-    returns: list[list[float]] = [[] for _ in tasks]
-    running = np.zeros(t)
-    obs_np, _ = venv.reset(seed=seed)
-    for step in tqdm(range(steps_per_task), desc="collect", leave=False, disable=not progress):
-        obs = torch.as_tensor(obs_np, dtype=torch.float32)
-        if act_fn is None:
-            action = torch.rand(t, d_act, generator=generator) * 2 - 1
-        else:
-            action = act_fn(obs).detach().float().cpu()
-        next_np, reward, terminated, truncated, info = venv.step(action.numpy())
-        ended = terminated | truncated
-        real_next = true_next_obs(next_np, ended, info)
-        obs_buf[:, step], act_buf[:, step] = obs, action
-        rew_buf[:, step] = torch.as_tensor(reward, dtype=torch.float32)
-        next_buf[:, step] = torch.as_tensor(real_next, dtype=torch.float32)
-        done_buf[:, step] = torch.as_tensor(terminated)
-        running += reward
-        for k in np.flatnonzero(ended):
-            returns[k].append(float(running[k]))
-            running[k] = 0.0
-        obs_np = next_np
-    venv.close()
-    return Transitions(obs_buf, act_buf, rew_buf, next_buf, done_buf, returns)
+    env = TaskVectorEnv(family, tasks, seed)
+    if act_fn is None:
+        policy = random_policy(family.act_dim, torch.Generator().manual_seed(seed))
+    else:
+
+        def policy(obs: torch.Tensor, t: int, trajectory: Trajectory) -> tuple[torch.Tensor, dict]:
+            return act_fn(obs).detach().float().cpu(), {}
+
+    traj = rollout(env, policy, env.reset(), steps_per_task, episodic=False, progress="collect" if progress else None)
+    env.close()
+    time_major = (traj.obs, traj.action, traj.reward.float(), traj.next_obs, traj.terminated)
+    return Transitions(*(x.transpose(0, 1).contiguous() for x in time_major), traj.episode_returns())

@@ -8,27 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
 from torch.distributions import Normal
-from tqdm.auto import tqdm
 
-from datamodules.collection import true_next_obs
 from envs import Task, TaskFamily
-
-
-class Agent(Protocol):
-    """What the protocol asks of a policy: actions in ``[-1, 1]`` for ``obs [N, O]`` and ``latent
-    [N, Z]`` (``Z = 0`` without a latent), and parameters that say its device (an ``nn.Module``)."""
-
-    def act(
-        self, obs: torch.Tensor, latent: torch.Tensor, deterministic: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor: ...  # fmt: skip
-
-    def parameters(self): ...
+from envs.rollout import Agent, StepPolicy, TaskVectorEnv, Trajectory, agent_policy, rollout
 
 
 @dataclass
@@ -69,24 +55,22 @@ def collect_online_context(
     Returns raw ``context_x [T, n, obs+act]`` and ``context_y [T, n, obs]``.
     """
     device = next(policy.parameters()).device
-    venv = family.make_vector_env(tasks, seed=seed)
-    obs_np, _ = venv.reset(seed=seed)
-    t, o, a = len(tasks), family.obs_dim, family.act_dim
     noise = torch.Generator(device=device).manual_seed(seed)
-    cx = torch.zeros(t, n_context, o + a, device=device)
-    cy = torch.zeros(t, n_context, o, device=device)
-    for step in tqdm(range(n_context), desc="meta-test context", leave=False, disable=not progress):
-        mask = (torch.arange(n_context, device=device) < step)[None].expand(t, -1)
-        latent = infer_latent(cx, cy, mask).mean
-        obs = torch.as_tensor(obs_np, dtype=torch.float32, device=device)
-        action = policy.act(obs, latent, generator=noise)
-        next_np, _, term, trunc, info = venv.step(action.cpu().numpy())
-        real_next = true_next_obs(next_np, term | trunc, info)
-        cx[:, step] = torch.cat([obs, action], dim=-1)
-        cy[:, step] = torch.as_tensor(real_next, dtype=torch.float32, device=device) - obs
-        obs_np = next_np
-    venv.close()
-    return cx, cy
+    everything = torch.arange(n_context, device=device)
+
+    def act(obs: torch.Tensor, t: int, trajectory: Trajectory) -> tuple[torch.Tensor, dict]:
+        if t == 0:
+            cx = torch.zeros(len(tasks), n_context, family.obs_dim + family.act_dim, device=device)
+            cy = torch.zeros(len(tasks), n_context, family.obs_dim, device=device)
+        else:
+            cx, cy = (v.to(device) for v in trajectory.model_data())
+        latent = infer_latent(cx, cy, (everything < t)[None].expand(len(tasks), -1)).mean
+        return policy.act(obs.to(device), latent, generator=noise).to(obs.device), {}
+
+    env = TaskVectorEnv(family, tasks, seed)
+    traj = rollout(env, act, env.reset(), n_context, episodic=False, progress="meta-test context" if progress else None)
+    env.close()
+    return tuple(v.to(device) for v in traj.model_data())
 
 
 def evaluation_returns(
@@ -94,25 +78,15 @@ def evaluation_returns(
     tasks: list[Task],
     episodes: int,
     seed: int,
-    act_fn,
+    policy: StepPolicy,
     progress: bool = False,
 ) -> np.ndarray:
-    """Returns ``[T, episodes]``: one episode in each of ``T × episodes`` envs stepped as one batch.
-
-    ``act_fn(obs [T·episodes, O]) → actions [T·episodes, A]`` (sub-env ``i`` runs task ``i // episodes``).
-    """
-    venv = family.make_vector_env([t for t in tasks for _ in range(episodes)], seed=seed)
-    obs, _ = venv.reset(seed=seed)
-    n = venv.num_envs
-    returns, running = np.zeros(n), np.ones(n, dtype=bool)
-    for _ in tqdm(range(family.episode_length), desc="meta-test episodes", leave=False, disable=not progress):
-        obs, reward, term, trunc, _ = venv.step(act_fn(torch.as_tensor(obs, dtype=torch.float32)))
-        returns += reward * running
-        running &= ~(term | trunc)
-        if not running.any():
-            break
-    venv.close()
-    return returns.reshape(len(tasks), episodes)
+    """Returns ``[T, episodes]``: one episode in each of ``T × episodes`` envs stepped as one batch
+    (sub-env ``i`` runs task ``i // episodes``); steps after an episode's end add nothing."""
+    env = TaskVectorEnv(family, [t for t in tasks for _ in range(episodes)], seed)
+    traj = rollout(env, policy, env.reset(), family.episode_length, progress="meta-test episodes" if progress else None)
+    env.close()
+    return traj.reward.cumsum(0)[-1].numpy().reshape(len(tasks), episodes)  # summed in step order
 
 
 def summarise(
@@ -160,18 +134,14 @@ def run_meta_test(
     else:
         cx, cy = collect_online_context(family, tasks, infer_latent, policy, n_context, seed, progress)
         latent = infer_latent(cx, cy, torch.ones(cx.shape[:2], dtype=torch.bool, device=device)).mean  # [T, Z]
-    per_env_latent = latent.repeat_interleave(episodes, dim=0)
-
-    def policy_act(obs: torch.Tensor) -> np.ndarray:
-        return policy.act(obs.to(device), per_env_latent, deterministic=True).cpu().numpy()
-
     rng = np.random.default_rng(seed)
 
-    def random_act(obs: torch.Tensor) -> np.ndarray:
-        return rng.uniform(-1, 1, size=(obs.shape[0], family.act_dim)).astype(np.float32)
+    def random_act(obs: torch.Tensor, t: int, trajectory: Trajectory) -> tuple[torch.Tensor, dict]:
+        return torch.as_tensor(rng.uniform(-1, 1, size=(obs.shape[0], family.act_dim)).astype(np.float32)), {}
 
+    mean_action = agent_policy(policy, latent.repeat_interleave(episodes, dim=0), deterministic=True)
     results = []
-    for name, act, z in ((method, policy_act, latent), ("random", random_act, None)):
+    for name, act, z in ((method, mean_action, latent), ("random", random_act, None)):
         returns = evaluation_returns(family, tasks, episodes, seed + 1, act, progress)
         results += summarise(name, tasks, returns, family.episode_length, z)
     return results, latent

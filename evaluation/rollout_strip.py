@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from envs import Task, TaskFamily
-from evaluation.protocol import Agent
+from envs.rollout import Agent, TaskVectorEnv, Trajectory, agent_policy, rollout
 
 
 @torch.no_grad()
@@ -20,21 +19,21 @@ def rollout_strip(
     frames, ``per_row`` a row, each ``width`` pixels wide and captioned with the time, the step's
     reward and the return so far; the task name and split head the image. The defaults make it
     340 pixels wide, so TensorBoard's image card shows it unscaled."""
-    env = gym.make(family.env_id, render_mode="rgb_array", **task.parameters)
-    obs, _ = env.reset(seed=seed)
+    env = TaskVectorEnv(family, [task], seed, render_mode="rgb_array")
     keep = set(np.linspace(0, family.episode_length - 1, frames - 1).round().astype(int).tolist())  # + the last
-    dt = getattr(env.unwrapped, "dt", None)
-    images, total, reward = [], 0.0, 0.0
-    for step in range(family.episode_length):
-        if step in keep:
-            images.append(labelled_frame(env.render(), step, dt, reward, total, width))
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=latent.device)[None]
-        action = policy.act(obs_t, latent[None], deterministic=True)[0].cpu().numpy()
-        obs, reward, term, trunc, _ = env.step(action)
-        total += float(reward)
-        if term or trunc:
-            images.append(labelled_frame(env.render(), step + 1, dt, float(reward), total, width))
-            break
+    dt = getattr(env.venv.envs[0].unwrapped, "dt", None)
+    obs = env.reset()
+    images = [labelled_frame(env.render()[0], 0, dt, 0.0, 0.0, width)] if 0 in keep else []
+
+    def draw(t: int, trajectory: Trajectory) -> None:
+        if trajectory.alive[t, 0] == 0:
+            return  # the episode ended earlier
+        ended = bool(trajectory.terminated[t, 0] or trajectory.truncated[t, 0])
+        if t + 1 in keep or ended:
+            reward, total = float(trajectory.reward[t, 0]), float(trajectory.reward[: t + 1, 0].sum())
+            images.append(labelled_frame(env.render()[0], t + 1, dt, reward, total, width))
+
+    rollout(env, agent_policy(policy, latent[None], deterministic=True), obs, family.episode_length, on_step=draw)
     env.close()
     images += [np.full_like(images[0], 255)] * (-len(images) % per_row)
     rows = [np.concatenate(images[i : i + per_row], axis=1) for i in range(0, len(images), per_row)]

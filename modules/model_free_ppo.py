@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from common.sampling import sample_normal
 from common.seeding import COLLECT_ENV, COLLECT_LATENT, METATEST, derive_seed
-from datamodules.collection import true_next_obs
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import make_family
+from envs.rollout import TaskVectorEnv, Trajectory, rollout
 from evaluation import TaskResult, publish_meta_test, run_meta_test, select_tasks
 from modules.actor_critic import ActorCritic
 from modules.pe_encoder import ProbabilisticContextEncoder
@@ -142,28 +142,20 @@ class ModelFreePPO(PPOLearner):
         tasks = torch.randint(len(self.train_tasks), (hp.envs_per_iteration,), generator=g)
         latent = self.episode_latents(tasks, g)
         env_seed = derive_seed(COLLECT_ENV, hp.seed, self.iterations, rank) % 2**31
-        venv = fam.make_vector_env([self.train_tasks[i] for i in tasks], seed=env_seed)
+        env = TaskVectorEnv(fam, [self.train_tasks[i] for i in tasks], env_seed)
         noise = torch.Generator().manual_seed(env_seed)
-        h, b = fam.episode_length, hp.envs_per_iteration
-        obs = torch.zeros(h + 1, b, fam.obs_dim)  # row h: each episode's last state, for the bootstrap
-        action, reward = torch.zeros(h, b, fam.act_dim), torch.zeros(h, b)
-        terminated, alive = torch.zeros(h, b, dtype=torch.bool), torch.ones(h, b)
-        obs_np, _ = venv.reset(seed=env_seed)
-        running = torch.ones(b)
-        for t in range(h):  # real envs step one at a time; every op inside is batched over episodes
-            obs[t] = torch.as_tensor(obs_np, dtype=torch.float32)
-            dist, _ = self.policy(obs[t].to(device), latent)
-            action[t] = sample_normal(dist, noise).cpu()
-            obs_np, r, term, trunc, info = venv.step(action[t].clamp(-1.0, 1.0).numpy())
-            alive[t] = running
-            reward[t] = torch.as_tensor(r, dtype=torch.float32) * running
-            terminated[t] = torch.as_tensor(term) & (running > 0)
-            running = running * (~terminated[t]).float()
-            obs[t + 1] = torch.as_tensor(true_next_obs(obs_np, term | trunc, info), dtype=torch.float32)
-        venv.close()
-        self._remember(tasks, obs, action, alive)
-        return self._evaluate(obs.to(device), action.to(device), reward.to(device), alive.to(device),
-                              terminated.to(device), latent)  # fmt: skip
+
+        def act(obs: torch.Tensor, t: int, trajectory: Trajectory) -> tuple[torch.Tensor, dict]:
+            dist, _ = self.policy(obs.to(device), latent)
+            return sample_normal(dist, noise).cpu(), {}  # unclipped: PPO's log-probability is of this sample
+
+        traj = rollout(env, act, env.reset(), fam.episode_length)
+        env.close()
+        obs = torch.cat([traj.obs, traj.next_obs[-1:]])  # row H: each episode's last state, for the bootstrap
+        self._remember(tasks, obs, traj.action, traj.alive)
+        reward = traj.reward.float()
+        return self._evaluate(obs.to(device), traj.action.to(device), reward.to(device), traj.alive.to(device),
+                              traj.terminated.to(device), latent)  # fmt: skip
 
     def _remember(self, tasks: torch.Tensor, obs: torch.Tensor, action: torch.Tensor, alive: torch.Tensor) -> None:
         """Add each episode's live transitions to its task's context buffer; update the normalisers."""

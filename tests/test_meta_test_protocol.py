@@ -1,97 +1,26 @@
-"""The meta-test protocol (DESIGN §6) and the model-free learner's collection and budget, on a family
-whose episodes end at a known step: a countdown that pays 1 per step and terminates when it hits 0."""
+"""The meta-test protocol (DESIGN §6) and the model-free learner's collection and budget, on the
+countdown family (``tests/countdown.py``: episodes end at a known step)."""
 
 from __future__ import annotations
 
 import json
 import math
 
-import gymnasium as gym
-import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from torch import nn
+from countdown import EPISODE, RecordingAgent
 from torch.distributions import Normal
 
-import envs
-from envs import TaskFamily
+from envs.rollout import agent_policy
 from evaluation import TaskResult, collect_online_context, evaluation_returns, run_meta_test, split_means, summarise
 from modules.model_free_ppo import ModelFreePPO
-
-EPISODE = 8
-
-
-class CountdownEnv(gym.Env):
-    """``obs = [steps left]``; reward 1 per step; terminates after ``ceil(lifetime)`` steps."""
-
-    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
-    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
-
-    def __init__(self, lifetime: float):
-        self.lifetime, self.left = lifetime, lifetime
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.left = self.lifetime
-        return np.array([self.left], np.float32), {}
-
-    def step(self, action):
-        self.left -= 1.0
-        return np.array([self.left], np.float32), 1.0, self.left <= 0, False, {}
-
-
-class CountdownFamily(TaskFamily):
-    name = "countdown"
-    param_names = ("lifetime",)
-    defaults = {"lifetime": 3.0}
-    train_ranges = {"lifetime": (2.0, 6.0)}
-    obs_dim = 1
-    act_dim = 1
-    episode_length = EPISODE
-
-    def test_tasks(self):
-        return [
-            self.make_task("short", "interpolation", lifetime=3.0),
-            self.make_task("middle", "interpolation", lifetime=5.0),
-            self.make_task("endless", "extrapolation", lifetime=50.0),  # truncated by the time limit
-        ]
-
-    def make_env(self, task, seed=None):
-        env = gym.wrappers.TimeLimit(CountdownEnv(task.parameters["lifetime"]), EPISODE)
-        if seed is not None:
-            env.reset(seed=seed)
-        return env
-
-    def reward(self, obs, action, next_obs, params):
-        return torch.ones(obs.shape[:-1])
-
-    def terminated(self, next_obs, params):
-        return next_obs[..., 0] <= 0
-
-
-class RecordingAgent(nn.Module):
-    """Acts 0 and remembers the latents it was asked to act on."""
-
-    def __init__(self):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(()))
-        self.latents: list[torch.Tensor] = []
-
-    def act(self, obs, latent, deterministic=False, generator=None):
-        self.latents.append(latent.clone())
-        return torch.zeros(obs.shape[0], 1)
-
-
-@pytest.fixture
-def family(monkeypatch):
-    monkeypatch.setitem(envs.FAMILIES, "countdown", CountdownFamily)
-    return CountdownFamily()
 
 
 def test_returns_stop_at_termination_and_per_step_reward_divides_by_the_full_length(family):
     tasks = family.test_tasks()
-    returns = evaluation_returns(family, tasks, episodes=2, seed=0, act_fn=lambda obs: np.zeros((len(obs), 1)))
+    policy = agent_policy(RecordingAgent(), torch.zeros(6, 0))
+    returns = evaluation_returns(family, tasks, episodes=2, seed=0, policy=policy)
     # the auto-reset envs go on paying 1 per step after a termination: none of it may count
     assert returns.tolist() == [[3.0, 3.0], [5.0, 5.0], [8.0, 8.0]]
     results = summarise("m", tasks, returns, EPISODE)
