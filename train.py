@@ -1,7 +1,7 @@
 """mbmrl command line (LightningCLI): ``python train.py {fit,validate,test} --config conf/...yaml``.
 
-The config names the LightningModule (``model.class_path``) and the datamodule, so one entry
-point runs every job:
+The config names the LightningModule (``model.class_path``), the datamodule and, for the main job,
+the Dyna loop (``dyna``), so one entry point runs every job:
 
     python train.py fit --config conf/acrobot.yaml                  # GSSM + APS, Dyna loop, meta-test
     python train.py test --config conf/acrobot.yaml --ckpt_path runs/acrobot/version_0/checkpoints/last.ckpt
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import traceback
 import warnings
 from collections.abc import Callable
@@ -21,12 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import yaml
 from jsonargparse import Namespace
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+from callbacks import DynaLoop
 from modules.checkpoints import CheckpointError, load_checkpoint
 
 LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
+# settings said once: each source sets its targets (parser.link_arguments)
+LINKS = {
+    "env": ("model.init_args.env", "data.init_args.env", "trainer.logger.init_args.name"),
+    "seed_everything": ("model.init_args.seed", "data.init_args.seed", "dyna.init_args.seed"),
+}
 ROOT = Path(__file__).resolve().parent
 
 
@@ -38,7 +46,17 @@ class _DropLightningTips(logging.Filter):
 
 
 class MbmrlCLI(LightningCLI):
-    """``LightningCLI`` plus what shared and resumed runs need (checked right after parsing):
+    """``LightningCLI`` plus composed configs and what shared and resumed runs need.
+
+    Configs compose (:func:`expand_bases`): a file's ``base: <file>`` puts that file's ``--config``
+    before its own, so ``conf/acrobot.yaml`` is ``conf/gssm_aps.yaml`` plus the family's few lines.
+    ``env`` and ``seed_everything`` are said once (``parser.link_arguments``): ``env`` sets
+    ``model.env``, ``data.env`` and the logger's ``name``; ``seed_everything`` sets ``model.seed``,
+    ``data.seed`` and ``dyna.seed``. The Dyna loop is its own optional group, ``dyna``
+    (:class:`callbacks.DynaLoop`, added to the trainer's callbacks), so a thin file overrides one of
+    its settings without repeating the callback list.
+
+    Checked right after parsing:
 
     - every checkpoint is read with ``weights_only=True``; an explicit ``--ckpt_path`` is loaded
       first (:func:`modules.checkpoints.load_checkpoint`), so a missing, truncated or code-carrying
@@ -49,13 +67,33 @@ class MbmrlCLI(LightningCLI):
       ``metatest_history.jsonl`` is appended to.
     """
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--env", type=str, required=True, help="task family (acrobot, cartpole_swingup, ...)")
+        # the targets below are computed from `env` and `seed_everything`; check_linked_settings refuses them
+        parser.add_argument("--base", type=str | None, default=None,
+                            help="a config this one builds on (read by the --config that names it)")  # fmt: skip
+        parser.add_lightning_class_args(DynaLoop, "dyna", subclass_mode=True, required=False)
+        for source, targets in LINKS.items():
+            for target in targets:
+                parser.link_arguments(source, target)
+
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        """Parse, then check ``--ckpt_path`` before Lightning reads hyperparameters from it."""
-        super().parse_arguments(parser, args)
+        """Parse (each config's bases first), then check ``--ckpt_path`` before Lightning reads
+        hyperparameters from it."""
+        if isinstance(args, (dict, Namespace)):
+            super().parse_arguments(parser, args)
+        else:
+            args = expand_bases(sys.argv[1:] if args is None else list(args))
+            try:
+                check_linked_settings(args)
+            except ValueError as err:
+                raise SystemExit(f"error: {err}") from None
+            self.config = parser.parse_args(args)
         subcommand = self.config.get("subcommand")
         if subcommand is None:
             return
         config = self.config[subcommand]
+        config.base = None  # the saved config.yaml is the composed one; it needs no base
         if config.get("weights_only") is False:
             raise ValueError("--weights_only false: mbmrl loads checkpoints as tensors and plain data only (true)")
         config.weights_only = True
@@ -75,6 +113,11 @@ class MbmrlCLI(LightningCLI):
         if subcommand == "fit":
             continue_run_folder(config.trainer, Path(path), ckpt.get("global_step", 0))
 
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        """The trainer, with the ``dyna`` loop among its callbacks where the config has one."""
+        extra = [c for key in self._parser(self.subcommand).callback_keys if (c := self._get(self.config_init, key))]
+        return self._instantiate_trainer({**self._get(self.config_init, "trainer", default={}), **kwargs}, extra)
 
     def instantiate_classes(self) -> None:
         """Build the classes; a bad value our code rejects is one ``error:`` line, not a traceback."""
@@ -111,6 +154,102 @@ class MbmrlCLI(LightningCLI):
             if message is None:
                 raise
             raise SystemExit(f"error: {message}") from None
+
+
+def expand_bases(args: list[str]) -> list[str]:
+    """``args`` with every ``--config FILE`` (or ``-c``, ``--config=``) preceded by the configs its
+    ``base:`` chain names (a relative base is read beside the file), so later files override earlier ones.
+
+    Raises:
+        ValueError: for a base that does not exist or a chain that names a file twice.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            path, i = args[i + 1], i + 2
+        elif arg.startswith("--config="):
+            path, i = arg.split("=", 1)[1], i + 1
+        else:
+            out.append(arg)
+            i += 1
+            continue
+        chain = [Path(path)]
+        while (base := _base_of(chain[0])) is not None:
+            if base.resolve() in [c.resolve() for c in chain]:
+                raise ValueError(f"config {chain[0]} has base {base}, which is already in its chain {chain}")
+            if not base.is_file():
+                raise ValueError(f"config {chain[0]} names base {base}, which does not exist")
+            chain.insert(0, base)
+        for file in chain:
+            out += ["--config", str(file)]
+    return out
+
+
+def check_linked_settings(args: list[str]) -> None:
+    """Refuse a setting that ``env`` or ``seed_everything`` sets, given on the command line or in a
+    ``--config`` file (jsonargparse would drop it without a word), naming it and what to give instead.
+
+    Raises:
+        ValueError: naming the setting, where it was given, and its source.
+    """
+    linked = {target.replace(".init_args", ""): source for source, targets in LINKS.items() for target in targets}
+    for arg in args:
+        key = arg[2:].split("=", 1)[0].replace(".init_args", "")
+        if arg.startswith("--") and key in linked:
+            raise ValueError(f"--{key} is set by --{linked[key]}; give --{linked[key]} instead")
+    for path in [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"]:
+        content = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
+        for key, source in linked.items():
+            if _setting(content, key) is not None:
+                raise ValueError(f"{path} sets {key}, which `{source}` sets: remove it and give `{source}` once")
+
+
+def _setting(content: Any, key: str) -> Any:
+    """The value of ``key`` (``model.env``) in a parsed config, looked up in ``init_args`` where a
+    group has them; None where absent."""
+    node = content
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part, (node.get("init_args") or {}).get(part))
+    return node
+
+
+def compose_config(*paths: str | Path) -> dict[str, Any]:
+    """The configs ``paths`` (each after its ``base:`` chain) merged into one dict, as several
+    ``--config`` are: nested mappings merged key by key, any other value replaced; ``base`` dropped.
+    For scripts that edit a config and run ``train.py`` on the result.
+
+    Example:
+        >>> compose_config("conf/cartpole_swingup.yaml")["dyna"]["init_args"]["policy"]["init_args"]["ppo"]["lr"]
+        0.001
+    """
+    merged: dict[str, Any] = {}
+    args = expand_bases([arg for path in paths for arg in ("--config", str(path))])
+    for path in args[1::2]:
+        merged = merge_config(merged, yaml.safe_load(Path(path).read_text()) or {})
+    merged.pop("base", None)
+    return merged
+
+
+def merge_config(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra``'s leaves written over it (nested dicts merged, a copy)."""
+    out = dict(base)
+    for key, value in extra.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge_config(out[key], value) if nested else value
+    return out
+
+
+def _base_of(path: Path) -> Path | None:
+    """The ``base:`` a YAML config names (relative to the file), or None."""
+    if not path.is_file():
+        return None  # jsonargparse reports the missing file
+    content = yaml.safe_load(path.read_text())
+    base = content.get("base") if isinstance(content, dict) else None
+    return None if base is None else path.parent / base
 
 
 def first_missing_folder(path: Path) -> Path | None:

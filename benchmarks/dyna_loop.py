@@ -46,7 +46,7 @@ def run(config: str, extra: list[str], workdir: Path) -> dict:
     total = {p: sum(e.value for e in events.Scalars(f"time/{p}_seconds")) for p in phases}
     report = json.loads((log_dir / "metatest.json").read_text())
     transitions = events.Scalars("real/transitions")[-1].value
-    env = yaml.safe_load((log_dir / "config.yaml").read_text())["data"]["init_args"]["env"]
+    env = yaml.safe_load((log_dir / "config.yaml").read_text())["env"]
     return {"env": env, "wall": wall, "phases": total, "transitions": transitions, "summary": report["summary"]}
 
 

@@ -9,8 +9,8 @@ python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visib
 work="$(mktemp -d)"
 common=(--config "$PWD/conf/acrobot.yaml" --config "$PWD/tests/configs/tiny_dyna.yaml" --trainer.accelerator gpu --trainer.devices 1)
 (cd "$work" && python "$OLDPWD/train.py" fit "${common[@]}")
-(cd "$work" && python "$OLDPWD/train.py" test "${common[@]}" --ckpt_path runs/tiny/fixed/checkpoints/last.ckpt)
-python - "$work/runs/tiny/fixed/metatest.json" <<'PY'
+(cd "$work" && python "$OLDPWD/train.py" test "${common[@]}" --ckpt_path runs/acrobot/fixed/checkpoints/last.ckpt)
+python - "$work/runs/acrobot/fixed/metatest.json" <<'PY'
 import json, math, sys
 report = json.load(open(sys.argv[1]))
 assert all(math.isfinite(r["return_mean"]) for r in report["tasks"]), "non-finite meta-test returns"

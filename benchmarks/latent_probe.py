@@ -209,8 +209,11 @@ def saved_policy_kwargs(path: str) -> dict:
     config = Path(path).resolve().parents[1] / "config.yaml"
     if not config.exists():
         return {}
-    callbacks = (yaml.safe_load(config.read_text()).get("trainer") or {}).get("callbacks") or []
-    dyna = [c for c in callbacks if isinstance(c, dict) and str(c.get("class_path", "")).endswith("DynaLoop")]
+    saved = yaml.safe_load(config.read_text())
+    callbacks = (saved.get("trainer") or {}).get("callbacks") or []  # runs before the `dyna` group: a callback
+    dyna = [saved["dyna"]] if saved.get("dyna") else [
+        c for c in callbacks if isinstance(c, dict) and str(c.get("class_path", "")).endswith("DynaLoop")
+    ]
     policy = dict((dyna[0].get("init_args") or {}).get("policy") or {}) if dyna else {}
     if "class_path" in policy:  # {class_path: modules.APSModule, init_args}; older runs: a flat dict
         policy = policy.get("init_args") or {}

@@ -34,6 +34,9 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from train import compose_config, merge_config  # noqa: E402
+
 METHODS = ("gssm_aps", "dr_ppo", "pe_ppo")
 SPLITS = ("interpolation", "extrapolation", "all")
 LONG = ROOT / "conf/baselines/long_budget.yaml"
@@ -44,38 +47,16 @@ QUICK_BASELINE = {"real_transitions": 800, "envs_per_iteration": 2, "hidden_dim"
 QUICK_LONG = {"real_transitions": 1600, "eval_every_transitions": 400}
 
 
-def with_seed(node, seed: int):
-    """A copy of a parsed config with every ``seed``/``seed_everything`` (not ``task_seed``) set."""
-    if isinstance(node, dict):
-        return {k: seed if k in ("seed", "seed_everything") else with_seed(v, seed) for k, v in node.items()}
-    if isinstance(node, list):
-        return [with_seed(v, seed) for v in node]
-    return node
-
-
-def merge(base: dict, extra: dict) -> dict:
-    """``base`` with ``extra``'s leaves written over it (nested dicts merged)."""
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def run_config(env: str, method: str, long: bool, seed: int, run_dir: Path, quick: bool) -> dict:
     """The config one run uses, as a dict."""
     path = ROOT / (f"conf/{env}.yaml" if method == "gssm_aps" else f"conf/baselines/{env}_{method}.yaml")
-    conf = yaml.safe_load(path.read_text())
-    if long:
-        conf = merge(conf, yaml.safe_load(LONG.read_text()))
-    if quick:
-        if method == "gssm_aps":
-            conf = merge(conf, yaml.safe_load(QUICK_DYNA.read_text()))
-        else:
-            conf = merge(conf, {"model": {"init_args": {**QUICK_BASELINE, **(QUICK_LONG if long else {})}}})
-            conf["model"]["init_args"]["metatest_tasks"] = ["interp-default", "extrap-mixed"]
-    conf = with_seed(conf, seed)
+    conf = compose_config(path, *([LONG] if long else []), *([QUICK_DYNA] if quick and method == "gssm_aps" else []))
+    if quick and method != "gssm_aps":
+        conf = merge_config(conf, {"model": {"init_args": {**QUICK_BASELINE, **(QUICK_LONG if long else {})}}})
+        conf["model"]["init_args"]["metatest_tasks"] = ["interp-default", "extrap-mixed"]
+    conf["seed_everything"] = seed  # every seed of the run (train.py links them), not the task set
     conf["trainer"]["enable_progress_bar"] = False
-    conf["trainer"]["logger"]["init_args"].update(save_dir=str(run_dir), name="run", version="final")
+    conf["trainer"]["logger"]["init_args"].update(save_dir=str(run_dir), version="final")  # run_dir/<env>/final
     return conf
 
 
@@ -94,7 +75,7 @@ def execute(spec: dict, threads: int) -> dict:
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{spec['name']} failed:\n{proc.stderr[-4000:]}")
-    log_dir = run_dir / "run/final"
+    log_dir = run_dir / spec["config"]["env"] / "final"
     final = json.loads((log_dir / "metatest.json").read_text())
     history = [json.loads(line) for line in (log_dir / "metatest_history.jsonl").read_text().splitlines()]
     keys = ("env", "method", "long", "seed")

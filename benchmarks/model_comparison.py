@@ -25,11 +25,11 @@ import warnings
 
 import pytorch_lightning as pl
 import torch
-import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from datamodules import MultiTaskBuffer, TransitionDataModule
 from modules import VARIANTS, MetaDynamicsModel
+from train import compose_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HORIZONS = (10, 50)
@@ -89,15 +89,14 @@ def rollout_error(
 def run(env: str, variant: str, seed: int, epochs: int, workdir: str, quick: bool = False) -> dict[str, float]:
     """Train one variant on ``conf/model/<env>.yaml`` data; its held-out scores, size and speed
     (``quick``: tiny widths and data, for the test suite's smoke run)."""
-    with open(os.path.join(ROOT, f"conf/model/{env}.yaml")) as f:
-        conf = yaml.safe_load(f)
+    conf = compose_config(os.path.join(ROOT, f"conf/model/{env}.yaml"))  # env and seed: set below
     pl.seed_everything(seed, verbose=False)
     data_conf, model_conf = dict(conf["data"]["init_args"]), dict(conf["model"]["init_args"])
     if quick:
         data_conf.update(num_train_tasks=2, random_steps_per_task=120, val_steps_per_task=120, batches_per_epoch=2,
                          val_batches=1, tasks_per_batch=2)  # fmt: skip
         model_conf.update(hidden_dim=16, num_heads=2)
-    data = TransitionDataModule(**{**data_conf, "seed": seed})
+    data = TransitionDataModule(**{**data_conf, "env": env, "seed": seed})
     model = MetaDynamicsModel(**{**model_conf, "env": env, "variant": variant})
     speed = Throughput()
     trainer = pl.Trainer(

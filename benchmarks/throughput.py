@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +39,7 @@ import envs  # noqa: E402
 from datamodules import TransitionDataModule  # noqa: E402
 from modules import APSModule, MetaDynamicsModel  # noqa: E402
 from modules.aps import ImaginationSource  # noqa: E402
+from train import compose_config  # noqa: E402
 
 
 def synchronizer(device: str):
@@ -62,10 +62,10 @@ def matmul_gflops(device: str, n: int = 4096, repeats: int = 5) -> float:
 
 def acrobot_setup(quick: bool) -> tuple[dict, dict, TransitionDataModule]:
     """The main config, its APS arguments and its datamodule (``quick``: tiny sizes for the tests)."""
-    conf = yaml.safe_load((ROOT / "conf/acrobot.yaml").read_text())
-    policy_conf = next(c for c in conf["trainer"]["callbacks"] if c["class_path"].endswith("DynaLoop"))
-    policy_conf = dict(policy_conf["init_args"]["policy"]["init_args"])  # {class_path: modules.APSModule, init_args}
-    data_conf = dict(conf["data"]["init_args"])
+    conf = compose_config(ROOT / "conf/acrobot.yaml")
+    conf["model"]["init_args"]["env"] = conf["env"]  # train.py links env and seed; here they are set by hand
+    policy_conf = dict(conf["dyna"]["init_args"]["policy"]["init_args"])  # {class_path: modules.APSModule, init_args}
+    data_conf = {**conf["data"]["init_args"], "env": conf["env"], "seed": conf["seed_everything"]}
     if quick:
         conf["model"]["init_args"]["hidden_dim"] = 16
         policy_conf.update(hidden_dim=16, rollouts_per_task=8, context_sets_per_task=2, horizon=4)

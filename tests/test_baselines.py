@@ -60,7 +60,7 @@ def test_unknown_method_and_task_names_are_rejected():
 def test_baseline_fits_and_tests_from_the_command_line(method, tmp_path):
     config = str(ROOT / f"conf/baselines/acrobot_{method}.yaml")
     run_cli(tmp_path, "fit", "--config", config, *TINY)
-    log_dir = tmp_path / f"runs/acrobot_{method}/fixed"
+    log_dir = tmp_path / f"runs/{method}/acrobot/fixed"
     events = EventAccumulator(str(log_dir))
     events.Reload()
     values = {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}

@@ -29,7 +29,7 @@ def test_two_process_ddp_fit_then_test(tmp_path):
     # every task collected exactly once per iteration: 40 random + 2 iterations × 200 steps each
     assert ranks[0]["sizes"] == [40 + 2 * 200] * 3
     assert ranks[0]["streamed_tasks"] == [0, 2] and ranks[1]["streamed_tasks"] == [1], "model batches sharded by task"
-    log_dir = tmp_path / "runs/tiny/fixed"
+    log_dir = tmp_path / "runs/acrobot/fixed"
     report = json.loads((log_dir / "metatest.json").read_text())
     names = [r["task"] for r in report["tasks"] if r["method"] == "gssm_aps"]
     assert len(names) == len(set(names)) == 6, names  # every test task once, from both ranks' shards

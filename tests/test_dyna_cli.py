@@ -17,7 +17,7 @@ import envs
 pytestmark = pytest.mark.slow  # end to end: train.py in a subprocess
 
 TINY = str(ROOT / "tests/configs/tiny_dyna.yaml")
-LOG = Path("runs/tiny/fixed")
+LOG = Path("runs/acrobot/fixed")
 
 
 def fit(cwd: Path, *extra: str, env: str = "acrobot") -> str:
@@ -121,9 +121,9 @@ def test_tensorboard_has_the_layout_hparams_one_projector_and_labelled_rollouts(
     ("args", "expected"),
     [
         (["--data.num_train_tasks", "0"], "error: acrobot: number of training tasks must be >= 1, got 0"),
-        (["--model.env", "foo", "--data.env", "foo"], "error: unknown task family 'foo'; known families: ["),
-        (["--trainer.callbacks.metatest_tasks=[nope]"], "error: unknown metatest_tasks ['nope'] for acrobot"),
-        (["--data.env", "cartpole_swingup"], "error: model.env='acrobot' (from the config"),
+        (["--env", "foo"], "error: unknown task family 'foo'; known families: ["),
+        (["--dyna.metatest_tasks=[nope]"], "error: unknown metatest_tasks ['nope'] for acrobot"),
+        (["--data.env", "cartpole_swingup"], "error: --data.env is set by --env; give --env instead"),
         (["--ckpt_path", "missing.ckpt"], "error: checkpoint 'missing.ckpt' does not exist or is not a file"),
         (["--ckpt_path", "truncated.ckpt"], "error: checkpoint 'truncated.ckpt' is unreadable"),
     ],
@@ -265,9 +265,9 @@ def test_resume_continues_in_the_run_folder_with_one_curve_and_one_history(tmp_p
     proc = run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY, *auto,
                    f"--trainer.callbacks+={kill}", check=False)  # fmt: skip
     assert proc.returncode == -9
-    run = tmp_path / "runs/tiny/version_0"
+    run = tmp_path / "runs/acrobot/version_0"
     fit(tmp_path, *auto, "--ckpt_path", str(run / "checkpoints/last.ckpt"))
-    assert sorted(p.name for p in (tmp_path / "runs/tiny").iterdir()) == ["version_0"]
+    assert sorted(p.name for p in (tmp_path / "runs/acrobot").iterdir()) == ["version_0"]
     values = scalars(run)
     assert values["dyna/iteration"] == [1.0, 2.0, 3.0]
     events = EventAccumulator(str(run))

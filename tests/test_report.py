@@ -10,7 +10,7 @@ import pytest
 from cli_runner import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from metatest_results import curves, transitions_to_reach, with_seed
+from metatest_results import curves, transitions_to_reach
 
 
 def history(points: list[tuple[int, float]], method: str = "dr_ppo") -> list[dict]:
@@ -22,15 +22,6 @@ def test_transitions_to_reach_interpolates_between_evaluations():
     assert transitions_to_reach(h, "dr_ppo", -0.7) == pytest.approx(250.0)
     assert transitions_to_reach(h, "dr_ppo", -1.0) == 100.0
     assert transitions_to_reach(h, "dr_ppo", -0.5) is None
-
-
-def test_with_seed_sets_every_run_seed_but_not_the_task_set():
-    conf = {"seed_everything": 0, "model": {"init_args": {"seed": 0, "task_seed": 0}},
-            "trainer": {"callbacks": [{"init_args": {"seed": 0}}]}}  # fmt: skip
-    seeded = with_seed(conf, 7)
-    assert seeded["seed_everything"] == 7 and seeded["model"]["init_args"] == {"seed": 7, "task_seed": 0}
-    assert seeded["trainer"]["callbacks"][0]["init_args"]["seed"] == 7
-    assert conf["seed_everything"] == 0  # a copy
 
 
 def test_curves_average_seeds_on_a_common_grid():
