@@ -166,7 +166,7 @@ def test_test_command_runs_the_meta_test_from_a_checkpoint(fitted, tmp_path):
 
 def test_cartpole_main_job_runs(tmp_path):
     fit(tmp_path, "--trainer.max_epochs", "1", env="cartpole_swingup")
-    check_metatest(tmp_path / LOG / "metatest.json", "cartpole_swingup")
+    check_metatest(tmp_path / "runs/cartpole_swingup/fixed/metatest.json", "cartpole_swingup")
 
 
 def test_resume_after_iteration_1_equals_the_uninterrupted_run(fitted, tmp_path):
@@ -328,7 +328,7 @@ def test_policy_alone_on_a_frozen_dynamics_checkpoint(fitted, tmp_path):
     assert saved["optimizer_states"][0]["state"]
     wrong = run_cli(
         tmp_path, "fit", "--config", str(ROOT / "conf/policy/acrobot.yaml"), "--model.dynamics_checkpoint", ckpt,
-        "--model.env", "cartpole_swingup", *small, check=False,
+        "--env", "cartpole_swingup", *small, check=False,
     )  # fmt: skip
     assert wrong.returncode != 0 and "is for env 'acrobot', not 'cartpole_swingup'" in wrong.stderr
 
