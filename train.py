@@ -83,8 +83,8 @@ class MbmrlCLI(LightningCLI):
         if isinstance(args, (dict, Namespace)):
             super().parse_arguments(parser, args)
         else:
-            args = expand_bases(sys.argv[1:] if args is None else list(args))
             try:
+                args = expand_bases(sys.argv[1:] if args is None else list(args))
                 check_linked_settings(args)
             except ValueError as err:
                 raise SystemExit(f"error: {err}") from None
@@ -93,7 +93,6 @@ class MbmrlCLI(LightningCLI):
         if subcommand is None:
             return
         config = self.config[subcommand]
-        config.base = None  # the saved config.yaml is the composed one; it needs no base
         if config.get("weights_only") is False:
             raise ValueError("--weights_only false: mbmrl loads checkpoints as tensors and plain data only (true)")
         config.weights_only = True
@@ -111,7 +110,14 @@ class MbmrlCLI(LightningCLI):
         except CheckpointError as err:  # the message names the file and what is wrong
             raise SystemExit(f"error: {err}") from None
         if subcommand == "fit":
-            continue_run_folder(config.trainer, Path(path), ckpt.get("global_step", 0))
+            self._resume_from = (Path(path), ckpt.get("global_step", 0))
+
+    def before_instantiate_classes(self) -> None:
+        """Point the logger at the resumed run's folder: here, after Lightning has re-parsed the config
+        with the checkpoint's hyperparameters (which re-applies the ``env`` → logger name link)."""
+        resume = getattr(self, "_resume_from", None)
+        if resume is not None:
+            continue_run_folder(self.config[self.config["subcommand"]].trainer, *resume)
 
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
@@ -158,7 +164,8 @@ class MbmrlCLI(LightningCLI):
 
 def expand_bases(args: list[str]) -> list[str]:
     """``args`` with every ``--config FILE`` (or ``-c``, ``--config=``) preceded by the configs its
-    ``base:`` chain names (a relative base is read beside the file), so later files override earlier ones.
+    ``base:`` chain names (a relative base is read beside the file), so later files override earlier
+    ones, and followed by ``--base=null``.
 
     Raises:
         ValueError: for a base that does not exist or a chain that names a file twice.
@@ -184,26 +191,37 @@ def expand_bases(args: list[str]) -> list[str]:
             chain.insert(0, base)
         for file in chain:
             out += ["--config", str(file)]
+        out.append("--base=null")  # read already: the composed config (printed, saved) names no base
     return out
 
 
 def check_linked_settings(args: list[str]) -> None:
     """Refuse a setting that ``env`` or ``seed_everything`` sets, given on the command line or in a
-    ``--config`` file (jsonargparse would drop it without a word), naming it and what to give instead.
+    ``--config`` file (jsonargparse would drop it without a word), naming it and what to give instead;
+    and a ``seed_everything`` of ``true``/``false``. ``args`` as :func:`expand_bases` returns them.
 
     Raises:
         ValueError: naming the setting, where it was given, and its source.
     """
     linked = {target.replace(".init_args", ""): source for source, targets in LINKS.items() for target in targets}
-    for arg in args:
+    seed = None  # the last one given wins; Lightning draws a seed for `true` after the links passed `true` on
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            path = args[i + 1]
+            content = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
+            for key, source in linked.items():
+                if _setting(content, key) is not None:
+                    raise ValueError(f"{path} sets {key}, which `{source}` sets: remove it and give `{source}` once")
+            if isinstance(content, dict) and "seed_everything" in content:
+                seed = str(content["seed_everything"])
+            continue
         key = arg[2:].split("=", 1)[0].replace(".init_args", "")
         if arg.startswith("--") and key in linked:
             raise ValueError(f"--{key} is set by --{linked[key]}; give --{linked[key]} instead")
-    for path in [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"]:
-        content = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
-        for key, source in linked.items():
-            if _setting(content, key) is not None:
-                raise ValueError(f"{path} sets {key}, which `{source}` sets: remove it and give `{source}` once")
+        if arg.startswith("--seed_everything"):
+            seed = arg.split("=", 1)[1] if "=" in arg else args[i + 1] if i + 1 < len(args) else ""
+    if seed is not None and seed.lower() in ("true", "false"):
+        raise ValueError(f"seed_everything={seed}; give an integer (it sets every seed of the run)")
 
 
 def _setting(content: Any, key: str) -> Any:
@@ -228,7 +246,7 @@ def compose_config(*paths: str | Path) -> dict[str, Any]:
     """
     merged: dict[str, Any] = {}
     args = expand_bases([arg for path in paths for arg in ("--config", str(path))])
-    for path in args[1::2]:
+    for path in [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"]:
         merged = merge_config(merged, yaml.safe_load(Path(path).read_text()) or {})
     merged.pop("base", None)
     return merged

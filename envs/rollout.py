@@ -68,7 +68,8 @@ class TaskVectorEnv:
     Sub-env ``i`` runs ``tasks[i]`` seeded with ``seed + i``. Episodes reset themselves on the
     same step (``SAME_STEP``); :attr:`EnvStep.next_obs` is then the final observation from
     ``info["final_obs"]``, so every step yields a true transition. With ``render_mode`` the
-    sub-envs render (``NEXT_STEP`` autoreset, so the final frame of an episode can be drawn).
+    sub-envs render and reset on the step *after* an end (``NEXT_STEP``, so the final frame can be
+    drawn): that step is no transition, so roll such an env out episodically only.
 
     Example:
         >>> from envs import make_family
@@ -122,8 +123,9 @@ class Trajectory:
     ``obs[t + 1]`` differs from it only where an episode ended and the env reset itself),
     action ``[H, B, A]`` (what the policy returned; the env got it clipped to ``[-1, 1]``),
     reward/alive ``[H, B]``, terminated/truncated ``[H, B]`` bool, ``info[k]`` ``[H, B, ...]``
-    (the policy's and the env's per-step extras), last_obs ``[B, O]`` (the observation after the
-    last step, for a bootstrap value).
+    (the policy's and the env's per-step extras), last_obs ``[B, O]`` (the observation to act on
+    after the last step: a bootstrap value's input where no env reset itself; ``next_obs[-1]`` is the
+    state the last step reached).
 
     ``alive[t]`` is 1 where the trajectory was still running when step ``t`` began; in an
     episodic rollout it drops to 0 after the first termination or truncation and later steps
@@ -208,6 +210,8 @@ def rollout(
         >>> traj.obs.shape, traj.alive.shape
         (torch.Size([4, 3, 5]), torch.Size([4, 3]))
     """
+    if steps < 1:
+        raise ValueError(f"a rollout needs steps >= 1, got {steps}")
     b = obs.shape[0]
     traj = Trajectory(*(None,) * 7, info={}, last_obs=obs)  # tensors allocated at the first step
     alive = torch.ones(b, device=obs.device)

@@ -55,6 +55,9 @@ def collect_online_context(
     Returns raw ``context_x [T, n, obs+act]`` and ``context_y [T, n, obs]``.
     """
     device = next(policy.parameters()).device
+    if n_context == 0:  # zero-shot: the latent stays the prior's
+        empty = torch.zeros(len(tasks), 0, family.obs_dim + family.act_dim, device=device)
+        return empty, empty[..., : family.obs_dim]
     noise = torch.Generator(device=device).manual_seed(seed)
     everything = torch.arange(n_context, device=device)
 

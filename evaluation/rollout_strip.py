@@ -30,7 +30,7 @@ def rollout_strip(
             return  # the episode ended earlier
         ended = bool(trajectory.terminated[t, 0] or trajectory.truncated[t, 0])
         if t + 1 in keep or ended:
-            reward, total = float(trajectory.reward[t, 0]), float(trajectory.reward[: t + 1, 0].sum())
+            reward, total = float(trajectory.reward[t, 0]), float(trajectory.reward[: t + 1, 0].cumsum(0)[-1])
             images.append(labelled_frame(env.render()[0], t + 1, dt, reward, total, width))
 
     rollout(env, agent_policy(policy, latent[None], deterministic=True), obs, family.episode_length, on_step=draw)

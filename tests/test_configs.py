@@ -35,6 +35,7 @@ def printed_config(capsys, *args: str) -> dict:
 @pytest.mark.parametrize("env", MAIN_CONFIGS)
 def test_the_dyna_policy_block_is_an_aps_module_with_every_setting_shown(env, capsys):
     config = printed_config(capsys, "--config", str(ROOT / f"conf/{env}.yaml"))
+    assert config["base"] is None  # composed: the printed config stands alone
     policy = config["dyna"]["init_args"]["policy"]
     assert policy["class_path"] == "modules.APSModule"
     assert {"horizon", "min_action_std", "ppo"} <= set(policy["init_args"])  # defaults shown too
@@ -104,9 +105,10 @@ def test_a_job_without_a_dyna_block_gets_no_dyna_loop():
         (["--data.env", "cartpole_swingup"], "--data.env is set by --env"),
         (["--model.init_args.seed=3"], "--model.seed is set by --seed_everything"),
         (["--config", "OLD"], "sets model.env, which `env` sets"),
+        (["--seed_everything", "true"], "seed_everything=true; give an integer"),
     ],
 )
-def test_a_setting_that_env_or_the_seed_sets_is_refused_not_dropped(extra, expected, tmp_path, capsys):
+def test_a_doubly_given_setting_is_refused_not_dropped_and_the_seed_is_an_integer(extra, expected, tmp_path):
     old = tmp_path / "old.yaml"  # the flat format of earlier versions: env named in each group
     old.write_text(yaml.safe_dump({"model": {"class_path": "modules.MetaDynamicsModel",
                                              "init_args": {"env": "acrobot"}}}))  # fmt: skip
@@ -123,7 +125,7 @@ def test_bases_chain_in_order_and_a_loop_or_a_missing_base_is_named(tmp_path):
     baselines = ROOT / "conf/baselines"
     assert train.expand_bases(["fit", "-c", str(baselines / "acrobot_pe_ppo.yaml"), "--x", "1"]) == [
         "fit", "--config", str(baselines / "dr_ppo.yaml"), "--config", str(baselines / "pe_ppo.yaml"),
-        "--config", str(baselines / "acrobot_pe_ppo.yaml"), "--x", "1",
+        "--config", str(baselines / "acrobot_pe_ppo.yaml"), "--base=null", "--x", "1",
     ]  # fmt: skip
     with pytest.raises(ValueError, match="already in its chain"):
         train.expand_bases(["--config", str(tmp_path / "a.yaml")])

@@ -258,16 +258,19 @@ def test_a_nan_model_loss_stops_the_run_naming_phase_iteration_and_checkpoint(tm
 
 def test_resume_continues_in_the_run_folder_with_one_curve_and_one_history(tmp_path):
     """A run without a fixed logger version, killed in iteration 2's model epoch, resumed from its
-    version_0/checkpoints/last.ckpt: it goes on in version_0; the killed process's events after the
-    checkpoint are purged, so each step appears once."""
+    version_0/checkpoints/last.ckpt: it goes on in that folder (whatever its name); the killed
+    process's events after the checkpoint are purged, so each step appears once."""
     auto = ["--trainer.logger.init_args.version", "null", "--trainer.max_epochs", "3"]
     kill = '{"class_path": "kill_switch.KillAtStep", "init_args": {"step": 4}}'
     proc = run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY, *auto,
                    f"--trainer.callbacks+={kill}", check=False)  # fmt: skip
     assert proc.returncode == -9
-    run = tmp_path / "runs/acrobot/version_0"
+    # a folder not named after the env (as earlier versions named baselines' runs): the resume goes there
+    (tmp_path / "runs/acrobot").rename(tmp_path / "runs/earlier_name")
+    run = tmp_path / "runs/earlier_name/version_0"
     fit(tmp_path, *auto, "--ckpt_path", str(run / "checkpoints/last.ckpt"))
-    assert sorted(p.name for p in (tmp_path / "runs/acrobot").iterdir()) == ["version_0"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["earlier_name"]
+    assert sorted(p.name for p in (tmp_path / "runs/earlier_name").iterdir()) == ["version_0"]
     values = scalars(run)
     assert values["dyna/iteration"] == [1.0, 2.0, 3.0]
     events = EventAccumulator(str(run))

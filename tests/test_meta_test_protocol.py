@@ -66,6 +66,8 @@ def test_run_meta_test_infers_the_latent_from_the_whole_context_and_tests_a_rand
     assert torch.equal(agent.latents[-1], torch.full((9, 1), 4.0))  # the evaluation episodes: 3 tasks × 3
     no_latent, _ = run_meta_test(family, family.test_tasks(), "dr", RecordingAgent(), 1, seed=0)
     assert [r.latent for r in no_latent] == [[]] * 6
+    _, zero_shot = run_meta_test(family, family.test_tasks(), "m", agent, 1, seed=0, infer_latent=infer, n_context=0)
+    assert zero_shot.tolist() == [[0.0]] * 3  # no context: the prior's latent
 
 
 def test_model_free_collection_masks_after_termination_and_counts_only_live_steps(family):

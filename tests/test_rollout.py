@@ -20,6 +20,8 @@ def test_an_episodic_rollout_stops_counting_at_the_first_end(family):
     assert torch.equal(traj.reward, traj.alive.double())  # 1 per live step, nothing after the end
     assert traj.terminated.nonzero().tolist() == [[2, 0], [4, 1]]  # each end flagged once, never after
     assert traj.truncated.nonzero().tolist() == [[7, 2]]
+    with pytest.raises(ValueError, match="steps >= 1, got 0"):
+        rollout(env, agent_policy(RecordingAgent(), torch.zeros(3, 0)), env.reset(), steps=0)
 
 
 def test_a_continuing_rollout_runs_through_resets_and_records_true_next_states(family):
