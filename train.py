@@ -67,12 +67,14 @@ class MbmrlCLI(LightningCLI):
       ``metatest_history.jsonl`` is appended to.
     """
 
+    _resume_from: tuple[Path, int] | None = None  # (checkpoint, its global step) of a `fit --ckpt_path`
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--env", type=str, required=True, help="task family (acrobot, cartpole_swingup, ...)")
-        # the targets below are computed from `env` and `seed_everything`; check_linked_settings refuses them
         parser.add_argument("--base", type=str | None, default=None,
                             help="a config this one builds on (read by the --config that names it)")  # fmt: skip
         parser.add_lightning_class_args(DynaLoop, "dyna", subclass_mode=True, required=False)
+        # the targets are computed from `env` and `seed_everything`; check_linked_settings refuses them
         for source, targets in LINKS.items():
             for target in targets:
                 parser.link_arguments(source, target)
@@ -115,10 +117,8 @@ class MbmrlCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """Point the logger at the resumed run's folder: here, after Lightning has re-parsed the config
         with the checkpoint's hyperparameters (which re-applies the ``env`` → logger name link)."""
-        resume = getattr(self, "_resume_from", None)
-        if resume is not None:
-            continue_run_folder(self.config[self.config["subcommand"]].trainer, *resume)
-
+        if self._resume_from is not None:
+            continue_run_folder(self.config[self.config["subcommand"]].trainer, *self._resume_from)
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         """The trainer, with the ``dyna`` loop among its callbacks where the config has one."""
