@@ -143,12 +143,6 @@ class Trajectory:
     info: dict[str, torch.Tensor]
     last_obs: torch.Tensor
 
-    def model_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dynamics-model inputs ``x = [s, a] [B, H, O + A]`` and targets ``y = s' − s [B, H, O]``
-        (rows not yet stepped are zeros, as a masked context expects)."""
-        x = torch.cat([self.obs, self.action], dim=-1).transpose(0, 1)
-        return x, (self.next_obs - self.obs).transpose(0, 1)
-
     def episode_returns(self) -> list[list[float]]:
         """Per sub-env, the returns of the episodes that ended within the rollout."""
         ended = (self.terminated | self.truncated).T.cpu()
@@ -198,7 +192,7 @@ def rollout(
     """Step ``env`` with ``policy`` for ``steps`` steps from ``obs [B, O]`` (what its ``reset`` gave).
 
     Each step is one policy call and one env step for all ``B`` trajectories; the trajectory is
-    filled in place (the policy sees it, e.g. to infer a latent from the steps so far) and
+    filled in place (the policy and ``on_step`` see the steps so far) and
     ``on_step(t, trajectory)`` runs after step ``t`` is recorded. See :class:`Trajectory` for
     ``episodic`` and the ``alive`` mask. ``progress`` labels a progress bar over the steps (None: none).
 
@@ -222,14 +216,14 @@ def rollout(
             "obs": obs, "action": action, "reward": result.reward * alive, "next_obs": result.next_obs,
             "terminated": result.terminated & (alive > 0), "truncated": result.truncated & (alive > 0), "alive": alive,
         }  # fmt: skip
-        if t == 0:
+        info = {**extras, **result.info}
+        if t == 0:  # shapes and devices are known now
             for name, value in record.items():
                 setattr(traj, name, value.new_zeros(steps, *value.shape))
-            for name, value in {**extras, **result.info}.items():
-                traj.info[name] = value.new_zeros(steps, *value.shape)
+            traj.info = {name: value.new_zeros(steps, *value.shape) for name, value in info.items()}
         for name, value in record.items():
             getattr(traj, name)[t] = value
-        for name, value in {**extras, **result.info}.items():
+        for name, value in info.items():
             traj.info[name][t] = value
         if episodic:
             alive = alive * (~(result.terminated | result.truncated)).to(alive.dtype)

@@ -55,25 +55,26 @@ def collect_online_context(
     Returns raw ``context_x [T, n, obs+act]`` and ``context_y [T, n, obs]``.
     """
     device = next(policy.parameters()).device
+    cx = torch.zeros(len(tasks), n_context, family.obs_dim + family.act_dim, device=device)
+    cy = torch.zeros(len(tasks), n_context, family.obs_dim, device=device)
     if n_context == 0:  # zero-shot: the latent stays the prior's
-        empty = torch.zeros(len(tasks), 0, family.obs_dim + family.act_dim, device=device)
-        return empty, empty[..., : family.obs_dim]
+        return cx, cy
     noise = torch.Generator(device=device).manual_seed(seed)
-    everything = torch.arange(n_context, device=device)
+    steps = torch.arange(n_context, device=device)
 
     def act(obs: torch.Tensor, t: int, trajectory: Trajectory) -> tuple[torch.Tensor, dict]:
-        if t == 0:
-            cx = torch.zeros(len(tasks), n_context, family.obs_dim + family.act_dim, device=device)
-            cy = torch.zeros(len(tasks), n_context, family.obs_dim, device=device)
-        else:
-            cx, cy = (v.to(device) for v in trajectory.model_data())
-        latent = infer_latent(cx, cy, (everything < t)[None].expand(len(tasks), -1)).mean
+        latent = infer_latent(cx, cy, (steps < t)[None].expand(len(tasks), -1)).mean
         return policy.act(obs.to(device), latent, generator=noise).to(obs.device), {}
 
+    def remember(t: int, trajectory: Trajectory) -> None:  # step t joins the context of the next action
+        cx[:, t] = torch.cat([trajectory.obs[t], trajectory.action[t]], dim=-1).to(device)
+        cy[:, t] = (trajectory.next_obs[t] - trajectory.obs[t]).to(device)
+
     env = TaskVectorEnv(family, tasks, seed)
-    traj = rollout(env, act, env.reset(), n_context, episodic=False, progress="meta-test context" if progress else None)
+    rollout(env, act, env.reset(), n_context, episodic=False, on_step=remember,
+            progress="meta-test context" if progress else None)  # fmt: skip
     env.close()
-    return tuple(v.to(device) for v in traj.model_data())
+    return cx, cy
 
 
 def evaluation_returns(

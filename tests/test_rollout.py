@@ -39,7 +39,7 @@ def test_the_policy_sees_the_steps_so_far_and_its_extras_are_recorded(family):
 
     def policy(obs, t, trajectory):
         if t > 0:
-            seen.append(trajectory.model_data()[0][0, :, 0].tolist())
+            seen.append(trajectory.obs[:, 0, 0].tolist())
         return torch.full((1, 1), 5.0), {"step": torch.tensor([float(t)])}
 
     traj = rollout(env, policy, env.reset(), steps=3)
