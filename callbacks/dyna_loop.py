@@ -57,11 +57,11 @@ class DynaLoop(pl.Callback):
     a. **policy**: a second ``Trainer`` with the main one's accelerator, devices and nodes fits
        :class:`APSModule` for ``policy_epochs`` PPO iterations on imagined rollouts of the current
        model (frozen, in eval mode);
-    b. **collection**: every training task runs ``collect_steps_per_task`` real steps with the
-       policy, ``z_c`` once per task from ``q(z_c | random context of its buffer)`` (its mean or a
-       sample, as the policy's ``latent`` setting imagines); each rank collects its shard of tasks
-       and the shards are all-gathered, so every
-       rank holds identical buffers and every task is collected exactly once per iteration;
+    b. **collection**: every training task — or the next ``collect_tasks_per_iteration`` of them,
+       round robin — runs ``collect_steps_per_task`` real steps with the policy, ``z_c`` once per
+       task from ``q(z_c | random context of its buffer)`` (its mean or a sample, as the policy's
+       ``latent`` setting imagines); each rank collects its shard's share of those tasks and the
+       shares are all-gathered, so every rank holds identical buffers;
     c. **meta-test** every ``eval_every`` iterations and after the last one, the test tasks sharded
        across ranks and gathered on rank 0: :func:`evaluation.run_meta_test`, ``metatest.json`` and
        ``metatest.md`` in the log directory, ``metatest/...`` scalars, the table as TensorBoard
@@ -87,6 +87,11 @@ class DynaLoop(pl.Callback):
             is the loop's.
         policy_epochs: PPO iterations (imagination + updates) per Dyna iteration.
         max_grad_norm: gradient clipping of the policy updates.
+        collect_tasks_per_iteration: training tasks collected per iteration, taken round robin
+            (iteration ``i`` starts at task ``(i − 1)·K mod T``), so every task gets as many
+            episodes as the others over ``T / K`` iterations; None: all. A finer Dyna schedule: fewer
+            real transitions between model and policy updates. Under DDP with fewer than all tasks,
+            the number of tasks and this number must both be multiples of the number of ranks.
         context_size: transitions in the context that ``z_c`` is inferred from when collecting.
         metatest_context: online context transitions per test task; metatest_episodes: evaluation
             episodes per test task; metatest_tasks: names of the test tasks to meta-test (None: all).
@@ -101,6 +106,7 @@ class DynaLoop(pl.Callback):
         policy_epochs: int = 10,
         max_grad_norm: float = 0.5,
         collect_steps_per_task: int = 200,
+        collect_tasks_per_iteration: int | None = None,
         context_size: int = 50,
         eval_every: int = 5,
         metatest_context: int = 50,
@@ -113,6 +119,7 @@ class DynaLoop(pl.Callback):
         self.verbose = verbose
         self.policy_epochs, self.max_grad_norm = policy_epochs, max_grad_norm
         self.collect_steps_per_task, self.context_size = collect_steps_per_task, context_size
+        self.collect_tasks_per_iteration = collect_tasks_per_iteration
         self.eval_every, self.metatest_context, self.metatest_episodes = (
             eval_every,
             metatest_context,
@@ -140,9 +147,29 @@ class DynaLoop(pl.Callback):
         if self.aps is None:
             self.aps = self.make_policy(pl_module.hparams.env, pl_module.hparams.latent_dim, seed=self.seed)
         self.metatest_task_list(trainer.datamodule)  # unknown task names fail now, not after an iteration
+        self.check_collection_schedule(len(trainer.datamodule.train_tasks), trainer.world_size)
         if any(isinstance(c, PreemptionSignal) for c in trainer.callbacks):
             raise ValueError("callbacks.PreemptionSignal is in trainer.callbacks, but DynaLoop handles SIGTERM/SIGUSR1 "
                              "itself (at its phase boundaries); remove it from the config")  # fmt: skip
+
+    def check_collection_schedule(self, num_tasks: int, world_size: int) -> None:
+        """Refuse a ``collect_tasks_per_iteration`` outside ``1..num_tasks``, or one that would give
+        the ranks unequal shares of an iteration's tasks."""
+        k = self.collect_tasks_per_iteration
+        if k is None:
+            return
+        if not 1 <= k <= num_tasks:
+            raise ValueError(f"collect_tasks_per_iteration={k}: expected 1..{num_tasks} (the training tasks)")
+        if k < num_tasks and world_size > 1 and (num_tasks % world_size or k % world_size):
+            raise ValueError(f"collect_tasks_per_iteration={k} with {num_tasks} training tasks on {world_size} ranks: "
+                             "both must be multiples of the number of ranks, so every rank collects its share")  # fmt: skip
+
+    def collection_tasks(self, num_tasks: int) -> torch.Tensor:
+        """The training tasks collected at the current iteration, sorted ``[K]``."""
+        k = self.collect_tasks_per_iteration
+        if k is None or k >= num_tasks:
+            return torch.arange(num_tasks)
+        return ((self.iteration - 1) * k + torch.arange(k)).remainder(num_tasks).sort().values
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -203,7 +230,8 @@ class DynaLoop(pl.Callback):
         if tb is None or not trainer.is_global_zero or self._latest_metatest is None:
             return
         dyna = {k: getattr(self, k) for k in ("policy_epochs", "max_grad_norm", "collect_steps_per_task",
-                                               "context_size", "eval_every", "metatest_context", "metatest_episodes")}
+                                               "collect_tasks_per_iteration", "context_size", "eval_every",
+                                               "metatest_context", "metatest_episodes")}
         public = lambda hparams: {k: v for k, v in hparams.items() if not k.startswith("_")}  # noqa: E731
         params = {"model": public(gssm.hparams), "data": public(trainer.datamodule.hparams), "dyna": dyna,
                   "policy": public(self.aps.hparams)}  # fmt: skip
@@ -260,8 +288,9 @@ class DynaLoop(pl.Callback):
             self.stop_if_preempted(trainer)
 
         self.running, t0 = "collect", time.perf_counter()
-        data, returns = self.collect(trainer, gssm, dm, shard)
-        dm.add_transitions(torch.arange(len(dm.train_tasks)), data)
+        tasks = self.collection_tasks(len(dm.train_tasks))
+        data, returns = self.collect(trainer, gssm, dm, tasks[torch.isin(tasks, shard)], tasks)
+        dm.add_transitions(tasks, data)
         self.real_transitions += data.reward.numel()
         self.metrics["time/collect_seconds"] = time.perf_counter() - t0
         if len(returns):  # episodes finished by rank 0 (those cut by the step budget are not)
@@ -354,11 +383,17 @@ class DynaLoop(pl.Callback):
 
     @torch.no_grad()
     def collect(
-        self, trainer: pl.Trainer, gssm: MetaDynamicsModel, dm: TransitionDataModule, shard: torch.Tensor
+        self,
+        trainer: pl.Trainer,
+        gssm: MetaDynamicsModel,
+        dm: TransitionDataModule,
+        shard: torch.Tensor,
+        tasks: torch.Tensor,
     ) -> tuple[Transitions, torch.Tensor]:
-        """Real steps of this rank's tasks with the policy, gathered from all ranks.
+        """Real steps with the policy in this rank's ``shard`` of the iteration's ``tasks``,
+        gathered from all ranks.
 
-        Returns every task's transitions (``[num_tasks, S, ·]``, identical on all ranks) and this
+        Returns the transitions of ``tasks`` (``[K, S, ·]``, identical on all ranks) and this
         rank's finished-episode returns.
         """
         device = gssm.device
@@ -380,7 +415,7 @@ class DynaLoop(pl.Callback):
             progress=self.verbose and trainer.is_global_zero and trainer.progress_bar_callback is not None,
         )
         returns = torch.tensor([r for task in data.episode_returns for r in task])
-        return dm.gather_collected(data, trainer.world_size, device), returns
+        return dm.gather_collected(data, trainer.world_size, device, tasks), returns
 
     # ---- meta-test --------------------------------------------------------------------------
     def meta_test(self, trainer: pl.Trainer, gssm: MetaDynamicsModel, dm: TransitionDataModule) -> dict[str, float]:

@@ -36,20 +36,27 @@ def gather_shards(
     world: int,
     all_gather: Callable[[torch.Tensor], torch.Tensor] = all_gather_stacked,
     device: torch.device | str = "cpu",
+    tasks: torch.Tensor | None = None,
 ) -> Transitions:
-    """All ranks' transitions in task order ``[num_tasks, S, ·]`` (shard ``r`` holds tasks ``r::W``)."""
+    """All ranks' transitions in task order ``[K, S, ·]``.
+
+    ``tasks`` (sorted global indices ``[K]``, default all ``num_tasks``) are the tasks collected;
+    rank ``r`` holds those of its shard (``tasks[tasks % W == r]``), in order.
+    """
     if world == 1:
         return data
-    width = -(-num_tasks // world)  # ceil: shards are padded to equal size for all_gather
+    tasks = torch.arange(num_tasks) if tasks is None else tasks
+    rank_of = tasks % world
+    width = int(torch.bincount(rank_of, minlength=world).max())  # shards are padded to equal size for all_gather
     fields = []
     for tensor in (data.obs, data.action, data.reward, data.next_obs, data.done.float()):
         padded = tensor.new_zeros(width, *tensor.shape[1:])
         padded[: len(tensor)] = tensor
         gathered = all_gather(padded.to(device)).cpu()  # [W, width, ...]
-        out = tensor.new_zeros(num_tasks, *tensor.shape[1:])
+        out = tensor.new_zeros(len(tasks), *tensor.shape[1:])
         for rank in range(world):
-            ids = shard_tasks(num_tasks, rank, world)
-            out[ids] = gathered[rank, : len(ids)].to(out.dtype)
+            rows = (rank_of == rank).nonzero().flatten()
+            out[rows] = gathered[rank, : len(rows)].to(out.dtype)
         fields.append(out)
     obs, action, reward, next_obs, done = fields
     return Transitions(obs, action, reward, next_obs, done.bool())

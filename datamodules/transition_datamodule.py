@@ -105,11 +105,12 @@ class TransitionDataModule(pl.LightningDataModule):
         return shard_tasks(len(self.train_tasks), rank, world_size, "training tasks")
 
     def gather_collected(
-        self, shard: Transitions, world_size: int, device: torch.device | str = "cpu"
+        self, shard: Transitions, world_size: int, device: torch.device | str = "cpu", tasks: torch.Tensor | None = None
     ) -> Transitions:
-        """Every rank's collected :meth:`training_shard` (``[K_r, S, ·]``), all-gathered in task order
-        ``[num_train_tasks, S, ·]``, identical on every rank. Call on every rank."""
-        return gather_shards(shard, len(self.train_tasks), world_size, device=device)
+        """Every rank's collected share of ``tasks`` (sorted training-task indices, default all; rank
+        ``r`` collects those in its :meth:`training_shard`, ``[K_r, S, ·]``), all-gathered in task
+        order ``[K, S, ·]``, identical on every rank. Call on every rank."""
+        return gather_shards(shard, len(self.train_tasks), world_size, device=device, tasks=tasks)
 
     def model_training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All training transitions as ``x = [s, a]`` ``[N, obs+act]`` and ``y = s' − s`` ``[N, obs]``."""
