@@ -161,8 +161,8 @@ class DynaLoop(pl.Callback):
         if not 1 <= k <= num_tasks:
             raise ValueError(f"collect_tasks_per_iteration={k}: expected 1..{num_tasks} (the training tasks)")
         if k < num_tasks and world_size > 1 and (num_tasks % world_size or k % world_size):
-            raise ValueError(f"collect_tasks_per_iteration={k} with {num_tasks} training tasks on {world_size} ranks: "
-                             "both must be multiples of the number of ranks, so every rank collects its share")  # fmt: skip
+            raise ValueError(f"collect_tasks_per_iteration={k} with {num_tasks} training tasks on {world_size} "
+                             "ranks: both must be multiples of the number of ranks (equal shares)")  # fmt: skip
 
     def collection_tasks(self, num_tasks: int) -> torch.Tensor:
         """The training tasks collected at the current iteration, sorted ``[K]``."""
@@ -338,7 +338,8 @@ class DynaLoop(pl.Callback):
         if self._latest_metatest is not None:
             at, interp, extrap = self._latest_metatest
             when = "" if at == self.iteration else f" (iteration {at})"
-            parts.append(f"meta-test interp {interp:.3f} extrap {extrap:.3f}{when}".replace("None", "–"))
+            show = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731  (a split with no task selected)
+            parts.append(f"meta-test interp {show(interp)} extrap {show(extrap)}{when}")
         parts.append(f"{m['time/iteration_seconds']:.0f} s")
         line = " | ".join(parts)
         bar = trainer.progress_bar_callback

@@ -76,3 +76,17 @@ def test_gathered_shards_put_every_task_exactly_once_in_task_order():
     out = gather_shards(mine, num_tasks=5, world=2, all_gather=FakeAllGather([fields0, fields1]))
     assert out.obs[:, 0, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert out.reward.shape == (5, 4) and out.done.dtype == torch.bool
+
+
+def test_gathered_shares_of_some_tasks_come_back_in_the_order_of_those_tasks():
+    def share(task_ids):  # rank 1 holds one task fewer than rank 0: padded for all_gather
+        k = torch.tensor(task_ids, dtype=torch.float32).view(-1, 1, 1)
+        t = Transitions(k.expand(-1, 3, 2), k.expand(-1, 3, 1), k[..., 0].expand(-1, 3), k.expand(-1, 3, 2),
+                        torch.zeros(len(task_ids), 3, dtype=torch.bool))  # fmt: skip
+        pad = lambda x: torch.cat([x, x.new_zeros(2 - len(task_ids), *x.shape[1:])])  # noqa: E731
+        return t, [pad(x) for x in (t.obs, t.action, t.reward, t.next_obs, t.done.float())]
+
+    (mine, fields0), (_, fields1) = share([2, 4]), share([5])
+    out = gather_shards(mine, num_tasks=6, world=2, all_gather=FakeAllGather([fields0, fields1]),
+                        tasks=torch.tensor([2, 4, 5]))  # fmt: skip
+    assert out.obs[:, 0, 0].tolist() == [2.0, 4.0, 5.0]
