@@ -12,8 +12,9 @@ also at their long budget (``conf/baselines/long_budget.yaml`` on top). Results 
 ``metatest.json`` (the meta-test after the last iteration); learning curves come from each run's
 ``metatest_history.jsonl``. ``--jobs`` runs several in parallel with one torch thread each (wall
 times are then those of a shared machine). Everything lands in ``<out>/metatest_results.json``;
-with ``--keep`` the runs already there whose (env, method) is not rerun are kept, so one method can be
-rerun (e.g. after a change to GSSM+APS) without rerunning the baselines.
+with ``--keep`` the runs already there whose (env, method, budget) is not rerun are kept, so one method
+can be rerun (e.g. after a change to GSSM+APS, or a baseline at the equal budget only) without
+rerunning the rest.
 """
 
 from __future__ import annotations
@@ -117,8 +118,9 @@ def collect(envs: list[str], methods: list[str], seeds: list[int], long: bool, j
         runs = list(pool.map(lambda s: execute(s, threads), specs))
     previous = out / "metatest_results.json"
     if keep and previous.exists():
-        rerun = {(s["env"], s["method"]) for s in specs}
-        runs = [r for r in json.loads(previous.read_text())["runs"] if (r["env"], r["method"]) not in rerun] + runs
+        rerun = {(s["env"], s["method"], s["long"]) for s in specs}
+        runs = [r for r in json.loads(previous.read_text())["runs"]
+                if (r["env"], r["method"], r["long"]) not in rerun] + runs
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d"),
