@@ -77,8 +77,6 @@ def test_a_family_file_is_the_shared_base_plus_its_own_lines():
     assert ppo["entropy_coef"] == 0.02 and ppo["ppo_epochs"] == 8  # one setting overridden, the rest kept
     cartpole["env"] = "acrobot"
     cartpole["dyna"]["init_args"]["policy"]["init_args"]["ppo"]["entropy_coef"] = 0.0
-    assert (cartpole["trainer"]["max_epochs"], acrobot["trainer"]["max_epochs"]) == (28, 8)  # acrobot's budget
-    cartpole["trainer"]["max_epochs"] = 8
     assert cartpole == acrobot  # nothing else differs
     assert (ROOT / "conf/cartpole_swingup.yaml").read_text().count("\n") < 15
 

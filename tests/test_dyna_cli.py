@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -349,3 +350,14 @@ def test_mujoco_smoke_config_runs_one_full_dyna_iteration(env, tmp_path):
     tasks = {(r["task"], r["split"]) for r in report["tasks"]}  # the two smoke test tasks, one per split
     assert len(tasks) == 2 and {split for _, split in tasks} == {"interpolation", "extrapolation"}
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+
+
+def test_the_training_tasks_benchmark_runs_the_meta_test_protocol_on_the_checkpoints_own_tasks(fitted):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from training_tasks_metatest import training_tasks_reward
+
+    result = training_tasks_reward(str(fitted / LOG / "checkpoints/last.ckpt"), context=5, episodes=2, seed=0)
+    train_tasks = envs.make_family("acrobot").train_tasks(3, 0)  # tiny_dyna.yaml: 3 tasks, task seed 0
+    assert list(result["per_task"]) == [t.name for t in train_tasks]
+    assert all(-1.0 <= r <= 0.0 for r in result["per_task"].values())  # acrobot's per-step reward range
+    assert math.isclose(result["reward_per_step"], sum(result["per_task"].values()) / 3)
