@@ -21,14 +21,15 @@ DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.acceler
 def test_two_process_ddp_fit_then_test(tmp_path):
     probe = json.dumps({"class_path": "rank_probe.RankProbe", "init_args": {"out_dir": str(tmp_path / "probe")}})
     run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY, *DDP,
+            "--data.num_train_tasks", "4", "--dyna.collect_tasks_per_iteration", "2",
             f"--trainer.callbacks+={probe}", timeout=400)  # fmt: skip
     ranks = [json.loads((tmp_path / f"probe/rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     for key in ("gssm", "aps", "buffer"):
         assert ranks[0][key] == ranks[1][key], f"ranks hold different {key}"
-    # every task collected exactly once per iteration: 40 random + 2 iterations × 200 steps each
-    assert ranks[0]["sizes"] == [40 + 2 * 200] * 3
-    assert ranks[0]["streamed_tasks"] == [0, 2] and ranks[1]["streamed_tasks"] == [1], "model batches sharded by task"
+    # 2 of the 4 tasks per iteration, one per rank (tasks 0 and 1, then 2 and 3): 40 random + one episode each
+    assert ranks[0]["sizes"] == [40 + 200] * 4
+    assert ranks[0]["streamed_tasks"] == [0, 2] and ranks[1]["streamed_tasks"] == [1, 3], "model batches sharded"
     log_dir = tmp_path / "runs/acrobot/fixed"
     report = json.loads((log_dir / "metatest.json").read_text())
     names = [r["task"] for r in report["tasks"] if r["method"] == "gssm_aps"]
