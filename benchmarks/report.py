@@ -55,8 +55,9 @@ MODEL_INTRO = (
 KNOWN_CAUSES = {
     "imagination": "the benchmark machine is a shared 2-core VM whose speed varies by ±30% between runs; "
     "the matmul-bound share is in the table (the rest is per-op overhead of small kernels)",
-    "acrobot": "the meta-test per-step reward plateaus near −0.62 (the real reward on the training tasks is flat "
-    "from about iteration 8 on every seed; no collapse); not diagnosed further — candidates are the model's "
+    "acrobot": "the meta-test per-step reward plateaus near −0.63 on every seed with either Dyna schedule (all 16 or 8 "
+    "tasks per iteration); the meta-test protocol on the training tasks gives the same (−0.63, seed 0), so it is no "
+    "adaptation gap, and DR-PPO's long run levels off at −0.62 too; not diagnosed further — candidates are the model's "
     "one-step error on fast swings and PPO's 50-step horizon; the pathwise optimiser of DESIGN §3 was not tried",
     "cartpole_swingup": "with the cart-pole entropy bonus (0.02) the policy balances on the training tasks (real "
     "per-step reward 0.60–0.78 at the last iteration, 0.43–0.57 without it) but reaches 0.56–0.67 on the "

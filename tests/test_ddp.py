@@ -20,9 +20,9 @@ DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.acceler
 @pytest.mark.timeout(420)
 def test_two_process_ddp_fit_then_test(tmp_path):
     probe = json.dumps({"class_path": "rank_probe.RankProbe", "init_args": {"out_dir": str(tmp_path / "probe")}})
-    run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY, *DDP,
-            "--data.num_train_tasks", "4", "--dyna.collect_tasks_per_iteration", "2",
-            f"--trainer.callbacks+={probe}", timeout=400)  # fmt: skip
+    four_tasks = ["--data.num_train_tasks", "4"]
+    run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY, *DDP, *four_tasks,
+            "--dyna.collect_tasks_per_iteration", "2", f"--trainer.callbacks+={probe}", timeout=400)  # fmt: skip
     ranks = [json.loads((tmp_path / f"probe/rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     for key in ("gssm", "aps", "buffer"):
@@ -36,7 +36,7 @@ def test_two_process_ddp_fit_then_test(tmp_path):
     assert len(names) == len(set(names)) == 6, names  # every test task once, from both ranks' shards
     assert all(math.isfinite(r["return_mean"]) for r in report["tasks"])
 
-    proc = run_cli(tmp_path, "test", "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY, *DDP,
+    proc = run_cli(tmp_path, "test", "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY, *DDP, *four_tasks,
                    "--ckpt_path", str(log_dir / "checkpoints/last.ckpt"), timeout=400)  # fmt: skip
     assert "metatest/return_mean" in proc.stdout
 
