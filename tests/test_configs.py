@@ -77,8 +77,21 @@ def test_a_family_file_is_the_shared_base_plus_its_own_lines():
     assert ppo["entropy_coef"] == 0.02 and ppo["ppo_epochs"] == 8  # one setting overridden, the rest kept
     cartpole["env"] = "acrobot"
     cartpole["dyna"]["init_args"]["policy"]["init_args"]["ppo"]["entropy_coef"] = 0.0
+    schedule = {("trainer", "max_epochs"): (28, 14), ("dyna", "init_args", "policy_epochs"): (10, 20),
+                ("dyna", "init_args", "collect_tasks_per_iteration"): (8, None),
+                ("dyna", "init_args", "eval_every"): (7, 3), ("data", "init_args", "batches_per_epoch"): (300, 600)}
+    for path, values in schedule.items():  # cart-pole's finer Dyna schedule
+        *parents, key = path
+        cp, ac = cartpole, acrobot
+        for p in parents:
+            cp, ac = cp[p], ac[p]
+        assert (cp[key], ac.get(key)) == values, path
+        if key in ac:
+            cp[key] = ac[key]
+        else:
+            del cp[key]
     assert cartpole == acrobot  # nothing else differs
-    assert (ROOT / "conf/cartpole_swingup.yaml").read_text().count("\n") < 15
+    assert (ROOT / "conf/cartpole_swingup.yaml").read_text().count("\n") < 30
 
 
 @pytest.mark.parametrize("config", ["conf/acrobot.yaml", "conf/smoke/half_cheetah.yaml"])
