@@ -65,29 +65,26 @@ class FakeAllGather:
         return out
 
 
-def test_gathered_shards_put_every_task_exactly_once_in_task_order():
-    def shard(task_ids):  # obs of task k are all k, so the result shows where each came from
-        k = torch.tensor(task_ids, dtype=torch.float32).view(-1, 1, 1)
-        t = Transitions(k.expand(-1, 4, 2), k.expand(-1, 4, 1), k[..., 0].expand(-1, 4), k.expand(-1, 4, 2),
-                        torch.zeros(len(task_ids), 4, dtype=torch.bool))  # fmt: skip
-        pad = lambda x: torch.cat([x, x.new_zeros(1, *x.shape[1:])]) if len(task_ids) < 3 else x  # noqa: E731
-        return t, [pad(x) for x in (t.obs, t.action, t.reward, t.next_obs, t.done.float())]
+def fake_share(task_ids: list[int], width: int, steps: int) -> tuple[Transitions, list[torch.Tensor]]:
+    """One simulated rank's collected transitions (obs of task ``k`` are all ``k``, so a gathered
+    result shows where each row came from) and its fields zero-padded to ``width`` tasks for all_gather."""
+    k = torch.tensor(task_ids, dtype=torch.float32).view(-1, 1, 1)
+    t = Transitions(k.expand(-1, steps, 2), k.expand(-1, steps, 1), k[..., 0].expand(-1, steps),
+                    k.expand(-1, steps, 2), torch.zeros(len(task_ids), steps, dtype=torch.bool))  # fmt: skip
+    pad = lambda x: torch.cat([x, x.new_zeros(width - len(task_ids), *x.shape[1:])])  # noqa: E731
+    return t, [pad(x) for x in (t.obs, t.action, t.reward, t.next_obs, t.done.float())]
 
-    (mine, fields0), (_, fields1) = shard([0, 2, 4]), shard([1, 3])
+
+def test_gathered_shards_put_every_task_exactly_once_in_task_order():
+    (mine, fields0), (_, fields1) = fake_share([0, 2, 4], 3, 4), fake_share([1, 3], 3, 4)
     out = gather_shards(mine, num_tasks=5, world=2, all_gather=FakeAllGather([fields0, fields1]))
     assert out.obs[:, 0, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert out.reward.shape == (5, 4) and out.done.dtype == torch.bool
 
 
 def test_gathered_shares_of_some_tasks_come_back_in_the_order_of_those_tasks():
-    def share(task_ids):  # rank 1 holds one task fewer than rank 0: padded for all_gather
-        k = torch.tensor(task_ids, dtype=torch.float32).view(-1, 1, 1)
-        t = Transitions(k.expand(-1, 3, 2), k.expand(-1, 3, 1), k[..., 0].expand(-1, 3), k.expand(-1, 3, 2),
-                        torch.zeros(len(task_ids), 3, dtype=torch.bool))  # fmt: skip
-        pad = lambda x: torch.cat([x, x.new_zeros(2 - len(task_ids), *x.shape[1:])])  # noqa: E731
-        return t, [pad(x) for x in (t.obs, t.action, t.reward, t.next_obs, t.done.float())]
-
-    (mine, fields0), (_, fields1) = share([2, 4]), share([5])
+    # rank 1 holds one task fewer than rank 0: padded for all_gather
+    (mine, fields0), (_, fields1) = fake_share([2, 4], 2, 3), fake_share([5], 2, 3)
     out = gather_shards(mine, num_tasks=6, world=2, all_gather=FakeAllGather([fields0, fields1]),
                         tasks=torch.tensor([2, 4, 5]))  # fmt: skip
     assert out.obs[:, 0, 0].tolist() == [2.0, 4.0, 5.0]
