@@ -1,11 +1,12 @@
-"""Meta-test results of every method — GSSM+APS, DR-PPO, PE-PPO — over seeds, at equal budgets.
+"""Meta-test results of every method — GSSM+APS, MLSM-v0/v1+APS, DR-PPO, PE-PPO — over seeds, at equal budgets.
 
     python benchmarks/metatest_results.py [--envs acrobot cartpole_swingup] [--seeds 0 1 2]
-        [--methods gssm_aps dr_ppo pe_ppo] [--long-methods dr_ppo pe_ppo] [--no-long] [--jobs 2]
-        [--out runs/metatest_results] [--keep] [--quick]
+        [--methods gssm_aps mlsm_v0_aps mlsm_v1_aps dr_ppo pe_ppo] [--long-methods dr_ppo pe_ppo]
+        [--no-long] [--jobs 2] [--out runs/metatest_results] [--keep] [--quick]
 
 Each run is ``python train.py fit`` of the method's config (``conf/<env>.yaml`` for GSSM+APS,
-``conf/baselines/<env>_<method>.yaml`` otherwise) with every ``seed`` of the config (run, data,
+``conf/baselines/<env>_<method>.yaml`` otherwise: the MLSM rows are the same Dyna loop with the model's
+``variant`` changed) with every ``seed`` of the config (run, data,
 Dyna loop, PPO; never the task set's ``task_seed``) set to the run's seed, in its own directory.
 The model-free methods run at GSSM+APS's real-transition budget and, those in ``--long-methods``,
 also at their long budget (``conf/baselines/long_budget.yaml`` on top). Results are always the final checkpoint's
@@ -38,7 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from train import compose_config, merge_config  # noqa: E402
 
-METHODS = ("gssm_aps", "dr_ppo", "pe_ppo")
+DYNA_METHODS = ("gssm_aps", "mlsm_v0_aps", "mlsm_v1_aps")  # the Dyna loop with GSSM or an MLSM ablation
+MODEL_FREE = ("dr_ppo", "pe_ppo")
+METHODS = DYNA_METHODS + MODEL_FREE
 SPLITS = ("interpolation", "extrapolation", "all")
 LONG = ROOT / "conf/baselines/long_budget.yaml"
 # the tiny profile of the test suite: seconds per run
@@ -51,8 +54,9 @@ QUICK_LONG = {"real_transitions": 1600, "eval_every_transitions": 400}
 def run_config(env: str, method: str, long: bool, seed: int, run_dir: Path, quick: bool) -> dict:
     """The config one run uses, as a dict."""
     path = ROOT / (f"conf/{env}.yaml" if method == "gssm_aps" else f"conf/baselines/{env}_{method}.yaml")
-    conf = compose_config(path, *([LONG] if long else []), *([QUICK_DYNA] if quick and method == "gssm_aps" else []))
-    if quick and method != "gssm_aps":
+    dyna = method in DYNA_METHODS
+    conf = compose_config(path, *([LONG] if long else []), *([QUICK_DYNA] if quick and dyna else []))
+    if quick and not dyna:
         conf = merge_config(conf, {"model": {"init_args": {**QUICK_BASELINE, **(QUICK_LONG if long else {})}}})
         conf["model"]["init_args"]["metatest_tasks"] = ["interp-default", "extrap-mixed"]
     conf["seed_everything"] = seed  # every seed of the run (train.py links them), not the task set
@@ -81,7 +85,7 @@ def execute(spec: dict, threads: int) -> dict:
     history = [json.loads(line) for line in (log_dir / "metatest_history.jsonl").read_text().splitlines()]
     keys = ("env", "method", "long", "seed")
     result = {**{k: spec[k] for k in keys}, "wall": wall, "final": final, "history": history}
-    if spec["method"] == "gssm_aps":
+    if spec["method"] in DYNA_METHODS:
         result["exploitation_gap"] = exploitation_gap(log_dir)
     return result
 
@@ -106,7 +110,7 @@ def collect(envs: list[str], methods: list[str], seeds: list[int], long: bool, j
     specs = []
     for env in envs:
         for method in methods:
-            for is_long in (False, True) if (long and method in long_methods and method != "gssm_aps") else (False,):
+            for is_long in (False, True) if (long and method in long_methods and method in MODEL_FREE) else (False,):
                 for seed in seeds:
                     name = f"{env}/{method}{'_long' if is_long else ''}/seed{seed}"
                     run_dir = out / name
@@ -248,7 +252,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--no-long", action="store_true", help="skip the model-free long-budget runs")
-    parser.add_argument("--long-methods", nargs="+", default=["dr_ppo", "pe_ppo"], choices=METHODS[1:],
+    parser.add_argument("--long-methods", nargs="+", default=list(MODEL_FREE), choices=MODEL_FREE,
                         help="the model-free methods that also run at the long budget")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default="runs/metatest_results")

@@ -424,6 +424,7 @@ class DynaLoop(pl.Callback):
         results, writes the reports, the table and an image strip, and returns the scalars (empty
         on other ranks)."""
         tasks = self.metatest_task_list(dm)
+        method = f"{gssm.hparams.variant}_aps"  # gssm_aps, or mlsm_v0_aps / mlsm_v1_aps (Table 2's ablations)
         rank, world = trainer.global_rank, trainer.world_size
         mine = tasks[rank::world]
         policy = self.aps.policy.to(gssm.device)
@@ -433,7 +434,7 @@ class DynaLoop(pl.Callback):
             gssm.eval()
             try:
                 results, latent = run_meta_test(
-                    dm.family, mine, "gssm_aps", policy, self.metatest_episodes,
+                    dm.family, mine, method, policy, self.metatest_episodes,
                     seed=derive_seed(METATEST, self.seed, self.iteration, rank),
                     infer_latent=lambda cx, cy, mask: gssm.infer_context(cx, cy, mask).q_zc,
                     n_context=self.metatest_context,
@@ -445,7 +446,7 @@ class DynaLoop(pl.Callback):
             f"{dm.family.name}, Dyna iteration {self.iteration}, {self.real_transitions} real training "
             f"transitions, {self.metatest_context} context steps, {self.metatest_episodes} episodes per task"
         )
-        scalars = publish_meta_test(trainer, results, tasks, "gssm_aps", header, self.real_transitions)
+        scalars = publish_meta_test(trainer, results, tasks, method, header, self.real_transitions)
         tb = tensorboard_logger(trainer)
         if tb is not None and trainer.is_global_zero and mine and dm.family.renders_offscreen:
             # MuJoCo families: only with MUJOCO_GL=egl or osmesa. The first task of each split rank 0 ran.
