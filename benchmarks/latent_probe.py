@@ -32,7 +32,6 @@ Targets of the sample-efficiency issue: R² ≥ 0.8 for every parameter, swapped
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import subprocess
 import sys
@@ -41,17 +40,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from callbacks.task_latent_logger import linear_readout  # noqa: E402
 from callbacks.task_latent_logger import r_squared as score  # noqa: E402
-from envs import Task, TaskFamily, make_family  # noqa: E402
+from envs import Task, TaskFamily  # noqa: E402
 from evaluation import collect_online_context  # noqa: E402
-from modules import APSModule, MetaDynamicsModel  # noqa: E402
+from modules import MetaDynamicsModel  # noqa: E402
 from modules.actor_critic import ActorCritic  # noqa: E402
-from modules.checkpoints import load_checkpoint  # noqa: E402
+from modules.dyna_checkpoint import load_dyna_checkpoint  # noqa: E402
 
 R2_TARGET, SWAP_TARGET = 0.8, 2.0
 OUTSIDE_BAND = 0.1
@@ -203,41 +201,6 @@ def probe(
     }
 
 
-def saved_policy_kwargs(path: str) -> dict:
-    """The DynaLoop's ``policy`` arguments from the run's ``config.yaml`` beside ``checkpoints/`` (the
-    action-std floor, for one, is not in the weights); empty when there is none."""
-    config = Path(path).resolve().parents[1] / "config.yaml"
-    if not config.exists():
-        return {}
-    saved = yaml.safe_load(config.read_text())
-    callbacks = (saved.get("trainer") or {}).get("callbacks") or []  # runs before the `dyna` group: a callback
-    dyna = [saved["dyna"]] if saved.get("dyna") else [
-        c for c in callbacks if isinstance(c, dict) and str(c.get("class_path", "")).endswith("DynaLoop")
-    ]
-    policy = dict((dyna[0].get("init_args") or {}).get("policy") or {}) if dyna else {}
-    if "class_path" in policy:  # {class_path: modules.APSModule, init_args}; older runs: a flat dict
-        policy = policy.get("init_args") or {}
-    accepted = inspect.signature(APSModule).parameters  # older runs' flat PPO keys play no part here
-    return {k: v for k, v in policy.items() if k in accepted and k not in ("env", "latent_dim", "seed")}
-
-
-def load_run(path: str) -> tuple[MetaDynamicsModel, ActorCritic, TaskFamily]:
-    """The dynamics model and APS policy of a Dyna checkpoint, loaded ``weights_only`` (tensors and
-    plain data: a checkpoint that needs pickled code is refused, not executed). The policy's width is
-    read off its weights."""
-    ckpt = load_checkpoint(path)
-    if "DynaLoop" not in ckpt.get("callbacks", {}):
-        raise ValueError(f"{path!r} holds no DynaLoop state; expected a checkpoint of the main job (train.py fit)")
-    hp = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
-    model = MetaDynamicsModel(**hp)
-    model.load_state_dict(ckpt["state_dict"])
-    aps_state = ckpt["callbacks"]["DynaLoop"]["aps"]
-    hidden = aps_state["policy.actor.0.weight"].shape[0]
-    aps = APSModule(env=hp["env"], latent_dim=hp["latent_dim"], **{**saved_policy_kwargs(path), "hidden_dim": hidden})
-    aps.load_state_dict(aps_state)
-    return model.eval(), aps.policy.eval(), make_family(hp["env"])
-
-
 def run_label(path: str) -> str:
     """A short name for a checkpoint: its ``seed*`` folder (benchmark layout) or ``version_*`` folder."""
     parts = Path(path).parts
@@ -307,7 +270,8 @@ def main() -> None:
         runs = [(run_label(p), p) for p in args.ckpt]
         runs += [(Path(c.split(",")[0]).stem, train_main_job(c, Path(tmp) / str(i))) for i, c in enumerate(args.config)]
         for label, path in runs:
-            model, policy, family = load_run(path)
+            run = load_dyna_checkpoint(path)
+            model, policy, family = run.model, run.aps.policy, run.family
             tasks = sample_probe_tasks(family, args.tasks, args.seed)
             result = probe(model, policy, family, tasks, args.context, args.seed)
             rows.append({"label": label, "path": path, "env": family.name, **result})

@@ -1,13 +1,19 @@
-"""Meta-test results of every method — GSSM+APS, MLSM-v0/v1+APS, DR-PPO, PE-PPO — over seeds, at equal budgets.
+"""Meta-test results of every method — GSSM+APS, GSSM non-amortized, GSSM-MPC, MLSM-v0/v1+APS, DR-PPO,
+PE-PPO — over seeds, at equal budgets.
 
     python benchmarks/metatest_results.py [--envs acrobot cartpole_swingup] [--seeds 0 1 2]
-        [--methods gssm_aps mlsm_v0_aps mlsm_v1_aps dr_ppo pe_ppo] [--long-methods dr_ppo pe_ppo]
-        [--no-long] [--jobs 2] [--out runs/metatest_results] [--keep] [--quick]
+        [--methods gssm_aps gssm_nonamortized gssm_mpc mlsm_v0_aps mlsm_v1_aps dr_ppo pe_ppo]
+        [--long-methods dr_ppo pe_ppo] [--no-long] [--jobs 2] [--out runs/metatest_results]
+        [--gssm-runs DIR] [--keep] [--quick]
 
 Each run is ``python train.py fit`` of the method's config (``conf/<env>.yaml`` for GSSM+APS,
 ``conf/baselines/<env>_<method>.yaml`` otherwise: the MLSM rows are the same Dyna loop with the model's
-``variant`` changed) with every ``seed`` of the config (run, data,
-Dyna loop, PPO; never the task set's ``task_seed``) set to the run's seed, in its own directory.
+``variant`` changed) with every ``seed`` of the config (run, data, Dyna loop, PPO; never the task
+set's ``task_seed``) set to the run's seed, in its own directory. The test-time methods
+(``gssm_nonamortized``, ``gssm_mpc``) train nothing: each is ``python train.py test`` of its config on
+the GSSM+APS run of the same env and seed — this benchmark's own (run first when both are asked for)
+or, with ``--gssm-runs DIR``, the ``last.ckpt`` under ``DIR/<env>/gssm_aps/seed<seed>/`` — and
+reports its extra test-time compute (per task, per action).
 The model-free methods run at GSSM+APS's real-transition budget and, those in ``--long-methods``,
 also at their long budget (``conf/baselines/long_budget.yaml`` on top). Results are always the final checkpoint's
 ``metatest.json`` (the meta-test after the last iteration); learning curves come from each run's
@@ -40,8 +46,9 @@ sys.path.insert(0, str(ROOT))
 from train import compose_config, merge_config  # noqa: E402
 
 DYNA_METHODS = ("gssm_aps", "mlsm_v0_aps", "mlsm_v1_aps")  # the Dyna loop with GSSM or an MLSM ablation
+TEST_TIME = ("gssm_nonamortized", "gssm_mpc")  # train.py test on a GSSM+APS checkpoint
 MODEL_FREE = ("dr_ppo", "pe_ppo")
-METHODS = DYNA_METHODS + MODEL_FREE
+METHODS = ("gssm_aps", *TEST_TIME, *DYNA_METHODS[1:], *MODEL_FREE)
 SPLITS = ("interpolation", "extrapolation", "all")
 LONG = ROOT / "conf/baselines/long_budget.yaml"
 # the tiny profile of the test suite: seconds per run
@@ -49,6 +56,8 @@ QUICK_DYNA = ROOT / "tests/configs/tiny_dyna.yaml"
 QUICK_BASELINE = {"real_transitions": 800, "envs_per_iteration": 2, "hidden_dim": 16, "latent_dim": 3,
                   "metatest_episodes": 2, "metatest_context": 5, "eval_every_transitions": 400}  # fmt: skip
 QUICK_LONG = {"real_transitions": 1600, "eval_every_transitions": 400}
+QUICK_TEST_TIME = {"metatest_episodes": 2, "metatest_context": 5, "mpc_horizon": 3, "mpc_samples": 4,
+                   "search_iterations": 2, "search_rollouts": 4}  # fmt: skip
 
 
 def run_config(env: str, method: str, long: bool, seed: int, run_dir: Path, quick: bool) -> dict:
@@ -57,7 +66,8 @@ def run_config(env: str, method: str, long: bool, seed: int, run_dir: Path, quic
     dyna = method in DYNA_METHODS
     conf = compose_config(path, *([LONG] if long else []), *([QUICK_DYNA] if quick and dyna else []))
     if quick and not dyna:
-        conf = merge_config(conf, {"model": {"init_args": {**QUICK_BASELINE, **(QUICK_LONG if long else {})}}})
+        quick_args = QUICK_TEST_TIME if method in TEST_TIME else {**QUICK_BASELINE, **(QUICK_LONG if long else {})}
+        conf = merge_config(conf, {"model": {"init_args": quick_args}})
         conf["model"]["init_args"]["metatest_tasks"] = ["interp-default", "extrap-mixed"]
     conf["seed_everything"] = seed  # every seed of the run (train.py links them), not the task set
     conf["trainer"]["enable_progress_bar"] = False
@@ -65,8 +75,18 @@ def run_config(env: str, method: str, long: bool, seed: int, run_dir: Path, quic
     return conf
 
 
+def gssm_checkpoint(runs: Path, env: str, seed: int) -> str:
+    """The ``last.ckpt`` of the GSSM+APS run of ``env`` and ``seed`` under ``runs``."""
+    found = sorted((runs / env / "gssm_aps" / f"seed{seed}").glob("**/checkpoints/last.ckpt"))
+    if not found:
+        raise FileNotFoundError(f"no GSSM+APS checkpoint for {env} seed {seed} under {runs / env / 'gssm_aps'}; "
+                                "run gssm_aps first or point --gssm-runs at a results folder that has it")  # fmt: skip
+    return str(found[-1])
+
+
 def execute(spec: dict, threads: int) -> dict:
-    """Run one ``train.py fit``; its final meta-test, learning curve and wall time."""
+    """Run one ``train.py fit`` (``test`` for a test-time method); its final meta-test, learning curve
+    and wall time (a test-time method's learning curve is its one evaluation)."""
     run_dir = Path(spec["dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_dir / "config_in.yaml"
@@ -74,8 +94,9 @@ def execute(spec: dict, threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     if spec["quick"]:
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    command = "test" if spec["method"] in TEST_TIME else "fit"
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", "--config", str(config)],
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), command, "--config", str(config)],
                           cwd=run_dir, capture_output=True, text=True, env=env)  # fmt: skip
     wall = time.perf_counter() - start
     if proc.returncode != 0:
@@ -87,6 +108,8 @@ def execute(spec: dict, threads: int) -> dict:
     result = {**{k: spec[k] for k in keys}, "wall": wall, "final": final, "history": history}
     if spec["method"] in DYNA_METHODS:
         result["exploitation_gap"] = exploitation_gap(log_dir)
+    if spec["method"] in TEST_TIME:
+        result["test_compute"] = json.loads((log_dir / "test_compute.json").read_text())
     return result
 
 
@@ -105,7 +128,7 @@ def exploitation_gap(log_dir: Path) -> dict[str, list[float]]:
 
 def collect(envs: list[str], methods: list[str], seeds: list[int], long: bool, jobs: int, out: Path,
             quick: bool = False, long_methods: tuple[str, ...] = ("dr_ppo", "pe_ppo"),
-            keep: bool = False) -> dict:  # fmt: skip
+            keep: bool = False, gssm_runs: Path | None = None) -> dict:  # fmt: skip
     """Run every (env, method, budget, seed) and gather the results (see the module docstring)."""
     specs = []
     for env in envs:
@@ -118,8 +141,14 @@ def collect(envs: list[str], methods: list[str], seeds: list[int], long: bool, j
                                   "seed": seed, "quick": quick,
                                   "config": run_config(env, method, is_long, seed, run_dir, quick)})  # fmt: skip
     threads = 1 if jobs > 1 else (os.cpu_count() or 1)
+    trained = [s for s in specs if s["method"] not in TEST_TIME]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        runs = list(pool.map(lambda s: execute(s, threads), specs))
+        runs = list(pool.map(lambda s: execute(s, threads), trained))
+        for spec in specs:  # after the GSSM+APS runs they read
+            if spec["method"] in TEST_TIME:
+                checkpoint = gssm_checkpoint(gssm_runs or out, spec["env"], spec["seed"])
+                spec["config"]["model"]["init_args"]["checkpoint"] = checkpoint
+        runs += list(pool.map(lambda s: execute(s, threads), [s for s in specs if s["method"] in TEST_TIME]))
     previous = out / "metatest_results.json"
     if keep and previous.exists():
         rerun = {(s["env"], s["method"], s["long"]) for s in specs}
@@ -155,6 +184,18 @@ def transitions_to_reach(history: list[dict], method: str, level: float) -> floa
     return None
 
 
+def test_time_compute(group: list[dict]) -> str:
+    """A test-time method's extra compute, mean over seeds: seconds of search per test task, or
+    milliseconds of planning per action; "—" for a method that only runs its policy."""
+    computes = [g["test_compute"] for g in group if "test_compute" in g]
+    if not computes:
+        return "—"
+    if "time/test_seconds_per_action" in computes[0]:
+        per_action = statistics.mean(c["time/test_seconds_per_action"] for c in computes)
+        return f"{per_action * 1e3:.1f} ms planning per action"
+    return f"{statistics.mean(c['time/test_seconds_per_task'] for c in computes):.1f} s search per task"
+
+
 def mean_std(values: list[float]) -> str:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
@@ -163,25 +204,33 @@ def mean_std(values: list[float]) -> str:
 def markdown(result: dict) -> str:
     """The results table (per env × method × budget, mean ± std across seeds) and the sample ratios."""
     runs = result["runs"]
+    envs = list(dict.fromkeys(r["env"] for r in runs))
+    order = lambda r: (envs.index(r["env"]), METHODS.index(r["method"]), r["long"], r["seed"])  # noqa: E731
     groups: dict[tuple, list[dict]] = {}
-    for r in runs:
+    for r in sorted(runs, key=order):
         groups.setdefault((r["env"], r["method"], r["long"]), []).append(r)
     lines = [
-        "| env | method | budget | real transitions | seeds | interpolation | extrapolation | all | wall per run |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
+        "Wall per run: meta-training for the methods that train; the meta-test alone for the test-time methods",
+        "(which start from the GSSM+APS run of the same seed). Test-time compute: the work a method does per test",
+        "task or per action beyond one policy forward pass (the amortized methods do none).", "",
+        "| env | method | budget | real transitions | seeds | interpolation | extrapolation | all | wall per run "
+        "| test-time compute | episodes per task |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]  # fmt: skip
     for (env, method, long), group in groups.items():
         transitions = statistics.mean(g["history"][-1]["real_transitions"] for g in group)
         cells = [mean_std([final_metric(g, method, s) for g in group]) for s in SPLITS]
         wall = statistics.mean(g["wall"] for g in group)
         wall_cell = "—" if math.isnan(wall) else f"{wall:.0f} s"  # NaN: a run rebuilt from its folder
+        episodes = next(t["episodes"] for t in group[0]["final"]["tasks"] if t["method"] == method)
         lines.append(f"| {env} | {method} | {'long' if long else 'equal'} | {transitions:,.0f} | {len(group)} | "
-                     f"{' | '.join(cells)} | {wall_cell} |")  # fmt: skip
+                     f"{' | '.join(cells)} | {wall_cell} | {test_time_compute(group)} | {episodes} |")  # fmt: skip
     for env in dict.fromkeys(r["env"] for r in runs):
         group = [r for r in runs if r["env"] == env and r["method"] == "gssm_aps"]
         group = group or [r for r in runs if r["env"] == env]
         cells = [mean_std([final_metric(g, "random", s) for g in group]) for s in SPLITS]
-        lines.append(f"| {env} | random | — | 0 | {len(group)} | {' | '.join(cells)} | — |")
+        episodes = next(t["episodes"] for t in group[0]["final"]["tasks"] if t["method"] == "random")
+        lines.append(f"| {env} | random | — | 0 | {len(group)} | {' | '.join(cells)} | — | — | {episodes} |")
     lines += ["", "Real transitions a model-free method needs to reach GSSM+APS's final mean per-step reward (all test",
               "tasks, mean over seeds), from its long-budget learning curve, as a multiple of GSSM+APS's budget",
               "(interpolated between evaluations; a curve already above it at its first evaluation counts that",
@@ -228,7 +277,7 @@ def curves(result: dict, env: str, points: int = 50) -> dict[str, tuple[np.ndarr
     """Per method (long budget for the model-free ones): a common transition grid and the mean and
     std across seeds of the meta-test per-step reward (all test tasks) interpolated onto it."""
     out = {}
-    for method in METHODS:
+    for method in (m for m in METHODS if m not in TEST_TIME):  # the test-time methods have one point
         group = [r for r in result["runs"] if r["env"] == env and r["method"] == method]
         if any(r["long"] for r in group):
             group = [r for r in group if r["long"]]
@@ -258,9 +307,11 @@ def main() -> None:
     parser.add_argument("--out", default="runs/metatest_results")
     parser.add_argument("--quick", action="store_true", help="tiny settings (the test suite's smoke run)")
     parser.add_argument("--keep", action="store_true", help="keep the saved runs of the methods not rerun")
+    parser.add_argument("--gssm-runs", type=Path, default=None,
+                        help="where the test-time methods find GSSM+APS checkpoints (default: --out)")
     args = parser.parse_args()
     result = collect(args.envs, args.methods, args.seeds, not args.no_long, args.jobs, Path(args.out), args.quick,
-                     tuple(args.long_methods), args.keep)
+                     tuple(args.long_methods), args.keep, args.gssm_runs)
     print(f"# meta-test results; {result['machine']}, {result['date']}")
     print(markdown(result))
 

@@ -23,18 +23,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from latent_probe import load_run, run_label  # noqa: E402
+from latent_probe import run_label  # noqa: E402
 
 from evaluation.protocol import run_meta_test  # noqa: E402
-from modules.checkpoints import load_checkpoint  # noqa: E402
+from modules.dyna_checkpoint import load_dyna_checkpoint  # noqa: E402
 
 
 def training_tasks_reward(path: str, context: int, episodes: int, seed: int) -> dict:
     """Mean per-step reward of the checkpoint's policy over its training tasks under the meta-test
     protocol, with each task's value."""
-    model, policy, family = load_run(path)
-    data = load_checkpoint(path)["datamodule_hyper_parameters"]
-    tasks = family.train_tasks(data["num_train_tasks"], data["task_seed"])
+    run = load_dyna_checkpoint(path)
+    model, policy, family = run.model, run.aps.policy, run.family
+    tasks = family.train_tasks(run.data["num_train_tasks"], run.data["task_seed"])
     infer = lambda cx, cy, mask: model.infer_context(cx, cy, mask).q_zc  # noqa: E731
     with torch.no_grad():
         results, _ = run_meta_test(family, tasks, "gssm_aps", policy, episodes, seed, infer, n_context=context)

@@ -176,6 +176,7 @@ class DynaLoop(pl.Callback):
             "iteration": self.iteration,
             "real_transitions": self.real_transitions,
             "aps": self.aps.state_dict(),
+            "aps_hparams": dict(self.aps.hparams),  # plain data: test-time methods rebuild the policy from it
             "aps_optimizer": self.aps.optimizer_state_dict(),
             "aps_iterations": self.aps.iterations,
             "completed": self.completed,

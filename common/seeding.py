@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 # purposes, so that e.g. collection and imagination of the same iteration get different streams
-STREAM, MODEL_STEP, IMAGINATION, PPO_MINIBATCHES, COLLECT_LATENT, COLLECT_ENV, METATEST = range(7)
+STREAM, MODEL_STEP, IMAGINATION, PPO_MINIBATCHES, COLLECT_LATENT, COLLECT_ENV, METATEST, TASK_SEARCH = range(8)
 
 
 def derive_seed(*keys: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch.utils.data import IterableDataset
 
 from datamodules.collection import Transitions
 
@@ -60,3 +61,14 @@ def gather_shards(
         fields.append(out)
     obs, action, reward, next_obs, done = fields
     return Transitions(obs, action, reward, next_obs, done.bool())
+
+
+class TaskIndexShard(IterableDataset):
+    """One batch: the indices ``rank, rank + W, ...`` of ``num_tasks`` (the test loop's trigger, the
+    same single batch on every rank)."""
+
+    def __init__(self, num_tasks: int, rank: int, world: int):
+        self.indices = torch.arange(num_tasks)[rank::world]
+
+    def __iter__(self):
+        yield self.indices

@@ -35,6 +35,10 @@ class TaskResult:
 
 
 LatentInference = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Normal]
+TestTimeAdaptation = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], StepPolicy]
+"""``(context_x [T, n, X], context_y [T, n, O], latent [T, Z], episodes E) → the step policy of the
+T × E evaluation envs`` (env ``i·E + e`` runs task ``i``): a method that does work per test task
+after its online context (a per-task policy search) plugs in here."""
 
 
 @torch.no_grad()
@@ -125,15 +129,19 @@ def run_meta_test(
     infer_latent: LatentInference | None = None,
     n_context: int = 0,
     progress: bool = False,
+    adapt: TestTimeAdaptation | None = None,
 ) -> tuple[list[TaskResult], torch.Tensor]:
     """The protocol for one method, plus a uniform-random policy, on ``tasks``.
 
     With ``infer_latent`` (GSSM+APS, PE-PPO) the latent is the mean of ``q(z_c | online context)``
     after :func:`collect_online_context`; without (DR-PPO) the policy reads no latent (``Z = 0``).
-    The policy acts with its mean action. Returns the results and the latents ``[T, Z]``.
+    The evaluation episodes act with the policy's mean action, or with what ``adapt`` makes of the
+    online context (it needs ``infer_latent``). Returns the results and the latents ``[T, Z]``.
     """
     device = next(policy.parameters()).device
     if infer_latent is None:
+        if adapt is not None:
+            raise ValueError("run_meta_test: adapt needs an online context, so infer_latent too")
         latent = torch.zeros(len(tasks), 0, device=device)
     else:
         cx, cy = collect_online_context(family, tasks, infer_latent, policy, n_context, seed, progress)
@@ -143,9 +151,12 @@ def run_meta_test(
     def random_act(obs: torch.Tensor, t: int, trajectory: Trajectory) -> tuple[torch.Tensor, dict]:
         return torch.as_tensor(rng.uniform(-1, 1, size=(obs.shape[0], family.act_dim)).astype(np.float32)), {}
 
-    mean_action = agent_policy(policy, latent.repeat_interleave(episodes, dim=0), deterministic=True)
+    if adapt is None:
+        evaluation_policy = agent_policy(policy, latent.repeat_interleave(episodes, dim=0), deterministic=True)
+    else:
+        evaluation_policy = adapt(cx, cy, latent, episodes)
     results = []
-    for name, act, z in ((method, mean_action, latent), ("random", random_act, None)):
+    for name, act, z in ((method, evaluation_policy, latent), ("random", random_act, None)):
         returns = evaluation_returns(family, tasks, episodes, seed + 1, act, progress)
         results += summarise(name, tasks, returns, family.episode_length, z)
     return results, latent

@@ -8,10 +8,11 @@ from typing import Any, Literal
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.distributions import Normal
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from common.sampling import sample_normal
 from common.seeding import COLLECT_ENV, COLLECT_LATENT, METATEST, derive_seed
+from datamodules.sharding import TaskIndexShard
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import make_family
 from envs.rollout import TaskVectorEnv, Trajectory, rollout
@@ -21,17 +22,6 @@ from modules.pe_encoder import ProbabilisticContextEncoder
 from modules.ppo import PPOLearner, PPOSettings, Rollouts
 
 METHODS = ("dr_ppo", "pe_ppo")
-
-
-class TaskIndexShard(IterableDataset):
-    """One batch: the indices ``rank, rank + W, ...`` of ``num_tasks`` (the test loop's trigger, the
-    same single batch on every rank)."""
-
-    def __init__(self, num_tasks: int, rank: int, world: int):
-        self.indices = torch.arange(num_tasks)[rank::world]
-
-    def __iter__(self):
-        yield self.indices
 
 
 class ModelFreePPO(PPOLearner):

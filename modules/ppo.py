@@ -179,6 +179,12 @@ class PPOLearner(pl.LightningModule):
         return self.trainer.strategy.reduce(t, reduce_op="sum")
 
     def on_train_epoch_start(self) -> None:
+        self.log_rollouts(self.prepare_iteration())
+
+    def prepare_iteration(self) -> Rollouts:
+        """Collect this rank's rollouts, compute GAE and the value targets, update the critic's return
+        normaliser and keep the flattened batch for the iteration's minibatches; returns the rollouts.
+        ``on_train_epoch_start`` runs it under a Trainer; a plain optimisation loop can call it too."""
         hp = self.ppo
         r = self.collect_rollouts()
         adv, ret = generalized_advantages(r.reward, r.value, r.terminated, hp.gamma, hp.gae_lambda, r.truncated)
@@ -195,7 +201,7 @@ class PPOLearner(pl.LightningModule):
             "trajectory": torch.arange(b, device=r.reward.device).repeat(h),
         }
         self.iterations += 1
-        self.log_rollouts(r)
+        return r
 
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self._trainer is not None else 0

@@ -1,0 +1,75 @@
+"""`MPPI`: model-predictive path-integral control over batched action sequences (Williams et al. 2017)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+SequenceReturns = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(start_obs [N·K, O], actions [H, N·K, A]) → returns [N·K]``: the return of each action sequence
+from its start state (row ``n·K + k`` is candidate ``k`` of state ``n``)."""
+
+
+class MPPI:
+    """Plans ``horizon`` actions for ``N`` states at once and returns the first of each plan.
+
+    Each :meth:`plan` call runs ``iterations`` rounds of: ``samples`` candidate sequences around the
+    current mean plan (Gaussian noise of std ``noise_std``, clipped to ``[-1, 1]``), their returns from
+    ``returns_fn`` (all ``N · K`` candidates as one batch), and the mean plan moved to the
+    return-weighted average ``Σ_k softmax(R_k / temperature) U_k``. The plan is kept between calls
+    (shifted by one step, the new last action 0) as the next call's warm start, and dropped when the
+    number of states changes (a new batch of episodes).
+
+    Args:
+        act_dim: action size ``A``; horizon: ``H``; samples: ``K`` candidates per state per round.
+        temperature: MPPI's λ, in units of the return: lower is greedier.
+
+    Example:
+        >>> planner = MPPI(act_dim=1, horizon=5, samples=64)
+        >>> go_right = lambda obs, actions: actions.sum((0, 2))  # the return: the sum of the actions
+        >>> planner.plan(torch.zeros(3, 2), go_right, torch.Generator().manual_seed(0)).shape
+        torch.Size([3, 1])
+    """
+
+    def __init__(
+        self,
+        act_dim: int,
+        horizon: int = 25,
+        samples: int = 128,
+        iterations: int = 2,
+        noise_std: float = 0.5,
+        temperature: float = 0.1,
+    ):
+        for name, value in (("horizon", horizon), ("samples", samples), ("iterations", iterations)):
+            if value < 1:
+                raise ValueError(f"MPPI {name}={value}; expected an integer >= 1")
+        for name, value in (("noise_std", noise_std), ("temperature", temperature)):
+            if not value > 0:
+                raise ValueError(f"MPPI {name}={value}; expected a positive number")
+        self.act_dim, self.horizon, self.samples, self.iterations = act_dim, horizon, samples, iterations
+        self.noise_std, self.temperature = noise_std, temperature
+        self.mean_plan: torch.Tensor | None = None  # [N, H, A]
+
+    def reset(self) -> None:
+        """Forget the warm start (a new episode)."""
+        self.mean_plan = None
+
+    @torch.no_grad()
+    def plan(self, obs: torch.Tensor, returns_fn: SequenceReturns, generator: torch.Generator) -> torch.Tensor:
+        """The first planned action ``[N, A]`` for each of the states ``obs [N, O]``."""
+        n, k, h, a = obs.shape[0], self.samples, self.horizon, self.act_dim
+        if self.mean_plan is None or self.mean_plan.shape[0] != n:
+            self.mean_plan = obs.new_zeros(n, h, a)
+        start = obs.repeat_interleave(k, dim=0)  # [N·K, O]
+        for _ in range(self.iterations):
+            noise = torch.randn(n, k, h, a, generator=generator, device=obs.device) * self.noise_std
+            candidates = (self.mean_plan[:, None] + noise).clamp(-1.0, 1.0)  # [N, K, H, A]
+            returns = returns_fn(start, candidates.reshape(n * k, h, a).transpose(0, 1)).view(n, k)
+            if not torch.isfinite(returns).all():
+                raise FloatingPointError("MPPI: a candidate's predicted return is NaN/inf; the model is unstable here")
+            weights = torch.softmax((returns - returns.max(1, keepdim=True).values) / self.temperature, dim=1)
+            self.mean_plan = (weights[:, :, None, None] * candidates).sum(1)
+        action = self.mean_plan[:, 0].clone()
+        self.mean_plan = torch.cat([self.mean_plan[:, 1:], torch.zeros_like(self.mean_plan[:, :1])], dim=1)
+        return action

@@ -1,0 +1,149 @@
+"""`TestTimeMethod`: the methods that start from a trained GSSM+APS and work per test task (DESIGN §8)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from common.seeding import METATEST, derive_seed
+from datamodules.sharding import TaskIndexShard
+from envs import make_family
+from evaluation import TaskResult, publish_meta_test, run_meta_test, select_tasks
+from modules.dyna_checkpoint import DynaCheckpoint, load_dyna_checkpoint
+from modules.model_predictive_agent import ModelPredictiveAgent
+from modules.mppi import MPPI
+from modules.task_policy_search import TaskPolicySearch
+
+METHODS = ("gssm_mpc", "gssm_nonamortized")
+
+
+class TestTimeMethod(pl.LightningModule):
+    """The meta-test (DESIGN §6) of a method that uses the GSSM of a main-job ``checkpoint`` at test
+    time, run by ``python train.py test --config conf/baselines/<env>_<method>.yaml
+    --model.checkpoint <runs/<env>/.../last.ckpt>``; it trains nothing.
+
+    * ``method="gssm_mpc"`` — :class:`modules.model_predictive_agent.ModelPredictiveAgent`: MPPI in
+      GSSM with the task's inferred context and the exact reward, re-planning every step, no policy;
+      it also collects the online context (the latent re-inferred as the context grows).
+    * ``method="gssm_nonamortized"`` — :class:`modules.task_policy_search.TaskPolicySearch`: the
+      amortized policy collects the online context, then each test task gets its own policy from
+      ``search_iterations`` PPO iterations on imagined rollouts of that task alone.
+
+    Each rank runs its shard of the test tasks (``r, r + W, ...``) in ``test_step``; rank 0 writes
+    ``metatest.json``/``.md`` and ``test_compute.json`` (the method's extra compute: seconds per test
+    task and per action, means over ranks) into the log directory.
+
+    Args:
+        checkpoint: a main-job (Dyna) checkpoint of ``env``; its GSSM and its APS policy are used.
+        metatest_episodes: evaluation episodes per test task (MPC is slow per action: fewer).
+        mpc_*: :class:`modules.mppi.MPPI`'s settings; search_*: :class:`TaskPolicySearch`'s.
+
+    Example:
+        >>> TestTimeMethod(env="acrobot", method="gssm_mpc", checkpoint="last.ckpt").hparams.method
+        'gssm_mpc'
+    """
+
+    def __init__(
+        self,
+        env: str = "acrobot",
+        method: str = "gssm_mpc",
+        checkpoint: str | None = None,
+        metatest_context: int = 50,
+        metatest_episodes: int = 50,
+        metatest_tasks: list[str] | None = None,
+        mpc_horizon: int = 20,
+        mpc_samples: int = 64,
+        mpc_iterations: int = 1,
+        mpc_noise_std: float = 0.5,
+        mpc_temperature: float = 0.03,
+        search_iterations: int = 10,
+        search_rollouts: int = 256,
+        search_init: str = "amortized",
+        max_grad_norm: float = 0.5,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"unknown test-time method {method!r}; expected one of {METHODS}")
+        if checkpoint is None:
+            raise ValueError(f"{method} needs --model.checkpoint: a main-job (train.py fit) checkpoint of {env}")
+        self.save_hyperparameters()
+        self.family = make_family(env)
+        self.test_tasks = select_tasks(self.family.test_tasks(), metatest_tasks, self.family.name)
+        self.run: DynaCheckpoint | None = None
+        self._results: list[TaskResult] = []
+        self._compute = {"seconds": 0.0, "tasks": 0, "actions": 0}
+
+    def setup(self, stage: str) -> None:
+        # loaded here, not in __init__: LightningCLI instantiates this class while parsing (Lightning 2.6)
+        if self.run is None:
+            self.run = load_dyna_checkpoint(self.hparams.checkpoint, self.hparams.env)
+            self.gssm, self.aps = self.run.model, self.run.aps  # submodules: moved to the device with this one
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(TaskIndexShard(len(self.test_tasks), self.trainer.global_rank, self.trainer.world_size),
+                          batch_size=None)  # fmt: skip
+
+    @torch.no_grad()
+    def test_step(self, indices: torch.Tensor, batch_idx: int) -> None:
+        hp = self.hparams
+        tasks = [self.test_tasks[i] for i in indices.tolist()]
+        if not tasks:
+            return
+        rank = self.trainer.global_rank
+        seed = derive_seed(METATEST, hp.seed, 0, rank)
+        params = self.family.params_tensor(tasks).to(self.device)
+        self.gssm.eval()
+        if hp.method == "gssm_mpc":
+            planner = MPPI(self.family.act_dim, hp.mpc_horizon, hp.mpc_samples, hp.mpc_iterations, hp.mpc_noise_std,
+                           hp.mpc_temperature)  # fmt: skip
+            agent = ModelPredictiveAgent(self.gssm, self.family, params, planner, seed=seed)
+            results, _ = run_meta_test(self.family, tasks, hp.method, agent, hp.metatest_episodes, seed,
+                                       agent.infer_latent, hp.metatest_context)  # fmt: skip
+            self._compute["seconds"] += agent.seconds
+            self._compute["actions"] += agent.actions
+        else:
+            search = TaskPolicySearch(self.gssm, self.aps, hp.search_iterations, hp.search_rollouts, hp.search_init,
+                                      hp.max_grad_norm, seed)  # fmt: skip
+            results, _ = run_meta_test(
+                self.family, tasks, hp.method, self.aps.policy, hp.metatest_episodes, seed,
+                lambda cx, cy, mask: self.gssm.infer_context(cx, cy, mask).q_zc, hp.metatest_context,
+                adapt=lambda cx, cy, latent, episodes: search.adapt(cx, cy, latent, episodes, params),
+            )  # fmt: skip
+            self._compute["seconds"] += search.seconds
+        self._compute["tasks"] += len(tasks)
+        self._results += results
+
+    def on_test_epoch_end(self) -> None:
+        hp = self.hparams
+        header = (
+            f"{self.family.name}, {hp.method} on {Path(hp.checkpoint).name} ({self.run.real_transitions} real training "
+            f"transitions), {hp.metatest_context} context steps, {hp.metatest_episodes} episodes per task"
+        )
+        scalars = publish_meta_test(self.trainer, self._results, self.test_tasks, hp.method, header,
+                                    self.run.real_transitions)  # fmt: skip
+        compute = self.compute_per_task_and_action()
+        for name, value in {**scalars, **compute}.items():
+            self.log(name, value, rank_zero_only=True)
+        if self.trainer.is_global_zero:
+            log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+            (log_dir / "test_compute.json").write_text(json.dumps({"method": hp.method, **compute}, indent=1))
+        self._results = []
+
+    def compute_per_task_and_action(self) -> dict[str, float]:
+        """The method's extra test-time compute, seconds, averaged over ranks: per test task (the
+        per-task search; MPC's planning over the whole protocol) and per action (MPC's planning)."""
+        c = self._compute
+        local = torch.tensor([c["seconds"] / max(c["tasks"], 1),
+                              c["seconds"] / c["actions"] if c["actions"] else 0.0], dtype=torch.float64)  # fmt: skip
+        if self.trainer.world_size > 1:
+            local = self.trainer.strategy.reduce(local.to(self.device), reduce_op="mean").cpu()
+        per_task, per_action = local.tolist()
+        out = {"time/test_seconds_per_task": per_task}
+        if self.hparams.method == "gssm_mpc":
+            out["time/test_seconds_per_action"] = per_action
+        return out
