@@ -184,6 +184,29 @@ def transitions_to_reach(history: list[dict], method: str, level: float) -> floa
     return None
 
 
+def against_gssm_aps(runs: list[dict]) -> list[str]:
+    """Each method's final mean per-step reward (all test tasks) against GSSM+APS's at the equal budget:
+    the difference of the means over seeds, called a win or a loss only when it exceeds both methods'
+    std across seeds."""
+    lines = ["Against GSSM+APS (equal budget, all test tasks, mean over seeds; a win or a loss only where the",
+             "difference exceeds both methods' std across seeds):", "",
+             "| env | method | method − GSSM+APS | verdict |", "|---|---|---:|---|"]  # fmt: skip
+    for env in dict.fromkeys(r["env"] for r in runs):
+        ours = [final_metric(r, "gssm_aps", "all") for r in runs if r["env"] == env and r["method"] == "gssm_aps"]
+        if not ours:
+            continue
+        for method in METHODS[1:]:
+            theirs = [final_metric(r, method, "all") for r in runs
+                      if r["env"] == env and r["method"] == method and not r["long"]]  # fmt: skip
+            if not theirs:
+                continue
+            diff = statistics.mean(theirs) - statistics.mean(ours)
+            noise = max(statistics.stdev(v) if len(v) > 1 else 0.0 for v in (ours, theirs))
+            verdict = "no clear difference" if abs(diff) <= noise else ("wins" if diff > 0 else "loses")
+            lines.append(f"| {env} | {method} | {diff:+.3f} | {verdict} |")
+    return lines
+
+
 def test_time_compute(group: list[dict]) -> str:
     """A test-time method's extra compute, mean over seeds: seconds of search per test task, or
     milliseconds of planning per action; "—" for a method that only runs its policy."""
@@ -231,6 +254,7 @@ def markdown(result: dict) -> str:
         cells = [mean_std([final_metric(g, "random", s) for g in group]) for s in SPLITS]
         episodes = next(t["episodes"] for t in group[0]["final"]["tasks"] if t["method"] == "random")
         lines.append(f"| {env} | random | — | 0 | {len(group)} | {' | '.join(cells)} | — | — | {episodes} |")
+    lines += ["", *against_gssm_aps(runs)]
     lines += ["", "Real transitions a model-free method needs to reach GSSM+APS's final mean per-step reward (all test",
               "tasks, mean over seeds), from its long-budget learning curve, as a multiple of GSSM+APS's budget",
               "(interpolated between evaluations; a curve already above it at its first evaluation counts that",

@@ -45,7 +45,9 @@ import envs  # noqa: E402
 
 IMAGINATION_TARGET = 200_000
 METATEST_TARGETS = {"acrobot": (-0.62, -0.62), "cartpole_swingup": (0.70, 0.58)}
-LABELS = {"gssm_aps": "GSSM+APS", "dr_ppo": "DR-PPO", "pe_ppo": "PE-PPO", "random": "random"}
+LABELS = {"gssm_aps": "GSSM+APS", "gssm_nonamortized": "GSSM, non-amortized", "gssm_mpc": "GSSM-MPC",
+          "mlsm_v0_aps": "MLSM-v0+APS", "mlsm_v1_aps": "MLSM-v1+APS", "dr_ppo": "DR-PPO", "pe_ppo": "PE-PPO",
+          "random": "random"}  # fmt: skip
 MODEL_INTRO = (
     "Identical random-policy data per env and seed, mean ± std across seeds; NLL in nats per transition and",
     "MSE on normalised Δs (one-step, test tasks); H-step RMSE of the open-loop state prediction in units of",
@@ -243,8 +245,9 @@ def render(tp: dict | None, models: list[dict] | None, results: dict, commands: 
         "",
         "## Meta-test results",
         "",
-        "Mean per-step reward on the test tasks (DESIGN §6: online context, then 50 evaluation episodes per task,",
-        "no gradient step), the final checkpoint of each run, mean ± std across seeds. `equal` is GSSM+APS's",
+        "Mean per-step reward on the test tasks (DESIGN §6: online context, then evaluation episodes per task —",
+        "50, fewer for MPC, as the table says — no gradient step of the policy), the final checkpoint of each run,",
+        "mean ± std across seeds; every method on every test task. `equal` is GSSM+APS's",
         f"real-transition budget, `long` the model-free methods' long budget. Runs: {results['jobs']} at a time,",
         f"one torch thread each, so wall times are those of a shared machine. Measured on {results['machine']},",
         f"{results['date']}, by: {results['command']}.",

@@ -361,3 +361,29 @@ def test_the_training_tasks_benchmark_runs_the_meta_test_protocol_on_the_checkpo
     assert list(result["per_task"]) == [t.name for t in train_tasks]
     assert all(-1.0 <= r <= 0.0 for r in result["per_task"].values())  # acrobot's per-step reward range
     assert math.isclose(result["reward_per_step"], sum(result["per_task"].values()) / 3)
+
+
+@pytest.mark.parametrize("method", ["gssm_mpc", "gssm_nonamortized"])
+def test_a_test_time_method_meta_tests_a_main_job_checkpoint(fitted, tmp_path, method):
+    ckpt = str(fitted / LOG / "checkpoints/last.ckpt")
+    tiny = ("--model.metatest_episodes", "2", "--model.metatest_context", "5", "--model.mpc_samples", "4",
+            "--model.mpc_horizon", "3", "--model.search_iterations", "2", "--model.search_rollouts", "8")  # fmt: skip
+    run_cli(tmp_path, "test", "--config", str(ROOT / f"conf/baselines/acrobot_{method}.yaml"),
+            "--model.checkpoint", ckpt, *tiny)  # fmt: skip
+    log_dir = tmp_path / f"runs/{method}/acrobot/version_0"
+    report = json.loads((log_dir / "metatest.json").read_text())
+    tasks = sorted(t.name for t in envs.make_family("acrobot").test_tasks())
+    for name in (method, "random"):
+        rows = [r for r in report["tasks"] if r["method"] == name]
+        assert sorted(r["task"] for r in rows) == tasks and all(r["episodes"] == 2 for r in rows)
+        assert all(-1.0 <= r["reward_per_step"] <= 0.0 for r in rows)
+    compute = json.loads((log_dir / "test_compute.json").read_text())
+    assert compute["method"] == method and compute["time/test_seconds_per_task"] > 0
+    assert (compute.get("time/test_seconds_per_action", 0) > 0) == (method == "gssm_mpc")
+    history = (log_dir / "metatest_history.jsonl").read_text().splitlines()
+    assert json.loads(history[0])["real_transitions"] == 3 * (40 + 2 * 200)  # the checkpoint's: tiny_dyna.yaml
+
+    wrong_env = run_cli(tmp_path, "test", "--config", str(ROOT / f"conf/baselines/cartpole_swingup_{method}.yaml"),
+                        "--model.checkpoint", ckpt, check=False)  # fmt: skip
+    assert wrong_env.returncode != 0
+    assert "was made for env 'acrobot', not 'cartpole_swingup'" in wrong_env.stderr
