@@ -129,8 +129,8 @@ class TestTimeMethod(pl.LightningModule):
         compute = self.compute_per_task_and_action()
         for name, value in {**scalars, **compute}.items():
             self.log(name, value, rank_zero_only=True)
+        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a broadcast: every rank
         if self.trainer.is_global_zero:
-            log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
             (log_dir / "test_compute.json").write_text(json.dumps({"method": hp.method, **compute}, indent=1))
         self._results = []
 
