@@ -77,7 +77,8 @@ def run_config(env: str, method: str, long: bool, seed: int, run_dir: Path, quic
 
 def gssm_checkpoint(runs: Path, env: str, seed: int) -> str:
     """The ``last.ckpt`` of the GSSM+APS run of ``env`` and ``seed`` under ``runs``."""
-    found = sorted((runs / env / "gssm_aps" / f"seed{seed}").glob("**/checkpoints/last.ckpt"))
+    found = sorted((runs / env / "gssm_aps" / f"seed{seed}").glob("**/checkpoints/last.ckpt"),
+                   key=lambda p: p.stat().st_mtime)  # the newest, if the folder holds several runs
     if not found:
         raise FileNotFoundError(f"no GSSM+APS checkpoint for {env} seed {seed} under {runs / env / 'gssm_aps'}; "
                                 "run gssm_aps first or point --gssm-runs at a results folder that has it")  # fmt: skip

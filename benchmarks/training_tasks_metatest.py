@@ -1,15 +1,18 @@
 """The meta-test protocol on a checkpoint's own *training* tasks: the number to tune on.
 
     python benchmarks/training_tasks_metatest.py --ckpt runs/acrobot/version_0/checkpoints/last.ckpt [--ckpt ...]
-        [--context 50] [--episodes 50] [--seed 123]
+        [--context 50] [--episodes 50] [--seed 123] [--tasks N]
+        [--method gssm_aps|gssm_nonamortized|gssm_mpc] [--set mpc_horizon=40 ...]
 
 DESIGN §6's protocol — ``--context`` online steps with the stochastic policy while ``z_c`` is
 re-inferred as the context grows, then ``--episodes`` mean-action episodes per task with ``z_c``
 from that context, no gradient step — run on the training tasks the checkpoint was meta-trained on
-(its datamodule's ``num_train_tasks`` and ``task_seed``), never on the test tasks. Budgets and
-schedules are chosen on this number: the Dyna loop's ``real/reward_per_step`` is collected by the
-exploring policy (action std ≥ its floor) and stayed flat on acrobot while the mean-action policy
-still improved (README, *What was tried*).
+(its datamodule's ``num_train_tasks`` and ``task_seed``; the first ``--tasks`` of them), never on the
+test tasks. Budgets and schedules are chosen on this number: the Dyna loop's ``real/reward_per_step``
+is collected by the exploring policy (action std ≥ its floor) and stayed flat on acrobot while the
+mean-action policy still improved (README, *What was tried*). With ``--method`` a test-time method
+(:class:`modules.test_time_method.TestTimeMethod`, its settings changed by ``--set name=value``) runs
+the same protocol on the checkpoint's GSSM: how its planning and search settings were chosen.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -27,20 +31,39 @@ from latent_probe import run_label  # noqa: E402
 
 from evaluation.protocol import run_meta_test  # noqa: E402
 from modules.dyna_checkpoint import load_dyna_checkpoint  # noqa: E402
+from modules.test_time_method import TestTimeMethod  # noqa: E402
 
 
-def training_tasks_reward(path: str, context: int, episodes: int, seed: int) -> dict:
-    """Mean per-step reward of the checkpoint's policy over its training tasks under the meta-test
-    protocol, with each task's value."""
+def training_tasks_reward(path: str, context: int, episodes: int, seed: int, method: str = "gssm_aps",
+                          tasks: int | None = None, settings: dict | None = None) -> dict:  # fmt: skip
+    """Mean per-step reward of ``method`` on the checkpoint's (first ``tasks``) training tasks under the
+    meta-test protocol, with each task's value and, for a test-time method, its compute."""
     run = load_dyna_checkpoint(path)
-    model, policy, family = run.model, run.aps.policy, run.family
-    tasks = family.train_tasks(run.data["num_train_tasks"], run.data["task_seed"])
-    infer = lambda cx, cy, mask: model.infer_context(cx, cy, mask).q_zc  # noqa: E731
-    with torch.no_grad():
-        results, _ = run_meta_test(family, tasks, "gssm_aps", policy, episodes, seed, infer, n_context=context)
-    per_task = {r.task: r.reward_per_step for r in results if r.method == "gssm_aps"}
-    return {"env": family.name, "tasks": len(tasks), "reward_per_step": sum(per_task.values()) / len(per_task),
-            "per_task": per_task}  # fmt: skip
+    family = run.family
+    train_tasks = family.train_tasks(run.data["num_train_tasks"], run.data["task_seed"])[:tasks]
+    compute = {}
+    if method == "gssm_aps":  # the amortized policy of the run's model: GSSM, or an MLSM ablation
+        method = f"{run.model.hparams.variant}_aps"
+        infer = lambda cx, cy, mask: run.model.infer_context(cx, cy, mask).q_zc  # noqa: E731
+        with torch.no_grad():
+            results, _ = run_meta_test(family, train_tasks, method, run.aps.policy, episodes, seed, infer,
+                                       n_context=context)  # fmt: skip
+    else:
+        module = TestTimeMethod(env=family.name, method=method, checkpoint=path, metatest_context=context,
+                                metatest_episodes=episodes, seed=seed, **(settings or {}))  # fmt: skip
+        module.setup("test")
+        results = module.meta_test_tasks(train_tasks)
+        compute = module.compute_per_task_and_action()
+    per_task = {r.task: r.reward_per_step for r in results if r.method == method}
+    return {"env": family.name, "tasks": len(train_tasks), "reward_per_step": sum(per_task.values()) / len(per_task),
+            "per_task": per_task, "compute": compute}  # fmt: skip
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: expected name=value, e.g. mpc_horizon=40")
+    return name, yaml.safe_load(value)
 
 
 def main() -> None:
@@ -49,11 +72,19 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=50, help="online context steps per task")
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes per task")
     parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--tasks", type=int, default=None, help="only the first N training tasks (default: all)")
+    parser.add_argument("--method", default="gssm_aps", choices=["gssm_aps", "gssm_nonamortized", "gssm_mpc"])
+    parser.add_argument("--set", type=parse_setting, nargs="*", default=[], dest="settings",
+                        help="a test-time method's setting, name=value (TestTimeMethod's arguments)")
     args = parser.parse_args()
-    print("| checkpoint | env | training tasks | mean per-step reward |\n|---|---|---:|---:|")
+    print(f"{args.method} {dict(args.settings)}")
+    print("| checkpoint | env | training tasks | mean per-step reward | test-time compute |\n|---|---|---:|---:|---|")
     for path in args.ckpt:
-        r = training_tasks_reward(path, args.context, args.episodes, args.seed)
-        print(f"| {run_label(path)} ({path}) | {r['env']} | {r['tasks']} | {r['reward_per_step']:.3f} |", flush=True)
+        r = training_tasks_reward(path, args.context, args.episodes, args.seed, args.method, args.tasks,
+                                  dict(args.settings))  # fmt: skip
+        compute = ", ".join(f"{k} {v:.4f}" for k, v in r["compute"].items()) or "—"
+        print(f"| {run_label(path)} ({path}) | {r['env']} | {r['tasks']} | {r['reward_per_step']:.3f} | {compute} |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from envs import TaskFamily
-from envs.rollout import rollout
+from envs.rollout import StepPolicy, agent_policy, rollout
 from modules.meta_dynamics_model import MetaDynamicsModel
 from modules.meta_dynamics_net import ContextEncoding
 from modules.model_env import ModelEnv
@@ -28,7 +28,8 @@ class ModelPredictiveAgent(nn.Module):
     next state, projected to a physical state) and scored by the family's exact reward of each
     task's ``params`` (undiscounted, nothing after an imagined termination). The rows of ``act``
     come task-major, ``N = T · M`` (``M`` episodes per task), as the protocol lays them out.
-    ``seconds`` / ``actions`` is the planning compute per action.
+    ``seconds`` / ``actions`` is the planning time per action: the wall time of the batched planning calls
+    over the number of env rows they planned for (not the latency of one call).
 
     Args:
         model: the meta dynamics model (frozen); params: ``[T, P]`` the tasks' physics parameters,
@@ -88,4 +89,10 @@ class ModelPredictiveAgent(nn.Module):
         self.seconds += time.perf_counter() - start
         self.actions += obs.shape[0]
         return action
+
+    def evaluation_policy(self, latent: torch.Tensor, episodes: int) -> StepPolicy:
+        """The protocol's evaluation step policy for ``episodes`` episodes per task (``latent [T, Z]``), the
+        online context phase's warm-start plan dropped (:data:`evaluation.protocol.TestTimeAdaptation`)."""
+        self.planner.reset()
+        return agent_policy(self, latent.repeat_interleave(episodes, dim=0), deterministic=True)
 

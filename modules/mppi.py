@@ -18,8 +18,8 @@ class MPPI:
     current mean plan (Gaussian noise of std ``noise_std``, clipped to ``[-1, 1]``), their returns from
     ``returns_fn`` (all ``N · K`` candidates as one batch), and the mean plan moved to the
     return-weighted average ``Σ_k softmax(R_k / temperature) U_k``. The plan is kept between calls
-    (shifted by one step, the new last action 0) as the next call's warm start, and dropped when the
-    number of states changes (a new batch of episodes).
+    (shifted by one step, the new last action 0) as the next call's warm start; :meth:`reset` drops it
+    (a new batch of episodes), as does a call with another number of states.
 
     Args:
         act_dim: action size ``A``; horizon: ``H``; samples: ``K`` candidates per state per round.
@@ -35,11 +35,11 @@ class MPPI:
     def __init__(
         self,
         act_dim: int,
-        horizon: int = 25,
-        samples: int = 128,
-        iterations: int = 2,
+        horizon: int = 20,
+        samples: int = 64,
+        iterations: int = 1,
         noise_std: float = 0.5,
-        temperature: float = 0.1,
+        temperature: float = 0.03,
     ):
         for name, value in (("horizon", horizon), ("samples", samples), ("iterations", iterations)):
             if value < 1:
@@ -68,7 +68,7 @@ class MPPI:
             returns = returns_fn(start, candidates.reshape(n * k, h, a).transpose(0, 1)).view(n, k)
             if not torch.isfinite(returns).all():
                 raise FloatingPointError("MPPI: a candidate's predicted return is NaN/inf; the model is unstable here")
-            weights = torch.softmax((returns - returns.max(1, keepdim=True).values) / self.temperature, dim=1)
+            weights = torch.softmax(returns / self.temperature, dim=1)
             self.mean_plan = (weights[:, :, None, None] * candidates).sum(1)
         action = self.mean_plan[:, 0].clone()
         self.mean_plan = torch.cat([self.mean_plan[:, 1:], torch.zeros_like(self.mean_plan[:, :1])], dim=1)

@@ -24,10 +24,11 @@ class TaskPolicySearch:
 
     A task's search is APS (:class:`modules.aps.APSModule`, the amortized run's settings) with the
     task's online context as its only data: context subsets and start states are drawn from those
-    ``n`` real transitions, ``z_c`` is inferred from the subsets, rewards are the family's exact ones
-    of the task's ``params``. It runs ``iterations`` PPO iterations of ``rollouts`` imagined rollouts,
-    starting from the amortized policy (``init="amortized"``) or from a fresh one (``"scratch"``),
-    with its own Adam. Each search is a plain optimisation loop, not a ``Trainer.fit``: test tasks
+    ``n`` real transitions (with replacement, as APS draws them), ``z_c`` is inferred from the
+    subsets, rewards are the family's exact ones of the task's ``params``. It runs ``iterations`` PPO
+    iterations of ``rollouts`` imagined rollouts, starting from the amortized policy
+    (``init="amortized"``) or from a fresh one (``"scratch"``), with a fresh Adam. Each search is a
+    plain optimisation loop, not a ``Trainer.fit``: test tasks
     are sharded over ranks and every rank's searches are independent (no gradient is averaged
     across ranks). Searches run one task after another; the evaluation episodes of all tasks then
     run as one batch, each task's rows through its own policy (the policies stacked, one call).
@@ -51,7 +52,7 @@ class TaskPolicySearch:
         self,
         model: MetaDynamicsModel,
         amortized: APSModule,
-        iterations: int = 20,
+        iterations: int = 10,
         rollouts: int = 256,
         init: str = "amortized",
         max_grad_norm: float = 0.5,
@@ -92,13 +93,13 @@ class TaskPolicySearch:
         obs, n = context_x[None, :, :obs_dim].cpu(), context_x.shape[0]
         buffer.add(torch.tensor([0]), obs, context_x[None, :, obs_dim:].cpu(), torch.zeros(1, n),
                    obs + context_y[None].cpu(), torch.zeros(1, n, dtype=torch.bool))  # fmt: skip
-        hp = {k: v for k, v in self.amortized.hparams.items() if k != "dynamics_checkpoint"}
-        hp.update(rollouts_per_task=self.rollouts, seed=derive_seed(TASK_SEARCH, self.seed, task_index))
+        hp = dict(self.amortized.hparams, dynamics_checkpoint=None, rollouts_per_task=self.rollouts,
+                  seed=derive_seed(TASK_SEARCH, self.seed, task_index))  # fmt: skip
         learner = APSModule(**hp).to(self.model.device)
         if self.init == "amortized":
             learner.load_state_dict(self.amortized.state_dict())
         learner.source = ImaginationSource(self.model, buffer, torch.tensor([0]), params[None].cpu())
-        optimizer = torch.optim.Adam(learner.policy.parameters(), lr=learner.ppo.lr, eps=1e-5)
+        optimizer = learner.configure_optimizers()  # a fresh Adam: the amortized run's state is not carried
         returns = []
         for _ in range(self.iterations):
             rollouts = learner.prepare_iteration()
@@ -112,12 +113,13 @@ class TaskPolicySearch:
         return learner.policy.eval(), returns
 
     def adapt(self, context_x: torch.Tensor, context_y: torch.Tensor, latent: torch.Tensor, episodes: int,
-              params: torch.Tensor) -> StepPolicy:  # fmt: skip
+              params: torch.Tensor, task_indices: list[int]) -> StepPolicy:  # fmt: skip
         """The meta-test hook (:data:`evaluation.protocol.TestTimeAdaptation`, with the tasks'
-        ``params [T, P]`` bound): search every task's policy from its context ``[T, n, ·]``, then the
-        step policy of the ``T × episodes`` evaluation envs — env ``i·E + e`` acts with task ``i``'s
-        policy and latent ``[T, Z]``, mean action."""
-        policies = [self.search(context_x[i], context_y[i], params[i], i)[0] for i in range(len(params))]
+        ``params [T, P]`` and their indices in the family's task list bound: each search's seed, the
+        same however the tasks are sharded): search every task's policy from its context ``[T, n, ·]``,
+        then the step policy of the ``T × episodes`` evaluation envs — env ``i·E + e`` acts with task
+        ``i``'s policy and latent ``[T, Z]``, mean action."""
+        policies = [self.search(context_x[i], context_y[i], params[i], task_indices[i])[0] for i in range(len(params))]
         return stacked_mean_action(policies, latent, episodes)
 
 

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from common.seeding import METATEST, derive_seed
 from datamodules.sharding import TaskIndexShard
-from envs import make_family
+from envs import Task, make_family
 from evaluation import TaskResult, publish_meta_test, run_meta_test, select_tasks
 from modules.dyna_checkpoint import DynaCheckpoint, load_dyna_checkpoint
 from modules.model_predictive_agent import ModelPredictiveAgent
@@ -88,22 +88,30 @@ class TestTimeMethod(pl.LightningModule):
         return DataLoader(TaskIndexShard(len(self.test_tasks), self.trainer.global_rank, self.trainer.world_size),
                           batch_size=None)  # fmt: skip
 
-    @torch.no_grad()
     def test_step(self, indices: torch.Tensor, batch_idx: int) -> None:
+        self._results += self.meta_test_tasks([self.test_tasks[i] for i in indices.tolist()], indices.tolist())
+
+    @torch.no_grad()
+    def meta_test_tasks(self, tasks: list[Task], indices: list[int] | None = None) -> list[TaskResult]:
+        """The protocol of this method on ``tasks`` (this rank's share, at ``indices`` of the task list;
+        any tasks of the family, e.g. the training tasks a benchmark tunes on), adding its compute to the
+        totals."""
         hp = self.hparams
-        tasks = [self.test_tasks[i] for i in indices.tolist()]
         if not tasks:
-            return
-        rank = self.trainer.global_rank
+            return []
+        indices = list(range(len(tasks))) if indices is None else indices
+        rank = self.trainer.global_rank if self._trainer is not None else 0
         seed = derive_seed(METATEST, hp.seed, 0, rank)
         params = self.family.params_tensor(tasks).to(self.device)
         self.gssm.eval()
         if hp.method == "gssm_mpc":
             planner = MPPI(self.family.act_dim, hp.mpc_horizon, hp.mpc_samples, hp.mpc_iterations, hp.mpc_noise_std,
                            hp.mpc_temperature)  # fmt: skip
-            agent = ModelPredictiveAgent(self.gssm, self.family, params, planner, seed=seed)
+            agent = ModelPredictiveAgent(self.gssm, self.family, params, planner, seed=derive_seed(METATEST, hp.seed, 0,
+                                                                                                   rank, 1))
             results, _ = run_meta_test(self.family, tasks, hp.method, agent, hp.metatest_episodes, seed,
-                                       agent.infer_latent, hp.metatest_context)  # fmt: skip
+                                       agent.infer_latent, hp.metatest_context,
+                                       adapt=lambda cx, cy, latent, episodes: agent.evaluation_policy(latent, episodes))
             self._compute["seconds"] += agent.seconds
             self._compute["actions"] += agent.actions
         else:
@@ -112,11 +120,11 @@ class TestTimeMethod(pl.LightningModule):
             results, _ = run_meta_test(
                 self.family, tasks, hp.method, self.aps.policy, hp.metatest_episodes, seed,
                 lambda cx, cy, mask: self.gssm.infer_context(cx, cy, mask).q_zc, hp.metatest_context,
-                adapt=lambda cx, cy, latent, episodes: search.adapt(cx, cy, latent, episodes, params),
+                adapt=lambda cx, cy, latent, episodes: search.adapt(cx, cy, latent, episodes, params, indices),
             )  # fmt: skip
             self._compute["seconds"] += search.seconds
         self._compute["tasks"] += len(tasks)
-        self._results += results
+        return results
 
     def on_test_epoch_end(self) -> None:
         hp = self.hparams
@@ -135,15 +143,15 @@ class TestTimeMethod(pl.LightningModule):
         self._results = []
 
     def compute_per_task_and_action(self) -> dict[str, float]:
-        """The method's extra test-time compute, seconds, averaged over ranks: per test task (the
-        per-task search; MPC's planning over the whole protocol) and per action (MPC's planning)."""
+        """The method's extra test-time compute in seconds, over all ranks' tasks: per test task (the
+        per-task search; MPC's planning over the whole protocol) and per action (MPC's planning time
+        over the env rows it planned for)."""
         c = self._compute
-        local = torch.tensor([c["seconds"] / max(c["tasks"], 1),
-                              c["seconds"] / c["actions"] if c["actions"] else 0.0], dtype=torch.float64)  # fmt: skip
-        if self.trainer.world_size > 1:
-            local = self.trainer.strategy.reduce(local.to(self.device), reduce_op="mean").cpu()
-        per_task, per_action = local.tolist()
-        out = {"time/test_seconds_per_task": per_task}
+        totals = torch.tensor([c["seconds"], c["tasks"], c["actions"]], dtype=torch.float64)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
+        seconds, tasks, actions = totals.tolist()
+        out = {"time/test_seconds_per_task": seconds / max(tasks, 1)}
         if self.hparams.method == "gssm_mpc":
-            out["time/test_seconds_per_action"] = per_action
+            out["time/test_seconds_per_action"] = seconds / max(actions, 1)
         return out

@@ -60,6 +60,8 @@ def test_mppi_keeps_its_plan_as_a_warm_start_and_drops_it_for_a_new_batch():
     assert planner.mean_plan.shape == (3, 4, 1) and (planner.mean_plan[:, -1] == 0).all()  # shifted, 0 appended
     planner.plan(torch.zeros(5, 1), true_returns(1.0), g)
     assert planner.mean_plan.shape == (5, 4, 1)
+    planner.reset()
+    assert planner.mean_plan is None
     with pytest.raises(ValueError, match="temperature=0"):
         MPPI(act_dim=1, temperature=0)
 
@@ -72,18 +74,26 @@ def toy_model(monkeypatch) -> tuple[MetaDynamicsModel, LinearToyFamily]:
     return train_toy(model, linear_tasks(32, 100, seed=0), steps=150), ReachZeroToyFamily()
 
 
-def test_the_model_predictive_agent_plans_in_the_context_it_was_given(toy_model):
+def test_the_model_predictive_agent_plans_each_task_in_its_own_context(toy_model):
+    """Two tasks whose actions push the state in opposite directions (``w = ±1.5``): from ``s = 1``
+    the plan of each task's rows must push toward 0 with that task's sign."""
     model, family = toy_model
-    buffer = linear_tasks(2, 20, seed=3)
-    cx, cy = buffer.all_xy()
-    agent = ModelPredictiveAgent(model, family, torch.zeros(2, 1), MPPI(act_dim=1, horizon=5, samples=32))
+    w = torch.tensor([1.5, -1.5])
+    g = torch.Generator().manual_seed(3)
+    obs, act = torch.randn(2, 30, 1, generator=g), torch.rand(2, 30, 1, generator=g) * 2 - 1
+    cx, cy = torch.cat([obs, act], -1), w[:, None, None] * act
+    agent = ModelPredictiveAgent(model, family, torch.zeros(2, 1), MPPI(act_dim=1, horizon=5, samples=128,
+                                                                        iterations=2, temperature=0.1))  # fmt: skip
     with pytest.raises(RuntimeError, match="before infer_latent"):
         agent.act(torch.zeros(2, 1), torch.zeros(2, 2))
-    q = agent.infer_latent(cx.view(2, 20, 2), cy.view(2, 20, 1), torch.ones(2, 20, dtype=torch.bool))
-    action = agent.act(torch.ones(4, 1), q.mean.repeat_interleave(2, 0))  # 2 tasks × 2 episodes
-    assert action.shape == (4, 1) and agent.actions == 4 and agent.seconds > 0
+    q = agent.infer_latent(cx, cy, torch.ones(2, 30, dtype=torch.bool))
+    action = agent.act(torch.ones(4, 1), q.mean.repeat_interleave(2, 0))  # 2 tasks × 2 episodes, task-major
+    assert (action[:2] < -0.2).all() and (action[2:] > 0.2).all(), action.flatten().tolist()
+    assert agent.actions == 4 and agent.seconds > 0
     with pytest.raises(ValueError, match="expected 2 tasks"):
         agent.act(torch.ones(3, 1), torch.zeros(3, 2))
+    agent.evaluation_policy(q.mean, episodes=2)
+    assert agent.planner.mean_plan is None  # the context phase's plan is not the evaluation's warm start
 
 
 def test_the_per_task_search_improves_the_imagined_return_of_one_task(toy_model):
