@@ -11,7 +11,7 @@ from that context, no gradient step — run on the training tasks the checkpoint
 test tasks. Budgets and schedules are chosen on this number: the Dyna loop's ``real/reward_per_step``
 is collected by the exploring policy (action std ≥ its floor) and stayed flat on acrobot while the
 mean-action policy still improved (README, *What was tried*). With ``--method`` a test-time method
-(:class:`modules.test_time_method.TestTimeMethod`, its settings changed by ``--set name=value``) runs
+(:class:`modules.test_time_method.GSSMTestTimeMethod`, its settings changed by ``--set name=value``) runs
 the same protocol on the checkpoint's GSSM: how its planning and search settings were chosen.
 """
 
@@ -31,7 +31,7 @@ from latent_probe import run_label  # noqa: E402
 
 from evaluation.protocol import run_meta_test  # noqa: E402
 from modules.dyna_checkpoint import load_dyna_checkpoint  # noqa: E402
-from modules.test_time_method import TestTimeMethod  # noqa: E402
+from modules.test_time_method import GSSMTestTimeMethod  # noqa: E402
 
 
 def training_tasks_reward(path: str, context: int, episodes: int, seed: int, method: str = "gssm_aps",
@@ -49,7 +49,7 @@ def training_tasks_reward(path: str, context: int, episodes: int, seed: int, met
             results, _ = run_meta_test(family, train_tasks, method, run.aps.policy, episodes, seed, infer,
                                        n_context=context)  # fmt: skip
     else:
-        module = TestTimeMethod(env=family.name, method=method, checkpoint=path, metatest_context=context,
+        module = GSSMTestTimeMethod(env=family.name, method=method, checkpoint=path, metatest_context=context,
                                 metatest_episodes=episodes, seed=seed, **(settings or {}))  # fmt: skip
         module.setup("test")
         results = module.meta_test_tasks(train_tasks)
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=None, help="only the first N training tasks (default: all)")
     parser.add_argument("--method", default="gssm_aps", choices=["gssm_aps", "gssm_nonamortized", "gssm_mpc"])
     parser.add_argument("--set", type=parse_setting, nargs="*", default=[], dest="settings",
-                        help="a test-time method's setting, name=value (TestTimeMethod's arguments)")
+                        help="a test-time method's setting, name=value (GSSMTestTimeMethod's arguments)")
     args = parser.parse_args()
     print(f"{args.method} {dict(args.settings)}")
     print("| checkpoint | env | training tasks | mean per-step reward | test-time compute |\n|---|---|---:|---:|---|")

@@ -1,4 +1,4 @@
-"""`TestTimeMethod`: the methods that start from a trained GSSM+APS and work per test task (DESIGN §8)."""
+"""`GSSMTestTimeMethod`: the methods that start from a trained GSSM+APS and work per test task (DESIGN §8)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from modules.task_policy_search import TaskPolicySearch
 METHODS = ("gssm_mpc", "gssm_nonamortized")
 
 
-class TestTimeMethod(pl.LightningModule):
+class GSSMTestTimeMethod(pl.LightningModule):
     """The meta-test (DESIGN §6) of a method that uses the GSSM of a main-job ``checkpoint`` at test
     time, run by ``python train.py test --config conf/baselines/<env>_<method>.yaml
     --model.checkpoint <runs/<env>/.../last.ckpt>``; it trains nothing.
@@ -43,7 +43,7 @@ class TestTimeMethod(pl.LightningModule):
         mpc_*: :class:`modules.mppi.MPPI`'s settings; search_*: :class:`TaskPolicySearch`'s.
 
     Example:
-        >>> TestTimeMethod(env="acrobot", method="gssm_mpc", checkpoint="last.ckpt").hparams.method
+        >>> GSSMTestTimeMethod(env="acrobot", method="gssm_mpc", checkpoint="last.ckpt").hparams.method
         'gssm_mpc'
     """
 

@@ -127,9 +127,9 @@ def test_an_unknown_init_or_method_is_refused_by_name():
     aps = APSModule("acrobot", latent_dim=2, hidden_dim=8)
     with pytest.raises(ValueError, match="init='warm'"):
         TaskPolicySearch(MetaDynamicsModel("acrobot", hidden_dim=16, latent_dim=2), aps, init="warm")
-    from modules.test_time_method import TestTimeMethod
+    from modules.test_time_method import GSSMTestTimeMethod
 
     with pytest.raises(ValueError, match="'gssm_plan'"):
-        TestTimeMethod(method="gssm_plan", checkpoint="x.ckpt")
+        GSSMTestTimeMethod(method="gssm_plan", checkpoint="x.ckpt")
     with pytest.raises(ValueError, match=r"needs --model\.checkpoint"):
-        TestTimeMethod(method="gssm_mpc")
+        GSSMTestTimeMethod(method="gssm_mpc")
