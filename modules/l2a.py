@@ -1,0 +1,256 @@
+"""`L2A`: Learning to Adapt (GrBAL, Nagabandi et al., ICLR 2019) — a MAML dynamics MLP and online-adapting MPPI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader, IterableDataset
+
+from common.seeding import COLLECT_ENV, METATEST, STREAM, derive_seed
+from datamodules.sharding import TaskIndexShard, shard_tasks
+from datamodules.task_buffers import MultiTaskBuffer
+from envs import Task, make_family
+from envs.rollout import TaskVectorEnv, random_policy, rollout
+from evaluation import TaskResult, publish_meta_test, run_meta_test, select_tasks
+from modules.adaptive_dynamics import AdaptiveDynamics
+from modules.l2a_agent import L2AAgent
+from modules.mppi import MPPI
+
+
+class WindowStream(IterableDataset):
+    """Per epoch, ``batches`` draws of ``meta_batch`` windows: ``(slot [W], u [W])`` — a task slot of this
+    rank's shard and a uniform number that ``training_step`` turns into a window start for the buffer's
+    current size. The same count on every rank."""
+
+    def __init__(self, slots: int, batches: int, meta_batch: int, seed: int):
+        self.slots, self.batches, self.meta_batch = slots, batches, meta_batch
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self):
+        for _ in range(self.batches):
+            yield (torch.randint(self.slots, (self.meta_batch,), generator=self.generator),
+                   torch.rand(self.meta_batch, generator=self.generator))  # fmt: skip
+
+
+class L2A(pl.LightningModule):
+    """L2A on a task family's training tasks, meta-tested by DESIGN §6; one epoch = one iteration.
+
+    Each iteration (``on_train_epoch_start``, every rank on its shard of the training tasks) collects
+    real transitions — iteration 0 ``random_steps_per_task`` random steps in every task, later one
+    episode in each of the next ``tasks_per_iteration`` tasks of the shard (round robin) with the
+    :class:`modules.l2a_agent.L2AAgent` adapting online to its last ``recent`` transitions — then
+    ``steps_per_iteration`` MAML steps (``training_step``): windows of ``recent + query`` consecutive
+    transitions of one task, the model adapted on the first ``recent`` and scored on the next
+    ``query`` (:meth:`AdaptiveDynamics.meta_loss`), Adam on the meta-learned weights (averaged over
+    ranks by DDP). Windows may cross an episode boundary: every transition of a window is the same
+    task's true dynamics. The normalisers are fitted on iteration 0's random data (merged over ranks)
+    and kept. The run stops at the end of the iteration that reaches ``real_transitions`` (all ranks).
+    The meta-test collects the online context with the agent (adapting as the context grows), then
+    evaluates ``metatest_episodes`` episodes per task, adapting online in each.
+
+    Example:
+        >>> L2A(env="acrobot", hidden_dim=16).hparams.recent
+        16
+    """
+
+    def __init__(
+        self,
+        env: str = "acrobot",
+        real_transitions: int = 48_000,
+        num_train_tasks: int = 16,
+        task_seed: int = 0,
+        random_steps_per_task: int = 200,
+        tasks_per_iteration: int = 16,
+        hidden_dim: int = 128,
+        layers: int = 2,
+        inner_lr: float = 0.01,
+        inner_steps: int = 1,
+        recent: int = 16,
+        query: int = 16,
+        meta_batch: int = 32,
+        steps_per_iteration: int = 200,
+        lr: float = 1e-3,
+        mpc_horizon: int = 20,
+        mpc_samples: int = 64,
+        mpc_iterations: int = 1,
+        mpc_noise_std: float = 0.5,
+        mpc_temperature: float = 0.03,
+        eval_every_transitions: int = 0,
+        metatest_context: int = 50,
+        metatest_episodes: int = 10,
+        metatest_tasks: list[str] | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        for name, value in (("real_transitions", real_transitions), ("tasks_per_iteration", tasks_per_iteration),
+                            ("recent", recent), ("query", query), ("meta_batch", meta_batch),
+                            ("steps_per_iteration", steps_per_iteration)):  # fmt: skip
+            if value < 1:
+                raise ValueError(f"L2A {name}={value}; expected an integer >= 1")
+        if random_steps_per_task < recent + query:
+            raise ValueError(f"random_steps_per_task={random_steps_per_task} must hold one window of recent + query = "
+                             f"{recent + query} transitions")  # fmt: skip
+        self.save_hyperparameters()
+        self.family = make_family(env)
+        self.train_tasks = self.family.train_tasks(num_train_tasks, task_seed)
+        self.test_tasks = select_tasks(self.family.test_tasks(), metatest_tasks, self.family.name)
+        fam = self.family
+        self.model = AdaptiveDynamics(fam.obs_dim, fam.act_dim, hidden_dim, layers, inner_lr, inner_steps)
+        capacity = random_steps_per_task + (real_transitions // fam.episode_length + 1) * fam.episode_length
+        self.buffer = MultiTaskBuffer(num_train_tasks, capacity, fam.obs_dim, fam.act_dim)
+        self.real_transitions = self._transitions_before = self.iterations = 0
+        self._results: list[TaskResult] = []
+        self._latest_metatest: dict[str, float] = {}
+
+    # ---- the agent and its data -------------------------------------------------------------
+    def shard(self) -> torch.Tensor:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
+        return shard_tasks(len(self.train_tasks), rank, world, "training tasks")
+
+    def agent(self, tasks: list[Task], seed: int) -> L2AAgent:
+        hp = self.hparams
+        planner = MPPI(self.family.act_dim, hp.mpc_horizon, hp.mpc_samples, hp.mpc_iterations, hp.mpc_noise_std,
+                       hp.mpc_temperature)  # fmt: skip
+        params = self.family.params_tensor(tasks).to(self.device)
+        return L2AAgent(self.model, self.family, params, planner, hp.recent, seed)
+
+    def _sum_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
+        if self._trainer is None or self.trainer.world_size == 1:
+            return t
+        return self.trainer.strategy.reduce(t, reduce_op="sum")
+
+    @torch.no_grad()
+    def on_train_epoch_start(self) -> None:
+        hp, fam = self.hparams, self.family
+        shard = self.shard()
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        seed = derive_seed(COLLECT_ENV, hp.seed, self.iterations, rank) % 2**31
+        if self.iterations == 0:
+            ids, steps = shard, hp.random_steps_per_task
+            policy = random_policy(fam.act_dim, torch.Generator().manual_seed(seed))
+        else:
+            world = self.trainer.world_size if self._trainer is not None else 1
+            per_rank = min(max(hp.tasks_per_iteration // world, 1), len(shard))
+            start = ((self.iterations - 1) * per_rank) % len(shard)  # round robin over the shard
+            ids, steps = shard[(start + torch.arange(per_rank)) % len(shard)], fam.episode_length
+            agent = self.agent([self.train_tasks[i] for i in ids.tolist()], seed)
+            empty_x = torch.zeros(len(ids), 0, fam.obs_dim + fam.act_dim, device=self.device)
+            policy = agent.evaluation_policy(empty_x, torch.zeros(len(ids), 0, fam.obs_dim, device=self.device), 1)
+        env = TaskVectorEnv(fam, [self.train_tasks[i] for i in ids.tolist()], seed)
+        traj = rollout(env, policy, env.reset(), steps, episodic=False)
+        env.close()
+        as_tasks = lambda t: t.transpose(0, 1).cpu()  # noqa: E731  [H, B, ·] → [B, H, ·]
+        self.buffer.add(ids, as_tasks(traj.obs), as_tasks(traj.action).clamp(-1, 1), as_tasks(traj.reward).float(),
+                        as_tasks(traj.next_obs), as_tasks(traj.terminated))  # fmt: skip
+        if self.iterations == 0:
+            x, y = self.buffer.xy(ids, torch.arange(steps).expand(len(ids), -1))
+            self.model.x_normalizer.update(x.reshape(-1, x.shape[-1]).to(self.device), self._sum_over_ranks)
+            self.model.y_normalizer.update(y.reshape(-1, y.shape[-1]).to(self.device), self._sum_over_ranks)
+        else:
+            self.log("real/reward_per_step", traj.reward.float().mean(), sync_dist=True)
+        self._transitions_before = self.real_transitions
+        self.real_transitions += int(self._sum_over_ranks(torch.tensor([len(ids) * steps], device=self.device))[0])
+        self.iterations += 1
+
+    def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        seed = derive_seed(STREAM, hp.seed, rank)
+        stream = WindowStream(len(self.shard()), hp.steps_per_iteration, hp.meta_batch, seed)
+        return DataLoader(stream, batch_size=None)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        hp = self.hparams
+        slot, u = batch
+        tasks = self.shard()[slot.cpu()]
+        width = hp.recent + hp.query
+        starts = (u.cpu() * (self.buffer.size[tasks] - width + 1)).long()
+        x, y = self.buffer.xy(tasks, starts[:, None] + torch.arange(width))
+        x, y = x.to(self.device), y.to(self.device)
+        loss, unadapted = self.model.meta_loss(x[:, : hp.recent], y[:, : hp.recent], x[:, hp.recent :],
+                                               y[:, hp.recent :])  # fmt: skip
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"L2A meta-loss is {loss.item()} at iteration {self.iterations}")
+        self.log("model/train/adapted_mse", loss, on_step=False, on_epoch=True, sync_dist=True)
+        self.log("model/train/unadapted_mse", unadapted, on_step=False, on_epoch=True, sync_dist=True)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.model.parameters(), lr=self.hparams.lr)
+
+    # ---- meta-test --------------------------------------------------------------------------
+    def on_train_epoch_end(self) -> None:
+        hp = self.hparams
+        self.log("real/transitions", float(self.real_transitions), rank_zero_only=True)
+        done = self.real_transitions >= hp.real_transitions
+        every = hp.eval_every_transitions
+        if done or (every > 0 and self.real_transitions // every > self._transitions_before // every):
+            shard = torch.arange(len(self.test_tasks))[self.trainer.global_rank :: self.trainer.world_size]
+            self._publish(self.meta_test_tasks(shard.tolist()))
+        if done:
+            self.trainer.should_stop = True
+
+    @torch.no_grad()
+    def meta_test_tasks(self, indices: list[int]) -> list[TaskResult]:
+        """The protocol on the test tasks at ``indices`` (this rank's share)."""
+        if not indices:
+            return []
+        hp = self.hparams
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        seed = derive_seed(METATEST, hp.seed, self.iterations, rank)
+        tasks = [self.test_tasks[i] for i in indices]
+        agent = self.agent(tasks, derive_seed(METATEST, hp.seed, self.iterations, rank, 1))
+        results, _ = run_meta_test(self.family, tasks, "l2a", agent, hp.metatest_episodes, seed, agent.infer_latent,
+                                   hp.metatest_context,
+                                   adapt=lambda cx, cy, latent, episodes: agent.evaluation_policy(cx, cy, episodes))
+        return results
+
+    def _publish(self, results: list[TaskResult]) -> None:
+        hp = self.hparams
+        header = (
+            f"{self.family.name}, l2a, iteration {self.iterations}, {self.real_transitions} real training "
+            f"transitions, {hp.metatest_context} context steps, {hp.metatest_episodes} episodes per task"
+        )
+        scalars = publish_meta_test(self.trainer, results, self.test_tasks, "l2a", header, self.real_transitions)
+        for name, value in scalars.items():
+            self.log(name, value, rank_zero_only=True)
+        self._latest_metatest = scalars
+
+    def on_fit_end(self) -> None:
+        """Rank 0: the run's settings in TensorBoard's *HParams* tab with the final meta-test per split."""
+        if not isinstance(self.logger, TensorBoardLogger) or not self._latest_metatest:
+            return
+        metrics = {f"hparams/final_metatest_{split}_reward_per_step": self._latest_metatest[key]
+                   for split in ("interpolation", "extrapolation")
+                   if (key := f"metatest/{split}/reward_per_step") in self._latest_metatest}  # fmt: skip
+        self.logger.log_hyperparams(dict(self.hparams), metrics)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(TaskIndexShard(len(self.test_tasks), self.trainer.global_rank, self.trainer.world_size),
+                          batch_size=None)  # fmt: skip
+
+    def test_step(self, indices: torch.Tensor, batch_idx: int) -> None:
+        self._results += self.meta_test_tasks(indices.tolist())
+
+    def on_test_epoch_end(self) -> None:
+        self._publish(self._results)
+        self._results = []
+
+    # ---- checkpoint -------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["l2a"] = {"buffer": self.buffer.state_dict(), "real_transitions": self.real_transitions,
+                             "iterations": self.iterations}  # fmt: skip
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("hyper_parameters", {}).get("env")
+        if saved != self.hparams.env:
+            raise ValueError(f"checkpoint was made for env={saved!r}, this run has env={self.hparams.env!r}")
+        state = checkpoint["l2a"]
+        self.buffer.load_state_dict(state["buffer"])
+        self.real_transitions, self.iterations = state["real_transitions"], state["iterations"]
