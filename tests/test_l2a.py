@@ -1,0 +1,124 @@
+"""L2A (GrBAL): the MAML inner step must make the dynamics MLP fit a task it has only seen a few
+transitions of, and the online-adapting planner must act on what it adapted to."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_test_time_methods import ReachZeroToyFamily
+
+import envs
+from modules.adaptive_dynamics import AdaptiveDynamics
+from modules.l2a import L2A
+from modules.l2a_agent import L2AAgent, last_transitions
+from modules.mppi import MPPI
+
+
+def linear_windows(tasks: int, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Δs = w·a`` with ``w`` uniform in [−2, 2] per task: ``x [T, n, 2]``, ``y [T, n, 1]``."""
+    w = torch.rand(tasks, 1, 1, generator=g) * 4 - 2
+    s, a = torch.randn(tasks, n, 1, generator=g), torch.rand(tasks, n, 1, generator=g) * 2 - 1
+    return torch.cat([s, a], -1), w * a
+
+
+@pytest.fixture(scope="module")
+def meta_trained() -> AdaptiveDynamics:
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    model = AdaptiveDynamics(obs_dim=1, act_dim=1, hidden_dim=32, inner_lr=0.1, inner_steps=1)
+    x, y = linear_windows(256, 40, g)
+    model.x_normalizer.fit(x.reshape(-1, 2))
+    model.y_normalizer.fit(y.reshape(-1, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(200):
+        x, y = linear_windows(32, 32, g)
+        loss, _ = model.meta_loss(x[:, :16], y[:, :16], x[:, 16:], y[:, 16:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
+def test_the_maml_inner_step_lowers_the_loss_on_a_new_tasks_next_transitions(meta_trained):
+    x, y = linear_windows(64, 32, torch.Generator().manual_seed(1))  # tasks never trained on
+    adapted, unadapted = meta_trained.meta_loss(x[:, :16], y[:, :16], x[:, 16:], y[:, 16:])
+    assert adapted < 0.3 * unadapted, (float(adapted), float(unadapted))
+    none = meta_trained.adapt(x[:, :16], y[:, :16], torch.zeros(64, 16, dtype=torch.bool))  # nothing seen: θ
+    for name, theta in meta_trained.weights().items():
+        torch.testing.assert_close(none[name], theta.expand_as(none[name]))
+
+
+def test_the_meta_gradient_flows_through_the_inner_step():
+    model = AdaptiveDynamics(obs_dim=1, act_dim=1, hidden_dim=8, inner_lr=0.1)
+    x, y = linear_windows(4, 8, torch.Generator().manual_seed(2))
+    loss, _ = model.meta_loss(x[:, :4], y[:, :4], x[:, 4:], y[:, 4:])
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_last_transitions_takes_the_newest_and_masks_what_does_not_exist():
+    x = torch.arange(10.0).view(1, 10, 1).expand(2, -1, -1)
+    rx, ry, mask = last_transitions(x, 2 * x, torch.tensor([7, 2]), m=4)
+    assert rx[0, :, 0].tolist() == [3, 4, 5, 6] and ry[0, :, 0].tolist() == [6, 8, 10, 12] and mask[0].all()
+    assert rx[1, 2:, 0].tolist() == [0, 1] and mask[1].tolist() == [False, False, True, True]
+    _, _, none = last_transitions(x[:, :0], x[:, :0], torch.tensor([0, 0]), m=4)
+    assert not none.any()
+
+
+def test_the_agent_plans_in_the_model_adapted_to_each_tasks_transitions(meta_trained, monkeypatch):
+    """Tasks with ``w = ±1.5``: adapted to each task's transitions, the plan from ``s = 1`` pushes the
+    state toward 0 with that task's sign."""
+    monkeypatch.setitem(envs.FAMILIES, "toy_reach", ReachZeroToyFamily)
+    g = torch.Generator().manual_seed(3)
+    s, a = torch.randn(2, 20, 1, generator=g), torch.rand(2, 20, 1, generator=g) * 2 - 1
+    cx, cy = torch.cat([s, a], -1), torch.tensor([1.5, -1.5])[:, None, None] * a
+    planner = MPPI(1, horizon=5, samples=128, iterations=2, temperature=0.1)
+    agent = L2AAgent(meta_trained, ReachZeroToyFamily(), torch.zeros(2, 1), planner)
+    with pytest.raises(RuntimeError, match="before infer_latent"):
+        agent.act(torch.ones(2, 1), torch.zeros(2, 0))
+    q = agent.infer_latent(cx, cy, torch.ones(2, 20, dtype=torch.bool))
+    assert q.mean.shape == (2, 0)
+    action = agent.act(torch.ones(2, 1), q.mean)
+    assert action[0] < -0.2 and action[1] > 0.2, action.flatten().tolist()
+    act = agent.evaluation_policy(cx, cy, episodes=2)  # rows 0–1 task 0, 2–3 task 1, nothing seen in the episode
+    action, _ = act(torch.ones(4, 1), 0, None)
+    assert (action[:2] < -0.2).all() and (action[2:] > 0.2).all(), action.flatten().tolist()
+
+
+def test_bad_l2a_settings_and_another_envs_checkpoint_are_refused_by_name():
+    with pytest.raises(ValueError, match="env='acrobot'"):
+        L2A(env="cartpole_swingup", hidden_dim=8).on_load_checkpoint({"hyper_parameters": {"env": "acrobot"}})
+    with pytest.raises(ValueError, match="recent=0"):
+        L2A(recent=0)
+    with pytest.raises(ValueError, match="random_steps_per_task=20"):
+        L2A(random_steps_per_task=20)
+
+
+@pytest.mark.slow
+def test_l2a_fits_and_tests_from_the_command_line(tmp_path):
+    """A tiny budget: 3 tasks × 40 random steps, then one MPC episode in each (720 transitions)."""
+    import json
+
+    from cli_runner import ROOT, run_cli
+
+    config = str(ROOT / "conf/baselines/acrobot_l2a.yaml")
+    tiny = ["--model.real_transitions", "700", "--model.num_train_tasks", "3", "--model.random_steps_per_task", "40",
+            "--model.tasks_per_iteration", "3", "--model.hidden_dim", "16", "--model.steps_per_iteration", "5",
+            "--model.meta_batch", "4", "--model.mpc_horizon", "3", "--model.mpc_samples", "4",
+            "--model.metatest_episodes", "2", "--model.metatest_context", "5",
+            "--model.metatest_tasks", "[interp-default, extrap-mixed]", "--trainer.enable_progress_bar", "false",
+            "--trainer.logger.init_args.version", "fixed"]  # fmt: skip
+    run_cli(tmp_path, "fit", "--config", config, *tiny)
+    log_dir = tmp_path / "runs/l2a/acrobot/fixed"
+    report = json.loads((log_dir / "metatest.json").read_text())
+    assert sorted(r["task"] for r in report["tasks"] if r["method"] == "l2a") == ["extrap-mixed", "interp-default"]
+    assert all(-1.0 <= r["reward_per_step"] <= 0.0 for r in report["tasks"])
+    assert "720 real training transitions" in report["header"]
+    ckpt = log_dir / "checkpoints/last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert state["l2a"]["real_transitions"] == 720 and state["l2a"]["iterations"] == 2
+    assert (state["l2a"]["buffer"]["size"] == 240).all()  # 40 random + one 200-step episode per task
+    (log_dir / "metatest.json").unlink()
+    run_cli(tmp_path, "test", "--config", config, *tiny, "--ckpt_path", str(ckpt))
+    tested = json.loads((log_dir / "metatest.json").read_text())
+    assert [r["return_mean"] for r in tested["tasks"]] == [r["return_mean"] for r in report["tasks"]]
