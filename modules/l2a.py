@@ -51,7 +51,8 @@ class L2A(pl.LightningModule):
     ranks by DDP). Windows may cross an episode boundary: every transition of a window is the same
     task's true dynamics. The normalisers are running statistics of all data collected so far (merged
     over ranks; ``refit_normalizers=False``: of iteration 0's random data only — on acrobot the
-    controller's Δs are several times the random data's, and the normalised MSE rose from 0.15 to 5–75). The run stops at the end of the iteration that reaches ``real_transitions`` (all ranks).
+    controller's Δs are several times the random data's, and the normalised MSE rose from 0.15 to
+    5–75). The run stops at the end of the iteration that reaches ``real_transitions`` (all ranks).
     The meta-test collects the online context with the agent (adapting as the context grows), then
     evaluates ``metatest_episodes`` episodes per task, adapting online in each.
 
