@@ -10,7 +10,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, IterableDataset
 
 from common.seeding import COLLECT_ENV, METATEST, STREAM, derive_seed
-from datamodules.sharding import TaskIndexShard, shard_tasks
+from datamodules.collection import Transitions
+from datamodules.sharding import TaskIndexShard, gather_shards, shard_tasks
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import Task, make_family
 from envs.rollout import TaskVectorEnv, random_policy, rollout
@@ -41,18 +42,19 @@ class WindowStream(IterableDataset):
 class L2A(pl.LightningModule):
     """L2A on a task family's training tasks, meta-tested by DESIGN §6; one epoch = one iteration.
 
-    Each iteration (``on_train_epoch_start``, every rank on its shard of the training tasks) collects
-    real transitions — iteration 0 ``random_steps_per_task`` random steps in every task, later one
-    episode in each of the next ``tasks_per_iteration`` tasks of the shard (round robin) with the
-    :class:`modules.l2a_agent.L2AAgent` adapting online to its last ``recent`` transitions — then
+    Each iteration (``on_train_epoch_start``) collects real transitions — iteration 0
+    ``random_steps_per_task`` random steps in every task, later one episode in each of the next
+    ``tasks_per_iteration`` tasks (round robin) with the :class:`modules.l2a_agent.L2AAgent` adapting
+    online to its last ``recent`` transitions; every rank collects in its shard of the tasks and the
+    shares are all-gathered, so every rank (and the checkpoint) holds every task's data — then
     ``steps_per_iteration`` MAML steps (``training_step``): windows of ``recent + query`` consecutive
-    transitions of one task, the model adapted on the first ``recent`` and scored on the next
-    ``query`` (:meth:`AdaptiveDynamics.meta_loss`), Adam on the meta-learned weights (averaged over
-    ranks by DDP). Windows may cross an episode boundary: every transition of a window is the same
-    task's true dynamics. The normalisers are running statistics of all data collected so far (merged
-    over ranks; ``refit_normalizers=False``: of iteration 0's random data only — on acrobot the
+    transitions of one task (of the rank's shard), the model adapted on the first ``recent`` and
+    scored on the next ``query`` (:meth:`AdaptiveDynamics.meta_loss`), Adam on the meta-learned
+    weights (averaged over ranks by DDP). Windows may cross an episode boundary: every transition of
+    a window is the same task's true dynamics. The normalisers are running statistics of all data
+    collected so far (``refit_normalizers=False``: of iteration 0's random data only — on acrobot the
     controller's Δs are several times the random data's, and the normalised MSE rose from 0.15 to
-    5–75). The run stops at the end of the iteration that reaches ``real_transitions`` (all ranks).
+    5–75). The run stops at the end of the iteration that reaches ``real_transitions``.
     The meta-test collects the online context with the agent (adapting as the context grows), then
     evaluates ``metatest_episodes`` episodes per task, adapting online in each.
 
@@ -123,43 +125,52 @@ class L2A(pl.LightningModule):
         params = self.family.params_tensor(tasks).to(self.device)
         return L2AAgent(self.model, self.family, params, planner, hp.recent, seed)
 
-    def _sum_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
-        if self._trainer is None or self.trainer.world_size == 1:
-            return t
-        return self.trainer.strategy.reduce(t, reduce_op="sum")
+    def collection_tasks(self, rank: int, world: int) -> torch.Tensor:
+        """The training tasks ``rank`` collects in this iteration (sorted): its whole shard at iteration 0,
+        then the next ``tasks_per_iteration / world`` of it, round robin."""
+        shard = shard_tasks(len(self.train_tasks), rank, world, "training tasks")
+        if self.iterations == 0:
+            return shard
+        per_rank = min(self.hparams.tasks_per_iteration // world, len(shard))
+        start = ((self.iterations - 1) * per_rank) % len(shard)
+        return shard[(start + torch.arange(per_rank)) % len(shard)].sort().values
 
     @torch.no_grad()
     def on_train_epoch_start(self) -> None:
+        """Every rank collects its tasks' share; the shares are all-gathered, so every rank's buffer
+        (and checkpoint) holds every task's transitions and the normalisers agree across ranks."""
         hp, fam = self.hparams, self.family
-        shard = self.shard()
-        rank = self.trainer.global_rank if self._trainer is not None else 0
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
+        if len(self.train_tasks) % world or hp.tasks_per_iteration % world:
+            raise ValueError(f"L2A on {world} ranks: num_train_tasks={len(self.train_tasks)} and tasks_per_iteration="
+                             f"{hp.tasks_per_iteration} must be multiples of the number of ranks")  # fmt: skip
+        mine = self.collection_tasks(rank, world)
+        collected = torch.cat([self.collection_tasks(r, world) for r in range(world)]).sort().values
         seed = derive_seed(COLLECT_ENV, hp.seed, self.iterations, rank) % 2**31
         if self.iterations == 0:
-            ids, steps = shard, hp.random_steps_per_task
+            steps = hp.random_steps_per_task
             policy = random_policy(fam.act_dim, torch.Generator().manual_seed(seed))
         else:
-            world = self.trainer.world_size if self._trainer is not None else 1
-            per_rank = min(max(hp.tasks_per_iteration // world, 1), len(shard))
-            start = ((self.iterations - 1) * per_rank) % len(shard)  # round robin over the shard
-            ids, steps = shard[(start + torch.arange(per_rank)) % len(shard)], fam.episode_length
-            agent = self.agent([self.train_tasks[i] for i in ids.tolist()], seed)
-            empty_x = torch.zeros(len(ids), 0, fam.obs_dim + fam.act_dim, device=self.device)
-            policy = agent.evaluation_policy(empty_x, torch.zeros(len(ids), 0, fam.obs_dim, device=self.device), 1)
-        env = TaskVectorEnv(fam, [self.train_tasks[i] for i in ids.tolist()], seed)
+            steps = fam.episode_length
+            agent = self.agent([self.train_tasks[i] for i in mine.tolist()], seed)
+            empty_x = torch.zeros(len(mine), 0, fam.obs_dim + fam.act_dim, device=self.device)
+            policy = agent.evaluation_policy(empty_x, torch.zeros(len(mine), 0, fam.obs_dim, device=self.device), 1)
+        env = TaskVectorEnv(fam, [self.train_tasks[i] for i in mine.tolist()], seed)
         traj = rollout(env, policy, env.reset(), steps, episodic=False)
         env.close()
         as_tasks = lambda t: t.transpose(0, 1).cpu()  # noqa: E731  [H, B, ·] → [B, H, ·]
-        self.buffer.add(ids, as_tasks(traj.obs), as_tasks(traj.action).clamp(-1, 1), as_tasks(traj.reward).float(),
-                        as_tasks(traj.next_obs), as_tasks(traj.terminated))  # fmt: skip
+        share = Transitions(as_tasks(traj.obs), as_tasks(traj.action).clamp(-1, 1), as_tasks(traj.reward).float(),
+                            as_tasks(traj.next_obs), as_tasks(traj.terminated))  # fmt: skip
+        data = gather_shards(share, len(self.train_tasks), world, device=self.device, tasks=collected)
+        self.buffer.add(collected, data.obs, data.action, data.reward, data.next_obs, data.done)
         if self.iterations == 0 or hp.refit_normalizers:
-            x = torch.cat([traj.obs, traj.action.clamp(-1, 1)], -1).reshape(-1, fam.obs_dim + fam.act_dim)
-            y = (traj.next_obs - traj.obs).reshape(-1, fam.obs_dim)
-            self.model.x_normalizer.update(x.to(self.device), self._sum_over_ranks)
-            self.model.y_normalizer.update(y.to(self.device), self._sum_over_ranks)
+            x = torch.cat([data.obs, data.action], -1).reshape(-1, fam.obs_dim + fam.act_dim)
+            self.model.x_normalizer.update(x.to(self.device))
+            self.model.y_normalizer.update((data.next_obs - data.obs).reshape(-1, fam.obs_dim).to(self.device))
         if self.iterations > 0:
-            self.log("real/reward_per_step", traj.reward.float().mean(), sync_dist=True)
+            self.log("real/reward_per_step", data.reward.mean(), rank_zero_only=True)
         self._transitions_before = self.real_transitions
-        self.real_transitions += int(self._sum_over_ranks(torch.tensor([len(ids) * steps], device=self.device))[0])
+        self.real_transitions += len(collected) * steps
         self.iterations += 1
 
     def train_dataloader(self) -> DataLoader:

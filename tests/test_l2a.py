@@ -122,3 +122,25 @@ def test_l2a_fits_and_tests_from_the_command_line(tmp_path):
     run_cli(tmp_path, "test", "--config", config, *tiny, "--ckpt_path", str(ckpt))
     tested = json.loads((log_dir / "metatest.json").read_text())
     assert [r["return_mean"] for r in tested["tasks"]] == [r["return_mean"] for r in report["tasks"]]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_l2a_under_two_process_ddp_shards_tasks_and_reports_once(tmp_path):
+    import json
+
+    from cli_runner import ROOT, run_cli
+
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    tiny = ["--model.real_transitions", "900", "--model.num_train_tasks", "4", "--model.random_steps_per_task", "40",
+            "--model.tasks_per_iteration", "4", "--model.hidden_dim", "16", "--model.steps_per_iteration", "3",
+            "--model.meta_batch", "4", "--model.mpc_horizon", "3", "--model.mpc_samples", "4",
+            "--model.metatest_episodes", "2", "--model.metatest_context", "5", "--trainer.enable_progress_bar", "false",
+            "--trainer.logger.init_args.version", "fixed"]  # fmt: skip
+    run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/baselines/acrobot_l2a.yaml"), *ddp, *tiny, timeout=400)
+    log_dir = tmp_path / "runs/l2a/acrobot/fixed"
+    names = [r["task"] for r in json.loads((log_dir / "metatest.json").read_text())["tasks"] if r["method"] == "l2a"]
+    assert len(names) == len(set(names)) == 6, names  # every test task once, from both ranks' shards
+    state = torch.load(log_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    assert state["l2a"]["real_transitions"] == 4 * 40 + 4 * 200  # both ranks counted: 2 tasks each
+    assert state["l2a"]["buffer"]["size"].tolist() == [240] * 4  # every task's data, gathered from both ranks
