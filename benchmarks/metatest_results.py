@@ -113,7 +113,7 @@ def execute(spec: dict, threads: int) -> dict:
     result = {**{k: spec[k] for k in keys}, "wall": wall, "final": final, "history": history}
     if spec["method"] in DYNA_METHODS:
         result["exploitation_gap"] = exploitation_gap(log_dir)
-    if spec["method"] in TEST_TIME:
+    if (log_dir / "test_compute.json").exists():  # the methods that plan or search at test time
         result["test_compute"] = json.loads((log_dir / "test_compute.json").read_text())
     return result
 

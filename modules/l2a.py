@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -43,18 +45,22 @@ class L2A(pl.LightningModule):
     """L2A on a task family's training tasks, meta-tested by DESIGN §6; one epoch = one iteration.
 
     Each iteration (``on_train_epoch_start``) collects real transitions — iteration 0
-    ``random_steps_per_task`` random steps in every task, later one episode in each of the next
-    ``tasks_per_iteration`` tasks (round robin) with the :class:`modules.l2a_agent.L2AAgent` adapting
-    online to its last ``recent`` transitions; every rank collects in its shard of the tasks and the
+    ``random_steps_per_task`` random steps in every task, later ``episode_length`` steps (one episode,
+    or more after an early termination) in each of the next ``tasks_per_iteration`` tasks (round
+    robin) with the :class:`modules.l2a_agent.L2AAgent` adapting online to its last ``recent``
+    transitions; every rank collects in its shard of the tasks and the
     shares are all-gathered, so every rank (and the checkpoint) holds every task's data — then
     ``steps_per_iteration`` MAML steps (``training_step``): windows of ``recent + query`` consecutive
     transitions of one task (of the rank's shard), the model adapted on the first ``recent`` and
     scored on the next ``query`` (:meth:`AdaptiveDynamics.meta_loss`), Adam on the meta-learned
     weights (averaged over ranks by DDP). Windows may cross an episode boundary: every transition of
     a window is the same task's true dynamics. The normalisers are running statistics of all data
-    collected so far (``refit_normalizers=False``: of iteration 0's random data only — on acrobot the
-    controller's Δs are several times the random data's, and the normalised MSE rose from 0.15 to
-    5–75). The run stops at the end of the iteration that reaches ``real_transitions``.
+    collected so far; ``refit_normalizers=False`` fits them on iteration 0's random data only, which on
+    acrobot let the normalised MSE rise from 0.15 to 5–75 (the controller's Δs are several times the
+    random data's), hence the default. The run stops at the end of the iteration that reaches
+    ``real_transitions``. A resumed run continues from its checkpoint (buffers, weights, counters);
+    its window draws differ from an uninterrupted run's, as the model-free learners' minibatch order
+    does. The meta-test also writes ``test_compute.json``: the planning and adaptation time per action.
     The meta-test collects the online context with the agent (adapting as the context grows), then
     evaluates ``metatest_episodes`` episodes per task, adapting online in each.
 
@@ -107,10 +113,15 @@ class L2A(pl.LightningModule):
         self.test_tasks = select_tasks(self.family.test_tasks(), metatest_tasks, self.family.name)
         fam = self.family
         self.model = AdaptiveDynamics(fam.obs_dim, fam.act_dim, hidden_dim, layers, inner_lr, inner_steps)
-        capacity = random_steps_per_task + (real_transitions // fam.episode_length + 1) * fam.episode_length
+        per_iteration = min(tasks_per_iteration, num_train_tasks)
+        iterations = -(-max(real_transitions - num_train_tasks * random_steps_per_task, 0) // (per_iteration *
+                                                                                             fam.episode_length))
+        episodes_per_task = -(-iterations * per_iteration // num_train_tasks) + 1  # round robin: at most this many
+        capacity = random_steps_per_task + episodes_per_task * fam.episode_length  # the ring never wraps
         self.buffer = MultiTaskBuffer(num_train_tasks, capacity, fam.obs_dim, fam.act_dim)
         self.real_transitions = self._transitions_before = self.iterations = 0
         self._results: list[TaskResult] = []
+        self._compute = torch.zeros(2, dtype=torch.float64)  # the meta-test's planning seconds and actions
         self._latest_metatest: dict[str, float] = {}
 
     # ---- the agent and its data -------------------------------------------------------------
@@ -224,6 +235,7 @@ class L2A(pl.LightningModule):
         results, _ = run_meta_test(self.family, tasks, "l2a", agent, hp.metatest_episodes, seed, agent.infer_latent,
                                    hp.metatest_context,
                                    adapt=lambda cx, cy, latent, episodes: agent.evaluation_policy(cx, cy, episodes))
+        self._compute += torch.tensor([agent.seconds, agent.actions], dtype=torch.float64)
         return results
 
     def _publish(self, results: list[TaskResult]) -> None:
@@ -233,7 +245,15 @@ class L2A(pl.LightningModule):
             f"transitions, {hp.metatest_context} context steps, {hp.metatest_episodes} episodes per task"
         )
         scalars = publish_meta_test(self.trainer, results, self.test_tasks, "l2a", header, self.real_transitions)
-        for name, value in scalars.items():
+        totals = self._compute  # planning and adaptation seconds, actions: summed over ranks
+        if self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
+        self._compute = torch.zeros(2, dtype=torch.float64)
+        compute = {"time/test_seconds_per_action": float(totals[0] / totals[1].clamp_min(1))}
+        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a broadcast: every rank
+        if self.trainer.is_global_zero:
+            (log_dir / "test_compute.json").write_text(json.dumps({"method": "l2a", **compute}, indent=1))
+        for name, value in {**scalars, **compute}.items():
             self.log(name, value, rank_zero_only=True)
         self._latest_metatest = scalars
 

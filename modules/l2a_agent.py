@@ -93,9 +93,8 @@ class L2AAgent(nn.Module):
              generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
         """Actions ``[N, A]`` for ``obs [N, O]`` after adapting to each row's ``recent [N, m, ·]``."""
         start = time.perf_counter()
-        with torch.enable_grad(), torch.inference_mode(False):  # the inner steps differentiate
+        with torch.inference_mode(False):  # torch.func.grad differentiates under no_grad, not in inference mode
             weights = self.model.adapt(recent_x.clone(), recent_y.clone(), mask.clone())
-        weights = {k: v.detach() for k, v in weights.items()}
         k = self.planner.samples
         rows_per_task = obs.shape[0] // self.params.shape[0] * k
         params = self.params.repeat_interleave(rows_per_task, dim=0)

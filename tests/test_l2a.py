@@ -8,6 +8,7 @@ import torch
 from test_test_time_methods import ReachZeroToyFamily
 
 import envs
+from envs.rollout import Trajectory
 from modules.adaptive_dynamics import AdaptiveDynamics
 from modules.l2a import L2A
 from modules.l2a_agent import L2AAgent, last_transitions
@@ -48,12 +49,48 @@ def test_the_maml_inner_step_lowers_the_loss_on_a_new_tasks_next_transitions(met
         torch.testing.assert_close(none[name], theta.expand_as(none[name]))
 
 
-def test_the_meta_gradient_flows_through_the_inner_step():
+def test_the_meta_gradient_is_maml_s_second_order_one():
+    """Against ``torch.autograd`` with ``create_graph``: ``∇_θ L_query(θ − α ∇_θ L_support(θ))``."""
+    torch.manual_seed(0)
     model = AdaptiveDynamics(obs_dim=1, act_dim=1, hidden_dim=8, inner_lr=0.1)
-    x, y = linear_windows(4, 8, torch.Generator().manual_seed(2))
+    x, y = linear_windows(1, 8, torch.Generator().manual_seed(2))
     loss, _ = model.meta_loss(x[:, :4], y[:, :4], x[:, 4:], y[:, 4:])
-    loss.backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    got = torch.autograd.grad(loss, list(model.net.parameters()))
+    theta = list(model.net.parameters())
+    names = [name for name, _ in model.net.named_parameters()]
+    xn, yn = model.x_normalizer.normalize(x[0]), model.y_normalizer.normalize(y[0])
+
+    def mse(weights: list[torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        prediction = torch.func.functional_call(model.net, dict(zip(names, weights, strict=True)), (inputs,))
+        return ((prediction - targets) ** 2).mean()
+
+    inner = torch.autograd.grad(mse(theta, xn[:4], yn[:4]), theta, create_graph=True)
+    adapted = [t - 0.1 * g for t, g in zip(theta, inner, strict=True)]
+    expected = torch.autograd.grad(mse(adapted, xn[4:], yn[4:]), theta)
+    first_order = torch.autograd.grad(mse([t - 0.1 * g.detach() for t, g in zip(theta, inner, strict=True)],
+                                          xn[4:], yn[4:]), theta)  # fmt: skip
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(b, c) for b, c in zip(expected, first_order, strict=True))  # the check can tell
+
+
+def test_evaluation_adapts_to_the_context_then_the_episode_so_far(meta_trained, monkeypatch):
+    """At step ``t`` the rows of task ``i`` adapt to the last ``recent`` of: task ``i``'s context, then their
+    own episode's ``(s_k, a_k, s_{k+1} − s_k)``, ``k < t``."""
+    monkeypatch.setitem(envs.FAMILIES, "toy_reach", ReachZeroToyFamily)
+    agent = L2AAgent(meta_trained, ReachZeroToyFamily(), torch.zeros(2, 1), MPPI(1, horizon=2, samples=4), recent=4)
+    seen = {}
+    monkeypatch.setattr(agent, "plan", lambda obs, x, y, mask, generator=None: seen.update(x=x, y=y, mask=mask) or obs)
+    cx = torch.arange(6.0).view(2, 3, 1).expand(-1, -1, 2) * torch.tensor([1.0, 0.0])  # s = 0..5, a = 0
+    cy = torch.ones(2, 3, 1)
+    act = agent.evaluation_policy(cx, cy, episodes=2)  # rows 0, 1: task 0; rows 2, 3: task 1
+    obs = 10 + torch.arange(4.0)[None, :, None] + 100 * torch.arange(3.0)[:, None, None]  # [t, row, 1]
+    trajectory = Trajectory(obs=obs, action=torch.full((3, 4, 1), 0.5), reward=None, next_obs=obs + 7,
+                            terminated=None, truncated=None, alive=None, info={}, last_obs=None)  # fmt: skip
+    act(obs[2], 2, trajectory)
+    assert seen["mask"].all()
+    assert seen["x"][0, :, 0].tolist() == [1, 2, 10, 110] and seen["x"][3, :, 0].tolist() == [4, 5, 13, 113]
+    assert seen["x"][3, :, 1].tolist() == [0, 0, 0.5, 0.5] and seen["y"][3, :, 0].tolist() == [1, 1, 7, 7]
 
 
 def test_last_transitions_takes_the_newest_and_masks_what_does_not_exist():
@@ -118,6 +155,8 @@ def test_l2a_fits_and_tests_from_the_command_line(tmp_path):
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["l2a"]["real_transitions"] == 720 and state["l2a"]["iterations"] == 2
     assert (state["l2a"]["buffer"]["size"] == 240).all()  # 40 random + one 200-step episode per task
+    compute = json.loads((log_dir / "test_compute.json").read_text())
+    assert compute["method"] == "l2a" and compute["time/test_seconds_per_action"] > 0
     (log_dir / "metatest.json").unlink()
     run_cli(tmp_path, "test", "--config", config, *tiny, "--ckpt_path", str(ckpt))
     tested = json.loads((log_dir / "metatest.json").read_text())
