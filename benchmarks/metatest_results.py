@@ -192,9 +192,9 @@ def transitions_to_reach(history: list[dict], method: str, level: float) -> floa
 def against_gssm_aps(runs: list[dict]) -> list[str]:
     """Each method's final mean per-step reward (all test tasks) against GSSM+APS's at the equal budget:
     the difference of the means over seeds, called a win or a loss only when it exceeds both methods'
-    std across seeds."""
+    std across seeds (and both have two seeds or more)."""
     lines = ["Against GSSM+APS (equal budget, all test tasks, mean over seeds; a win or a loss only where the",
-             "difference exceeds both methods' std across seeds):", "",
+             "difference exceeds both methods' std across seeds, with two seeds or more):", "",
              "| env | method | method − GSSM+APS | verdict |", "|---|---|---:|---|"]  # fmt: skip
     for env in dict.fromkeys(r["env"] for r in runs):
         ours = [final_metric(r, "gssm_aps", "all") for r in runs if r["env"] == env and r["method"] == "gssm_aps"]
@@ -206,8 +206,11 @@ def against_gssm_aps(runs: list[dict]) -> list[str]:
             if not theirs:
                 continue
             diff = statistics.mean(theirs) - statistics.mean(ours)
-            noise = max(statistics.stdev(v) if len(v) > 1 else 0.0 for v in (ours, theirs))
-            verdict = "no clear difference" if abs(diff) <= noise else ("wins" if diff > 0 else "loses")
+            if min(len(ours), len(theirs)) < 2:
+                verdict = "one seed: no verdict"
+            else:
+                noise = max(statistics.stdev(v) for v in (ours, theirs))
+                verdict = "no clear difference" if abs(diff) <= noise else ("wins" if diff > 0 else "loses")
             lines.append(f"| {env} | {method} | {diff:+.3f} | {verdict} |")
     return lines
 

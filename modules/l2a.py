@@ -287,5 +287,9 @@ class L2A(pl.LightningModule):
         if saved != self.hparams.env:
             raise ValueError(f"checkpoint was made for env={saved!r}, this run has env={self.hparams.env!r}")
         state = checkpoint["l2a"]
+        capacity = state["buffer"]["obs"].shape[1]
+        if capacity != self.buffer.capacity:  # written with another bound (the size bound changed on 2026-11-29)
+            fam = self.family
+            self.buffer = MultiTaskBuffer(len(self.train_tasks), capacity, fam.obs_dim, fam.act_dim)
         self.buffer.load_state_dict(state["buffer"])
         self.real_transitions, self.iterations = state["real_transitions"], state["iterations"]

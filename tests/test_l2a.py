@@ -183,3 +183,16 @@ def test_l2a_under_two_process_ddp_shards_tasks_and_reports_once(tmp_path):
     state = torch.load(log_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert state["l2a"]["real_transitions"] == 4 * 40 + 4 * 200  # both ranks counted: 2 tasks each
     assert state["l2a"]["buffer"]["size"].tolist() == [240] * 4  # every task's data, gathered from both ranks
+
+
+def test_a_checkpoint_with_another_buffer_bound_loads_with_its_own_capacity():
+    from datamodules.task_buffers import MultiTaskBuffer
+
+    saved = MultiTaskBuffer(16, 5000, 6, 1)
+    saved.add(torch.arange(16), torch.ones(16, 240, 6), torch.zeros(16, 240, 1), torch.zeros(16, 240),
+              torch.ones(16, 240, 6), torch.zeros(16, 240, dtype=torch.bool))  # fmt: skip
+    agent = L2A(env="acrobot", hidden_dim=8)
+    state = {"buffer": saved.state_dict(), "real_transitions": 3840, "iterations": 2}
+    agent.on_load_checkpoint({"hyper_parameters": {"env": "acrobot"}, "l2a": state})
+    assert agent.buffer.capacity == 5000 and agent.buffer.size.tolist() == [240] * 16
+    assert agent.real_transitions == 3840 and agent.iterations == 2
