@@ -11,7 +11,7 @@ from evaluation.protocol import (
     select_tasks,
     summarise,
 )
-from evaluation.reports import publish_meta_test, split_means, write_reports
+from evaluation.reports import log_final_hparams, publish_meta_test, split_means, write_reports
 from evaluation.rollout_strip import rollout_strip
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "TaskResult",
     "collect_online_context",
     "evaluation_returns",
+    "log_final_hparams",
     "publish_meta_test",
     "rollout_strip",
     "run_meta_test",

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import TensorBoardLogger
 
 from common.tensorboard_writing import epoch_log_step, tensorboard_logger
 from envs import Task
@@ -95,3 +96,15 @@ def publish_meta_test(
     if tb is not None:
         tb.experiment.add_text("metatest/table", markdown, epoch_log_step(trainer))
     return scalars
+
+
+def log_final_hparams(module: pl.LightningModule, latest: dict[str, float], real_transitions: int) -> None:
+    """Rank 0 (the logger is rank 0's): a learner's settings in TensorBoard's *HParams* tab with its final
+    meta-test per split (``latest``: the ``metatest/...`` scalars of :func:`publish_meta_test`)."""
+    if not isinstance(module.logger, TensorBoardLogger) or not latest:
+        return
+    metrics = {f"hparams/final_metatest_{split}_reward_per_step": latest[key]
+               for split in ("interpolation", "extrapolation")
+               if (key := f"metatest/{split}/reward_per_step") in latest}  # fmt: skip
+    metrics["hparams/real_transitions"] = float(real_transitions)
+    module.logger.log_hyperparams(dict(module.hparams), metrics)

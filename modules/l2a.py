@@ -8,7 +8,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, IterableDataset
 
 from common.seeding import COLLECT_ENV, METATEST, STREAM, derive_seed
@@ -17,7 +16,7 @@ from datamodules.sharding import TaskIndexShard, gather_shards, shard_tasks
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import Task, make_family
 from envs.rollout import TaskVectorEnv, random_policy, rollout
-from evaluation import TaskResult, publish_meta_test, run_meta_test, select_tasks
+from evaluation import TaskResult, log_final_hparams, publish_meta_test, run_meta_test, select_tasks
 from modules.adaptive_dynamics import AdaptiveDynamics
 from modules.l2a_agent import L2AAgent
 from modules.mppi import MPPI
@@ -259,12 +258,7 @@ class L2A(pl.LightningModule):
 
     def on_fit_end(self) -> None:
         """Rank 0: the run's settings in TensorBoard's *HParams* tab with the final meta-test per split."""
-        if not isinstance(self.logger, TensorBoardLogger) or not self._latest_metatest:
-            return
-        metrics = {f"hparams/final_metatest_{split}_reward_per_step": self._latest_metatest[key]
-                   for split in ("interpolation", "extrapolation")
-                   if (key := f"metatest/{split}/reward_per_step") in self._latest_metatest}  # fmt: skip
-        self.logger.log_hyperparams(dict(self.hparams), metrics)
+        log_final_hparams(self, self._latest_metatest, self.real_transitions)
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(TaskIndexShard(len(self.test_tasks), self.trainer.global_rank, self.trainer.world_size),

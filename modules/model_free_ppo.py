@@ -6,7 +6,6 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger
 from torch.distributions import Normal
 from torch.utils.data import DataLoader
 
@@ -16,7 +15,7 @@ from datamodules.sharding import TaskIndexShard
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import make_family
 from envs.rollout import TaskVectorEnv, Trajectory, rollout
-from evaluation import TaskResult, publish_meta_test, run_meta_test, select_tasks
+from evaluation import TaskResult, log_final_hparams, publish_meta_test, run_meta_test, select_tasks
 from modules.actor_critic import ActorCritic
 from modules.pe_encoder import ProbabilisticContextEncoder
 from modules.ppo import PPOLearner, PPOSettings, Rollouts
@@ -235,13 +234,7 @@ class ModelFreePPO(PPOLearner):
 
     def on_fit_end(self) -> None:
         """Rank 0: the run's settings in TensorBoard's *HParams* tab with the final meta-test per split."""
-        if not isinstance(self.logger, TensorBoardLogger) or not self._latest_metatest:
-            return
-        metrics = {f"hparams/final_metatest_{split}_reward_per_step": self._latest_metatest[key]
-                   for split in ("interpolation", "extrapolation")
-                   if (key := f"metatest/{split}/reward_per_step") in self._latest_metatest}  # fmt: skip
-        metrics["hparams/real_transitions"] = float(self.real_transitions)
-        self.logger.log_hyperparams(dict(self.hparams), metrics)
+        log_final_hparams(self, self._latest_metatest, self.real_transitions)
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(TaskIndexShard(len(self.test_tasks), self.trainer.global_rank, self.trainer.world_size),
