@@ -35,7 +35,7 @@ class GSSMTestTimeMethod(pl.LightningModule):
 
     Each rank runs its shard of the test tasks (``r, r + W, ...``) in ``test_step``; rank 0 writes
     ``metatest.json``/``.md`` and ``test_compute.json`` (the method's extra compute: seconds per test
-    task and per action, means over ranks) into the log directory.
+    task and per action, over all ranks' tasks) into the log directory.
 
     Args:
         checkpoint: a main-job (Dyna) checkpoint of ``env``; its GSSM and its APS policy are used.
