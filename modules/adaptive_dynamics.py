@@ -67,8 +67,11 @@ class AdaptiveDynamics(nn.Module):
 
     def predict(self, weights: Params, x: torch.Tensor) -> torch.Tensor:
         """Raw ``Δs [B, R, O]`` of rows ``x [B, R, O + A]`` under each environment's ``weights``."""
-        yn = vmap(lambda w, xb: functional_call(self.net, w, (xb,)))(weights, self.x_normalizer.normalize(x))
-        return self.y_normalizer.denormalize(yn)
+        return self.y_normalizer.denormalize(self._predict_normalized(weights, self.x_normalizer.normalize(x)))
+
+    def _predict_normalized(self, weights: Params, xn: torch.Tensor) -> torch.Tensor:
+        """Normalised ``Δs [B, R, O]`` of normalised rows ``xn [B, R, O + A]``, row ``b`` with ``weights[b]``."""
+        return vmap(lambda w, xb: functional_call(self.net, w, (xb,)))(weights, xn)
 
     def meta_loss(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
                   query_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
@@ -77,7 +80,7 @@ class AdaptiveDynamics(nn.Module):
         weights = self.adapt(support_x, support_y, torch.ones(support_x.shape[:2], dtype=torch.bool,
                                                               device=support_x.device))  # fmt: skip
         qn = self.y_normalizer.normalize(query_y)
-        adapted = vmap(lambda w, xb: functional_call(self.net, w, (xb,)))(weights, self.x_normalizer.normalize(query_x))
+        adapted = self._predict_normalized(weights, self.x_normalizer.normalize(query_x))
         with torch.no_grad():
             unadapted = ((self.net(self.x_normalizer.normalize(query_x)) - qn) ** 2).mean()
         return ((adapted - qn) ** 2).mean(), unadapted

@@ -9,9 +9,9 @@ from torch import nn
 from torch.distributions import Normal
 
 from envs import TaskFamily
-from envs.rollout import EnvStep, StepPolicy, Trajectory, rollout
+from envs.rollout import EnvStep, StepPolicy, Trajectory
 from modules.adaptive_dynamics import AdaptiveDynamics, Params
-from modules.mppi import MPPI
+from modules.mppi import MPPI, open_loop_returns
 
 
 class AdaptedModelEnv:
@@ -99,10 +99,7 @@ class L2AAgent(nn.Module):
         rows_per_task = obs.shape[0] // self.params.shape[0] * k
         params = self.params.repeat_interleave(rows_per_task, dim=0)
 
-        def returns(start_obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-            env = AdaptedModelEnv(self.model, self.family, weights, params, k)
-            return rollout(env, lambda o, t, tr: (actions[t], {}), env.reset(start_obs), actions.shape[0]).reward.sum(0)
-
+        returns = open_loop_returns(lambda: AdaptedModelEnv(self.model, self.family, weights, params, k))
         action = self.planner.plan(obs, returns, self.noise if generator is None else generator)
         self.seconds += time.perf_counter() - start
         self.actions += obs.shape[0]

@@ -9,11 +9,11 @@ from torch import nn
 from torch.distributions import Normal
 
 from envs import TaskFamily
-from envs.rollout import StepPolicy, agent_policy, rollout
+from envs.rollout import StepPolicy, agent_policy
 from modules.meta_dynamics_model import MetaDynamicsModel
 from modules.meta_dynamics_net import ContextEncoding
 from modules.model_env import ModelEnv
-from modules.mppi import MPPI
+from modules.mppi import MPPI, open_loop_returns
 
 
 class ModelPredictiveAgent(nn.Module):
@@ -79,12 +79,9 @@ class ModelPredictiveAgent(nn.Module):
         z_c = latent.repeat_interleave(self.planner.samples, dim=0)
         params = self.params.repeat_interleave(rows_per_task, dim=0)
 
-        def returns(start: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-            env = ModelEnv(self.model, self.family, self.encoding, z_c, params, rows_per_task)
-            plan = lambda o, t, trajectory: (actions[t], {})  # noqa: E731
-            return rollout(env, plan, env.reset(start), actions.shape[0]).reward.sum(0)
-
         start = time.perf_counter()
+        encoding = self.encoding
+        returns = open_loop_returns(lambda: ModelEnv(self.model, self.family, encoding, z_c, params, rows_per_task))
         action = self.planner.plan(obs, returns, self.noise if generator is None else generator)
         self.seconds += time.perf_counter() - start
         self.actions += obs.shape[0]
