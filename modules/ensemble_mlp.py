@@ -38,10 +38,17 @@ class EnsembleMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        h = x.reshape(1, -1, x.shape[-1]).expand(self.members, -1, -1)
+        h = self.each(x.reshape(1, -1, x.shape[-1]).expand(self.members, -1, -1))
+        return h.reshape(self.members, *lead, h.shape[-1])
+
+    def each(self, x: torch.Tensor) -> torch.Tensor:
+        """Member ``k`` on its own rows ``x[k]``: ``[K, N, in_dim]`` → ``[K, N, out_dim]`` (particles that
+        each keep one member through a rollout, PETS's TS∞)."""
+        if x.ndim != 3 or x.shape[0] != self.members:
+            raise ValueError(f"EnsembleMLP.each: input of shape {tuple(x.shape)}; expected [{self.members}, N, D]")
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = torch.baddbmm(b, h, w)
+            x = torch.baddbmm(b, x, w)
             if i < last:
-                h = F.silu(h)
-        return h.reshape(self.members, *lead, h.shape[-1])
+                x = F.silu(x)
+        return x
