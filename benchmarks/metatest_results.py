@@ -1,8 +1,8 @@
-"""Meta-test results of every method — GSSM+APS, GSSM non-amortized, GSSM-MPC, MLSM-v0/v1+APS, L2A, DR-PPO,
-PE-PPO — over seeds, at equal budgets.
+"""Meta-test results of every method — GSSM+APS, GSSM non-amortized, GSSM-MPC, MLSM-v0/v1+APS, M-DPILCO, L2A,
+DR-PPO, PE-PPO — over seeds, at equal budgets.
 
     python benchmarks/metatest_results.py [--envs acrobot cartpole_swingup] [--seeds 0 1 2]
-        [--methods gssm_aps gssm_nonamortized gssm_mpc mlsm_v0_aps mlsm_v1_aps l2a dr_ppo pe_ppo]
+        [--methods gssm_aps gssm_nonamortized gssm_mpc mlsm_v0_aps mlsm_v1_aps m_dpilco l2a dr_ppo pe_ppo]
         [--long-methods dr_ppo pe_ppo] [--no-long] [--jobs 2] [--out runs/metatest_results]
         [--gssm-runs DIR] [--keep] [--quick]
 
@@ -48,7 +48,7 @@ from train import compose_config, merge_config  # noqa: E402
 DYNA_METHODS = ("gssm_aps", "mlsm_v0_aps", "mlsm_v1_aps")  # the Dyna loop with GSSM or an MLSM ablation
 TEST_TIME = ("gssm_nonamortized", "gssm_mpc")  # train.py test on a GSSM+APS checkpoint
 MODEL_FREE = ("dr_ppo", "pe_ppo")
-METHODS = ("gssm_aps", *TEST_TIME, *DYNA_METHODS[1:], "l2a", *MODEL_FREE)
+METHODS = ("gssm_aps", *TEST_TIME, *DYNA_METHODS[1:], "m_dpilco", "l2a", *MODEL_FREE)
 SPLITS = ("interpolation", "extrapolation", "all")
 LONG = ROOT / "conf/baselines/long_budget.yaml"
 # the tiny profile of the test suite: seconds per run
@@ -59,6 +59,9 @@ QUICK_LONG = {"real_transitions": 1600, "eval_every_transitions": 400}
 QUICK_L2A = {"real_transitions": 120, "num_train_tasks": 3, "random_steps_per_task": 40, "tasks_per_iteration": 3,
              "hidden_dim": 16, "steps_per_iteration": 5, "meta_batch": 4, "mpc_horizon": 3, "mpc_samples": 4,
              "metatest_episodes": 2, "metatest_context": 5}  # fmt: skip
+QUICK_M_DPILCO = {"real_transitions": 120, "num_train_tasks": 3, "random_steps_per_task": 40, "tasks_per_iteration": 3,
+                  "hidden_dim": 16, "members": 2, "model_steps": 5, "policy_steps": 3, "policy_rollouts": 8,
+                  "horizon": 4, "infer_steps": 3, "metatest_episodes": 2, "metatest_context": 5}  # fmt: skip
 QUICK_TEST_TIME = {"metatest_episodes": 2, "metatest_context": 5, "mpc_horizon": 3, "mpc_samples": 4,
                    "search_iterations": 2, "search_rollouts": 4}  # fmt: skip
 
@@ -70,6 +73,7 @@ def run_config(env: str, method: str, long: bool, seed: int, run_dir: Path, quic
     conf = compose_config(path, *([LONG] if long else []), *([QUICK_DYNA] if quick and dyna else []))
     if quick and not dyna:
         quick_args = (QUICK_TEST_TIME if method in TEST_TIME else QUICK_L2A if method == "l2a"
+                      else QUICK_M_DPILCO if method == "m_dpilco"
                       else {**QUICK_BASELINE, **(QUICK_LONG if long else {})})  # fmt: skip
         conf = merge_config(conf, {"model": {"init_args": quick_args}})
         conf["model"]["init_args"]["metatest_tasks"] = ["interp-default", "extrap-mixed"]
@@ -216,14 +220,17 @@ def against_gssm_aps(runs: list[dict]) -> list[str]:
 
 
 def test_time_compute(group: list[dict]) -> str:
-    """A test-time method's extra compute, mean over seeds: seconds of search per test task, or
-    milliseconds of planning per action; "—" for a method that only runs its policy."""
+    """A test-time method's extra compute, mean over seeds: seconds of search or of embedding inference
+    per test task, or milliseconds of planning per action; "—" for a method that only runs its policy."""
     computes = [g["test_compute"] for g in group if "test_compute" in g]
     if not computes:
         return "—"
     if "time/test_seconds_per_action" in computes[0]:
         per_action = statistics.mean(c["time/test_seconds_per_action"] for c in computes)
         return f"{per_action * 1e3:.1f} ms planning per action"
+    if "time/inference_seconds_per_task" in computes[0]:
+        inference = statistics.mean(c["time/inference_seconds_per_task"] for c in computes)
+        return f"{inference:.1f} s embedding inference per task"
     return f"{statistics.mean(c['time/test_seconds_per_task'] for c in computes):.1f} s search per task"
 
 

@@ -46,8 +46,8 @@ import envs  # noqa: E402
 IMAGINATION_TARGET = 200_000
 METATEST_TARGETS = {"acrobot": (-0.62, -0.62), "cartpole_swingup": (0.70, 0.58)}
 LABELS = {"gssm_aps": "GSSM+APS", "gssm_nonamortized": "GSSM, non-amortized", "gssm_mpc": "GSSM-MPC",
-          "mlsm_v0_aps": "MLSM-v0+APS", "mlsm_v1_aps": "MLSM-v1+APS", "l2a": "L2A", "dr_ppo": "DR-PPO",
-          "pe_ppo": "PE-PPO", "random": "random"}  # fmt: skip
+          "mlsm_v0_aps": "MLSM-v0+APS", "mlsm_v1_aps": "MLSM-v1+APS", "m_dpilco": "M-DPILCO", "l2a": "L2A",
+          "dr_ppo": "DR-PPO", "pe_ppo": "PE-PPO", "random": "random"}  # fmt: skip
 MODEL_INTRO = (
     "Identical random-policy data per env and seed, mean ± std across seeds; NLL in nats per transition and",
     "MSE on normalised Δs (one-step, test tasks); H-step RMSE of the open-loop state prediction in units of",

@@ -101,14 +101,14 @@ class EmbeddedDynamics(nn.Module):
         + KL(q ‖ N(0, I))`` (the likelihood averaged over members, one reparameterised sample a step),
         from the prior; the weights are fixed. A task without transitions keeps the prior."""
         t = x.shape[0]
-        mean = torch.zeros(t, self.embedding_dim, device=x.device, requires_grad=True)
-        log_std = torch.zeros(t, self.embedding_dim, device=x.device, requires_grad=True)
         if steps == 0 or x.shape[1] == 0 or not mask.any():
-            return Normal(mean.detach(), log_std.detach().exp())
-        optimizer = torch.optim.Adam([mean, log_std], lr=lr)
-        weight = mask.to(x.dtype)
-        with torch.inference_mode(False), torch.enable_grad():  # also inside the meta-test's no_grad
-            x, y, weight = x.clone(), y.clone(), weight.clone()
+            prior = torch.zeros(t, self.embedding_dim, device=x.device)
+            return Normal(prior, torch.ones_like(prior))
+        with torch.inference_mode(False), torch.enable_grad():  # also inside the meta-test's no_grad and `test`
+            mean = torch.zeros(t, self.embedding_dim, device=x.device, requires_grad=True)
+            log_std = torch.zeros(t, self.embedding_dim, device=x.device, requires_grad=True)
+            optimizer = torch.optim.Adam([mean, log_std], lr=lr)
+            x, y, weight = x.clone(), y.clone(), mask.to(x.dtype)
             for _ in range(steps):
                 h = sample_normal(Normal(mean, log_std.exp()), generator)  # [T, E]
                 inputs = self._inputs(x, h[:, None].expand(-1, x.shape[1], -1))

@@ -310,7 +310,7 @@ class MDPILCO(pl.LightningModule):
         if self.trainer.world_size > 1:
             totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
         self._inference = torch.zeros(2, dtype=torch.float64)
-        compute = {"time/test_seconds_per_task": float(totals[0] / totals[1].clamp_min(1))}
+        compute = {"time/inference_seconds_per_task": float(totals[0] / totals[1].clamp_min(1))}
         log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a broadcast: every rank
         if self.trainer.is_global_zero:
             (log_dir / "test_compute.json").write_text(json.dumps({"method": "m_dpilco", **compute}, indent=1))

@@ -169,7 +169,7 @@ def test_m_dpilco_fits_and_tests_from_the_command_line(tmp_path):
     assert (state["m_dpilco"]["buffer"]["size"] == 240).all()  # 40 random + one 200-step episode per task
     assert len(state["optimizer_states"]) == 2  # the model's and the policy's Adam
     compute = json.loads((log_dir / "test_compute.json").read_text())
-    assert compute["method"] == "m_dpilco" and compute["time/test_seconds_per_task"] > 0
+    assert compute["method"] == "m_dpilco" and compute["time/inference_seconds_per_task"] > 0
     (log_dir / "metatest.json").unlink()
     run_cli(tmp_path, "test", "--config", config, *tiny, "--ckpt_path", str(ckpt))
     tested = json.loads((log_dir / "metatest.json").read_text())

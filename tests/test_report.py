@@ -44,18 +44,20 @@ def test_quick_report_writes_tables_and_figures(tmp_path):
     for row in ("| acrobot | gssm |", "| acrobot | mlsm_v1 |", "| acrobot | gssm_aps | equal |",
                 "| acrobot | gssm_nonamortized | equal |", "| acrobot | gssm_mpc | equal |",
                 "| acrobot | mlsm_v0_aps | equal |", "| acrobot | mlsm_v1_aps | equal |", "| acrobot | l2a | equal |",
+                "| acrobot | m_dpilco | equal |",
                 "| acrobot | dr_ppo | long |", "| acrobot | pe_ppo | equal |", "| acrobot | random |"):  # fmt: skip
         assert row in text, row
     against = text.split("Against GSSM+APS")[1].split("Real transitions")[0]
-    assert all(f"| acrobot | {m} |" in against for m in ("gssm_mpc", "mlsm_v0_aps", "l2a", "dr_ppo"))
-    assert "ms planning per action" in text and "s search per task" in text
+    assert all(f"| acrobot | {m} |" in against for m in ("gssm_mpc", "mlsm_v0_aps", "m_dpilco", "l2a", "dr_ppo"))
+    assert "ms planning per action" in text and "s search per task" in text and "s embedding inference per task" in text
     assert "| acrobot | gssm_aps | " in text.split("No collapse")[1]  # the stability table
     for figure in ("learning_curves.png", "latents.png", "exploitation_gap.png"):
         data = (docs / figure).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     results = json.loads((out / "metatest/metatest_results.json").read_text())
     methods = sorted({(r["method"], r["long"], r["seed"]) for r in results["runs"]})
-    assert len(methods) == 20  # (gssm_aps, 2 test-time, 2 MLSM, L2A) × 2 seeds + (dr, pe) × (equal, long) × 2 seeds
+    # (gssm_aps, 2 test-time, 2 MLSM, M-DPILCO, L2A) × 2 seeds + (dr, pe) × (equal, long) × 2 seeds
+    assert len(methods) == 22
     assert all(r["history"] for r in results["runs"])
     gap = next(r for r in results["runs"] if r["method"] == "gssm_aps")["exploitation_gap"]
     assert len(gap["imagined"]) == len(gap["real"]) == len(gap["real_transitions"]) == 2  # one per Dyna iteration
