@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
-from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch.distributions import Normal
 from torch.utils.data import DataLoader, IterableDataset
 
 from common.sampling import sample_normal
-from common.seeding import COLLECT_ENV, IMAGINATION, METATEST, STREAM, derive_seed
+from common.seeding import IMAGINATION, METATEST, STREAM, derive_seed
 from datamodules.collection import Transitions
-from datamodules.sharding import TaskIndexShard, gather_shards, shard_tasks
-from datamodules.task_buffers import MultiTaskBuffer
-from envs import make_family
-from envs.rollout import TaskVectorEnv, agent_policy, random_policy, rollout
-from evaluation import TaskResult, log_final_hparams, publish_meta_test, run_meta_test, select_tasks
+from envs.rollout import StepPolicy, agent_policy
+from evaluation import TaskResult, run_meta_test
+from modules.collecting_learner import CollectingLearner
 from modules.embedded_dynamics import EmbeddedDynamics
 from modules.embedded_policy import EmbeddedPolicy
 from modules.particle_model_env import imagined_reward_per_step
@@ -52,7 +46,7 @@ class PhaseStream(IterableDataset):
             yield POLICY, torch.randint(self.slots, shape, generator=g), torch.rand(shape, generator=g)
 
 
-class MDPILCO(pl.LightningModule):
+class MDPILCO(CollectingLearner):
     """Meta Deep PILCO on a task family's training tasks, meta-tested by DESIGN §6; one epoch = one iteration.
 
     Each iteration collects real transitions (``on_train_epoch_start``) — iteration 0
@@ -84,6 +78,9 @@ class MDPILCO(pl.LightningModule):
         >>> MDPILCO(env="acrobot", hidden_dim=16).hparams.horizon
         30
     """
+
+    METHOD = "m_dpilco"
+    COMPUTE_NAME = "inference_seconds_per_task"
 
     def __init__(
         self,
@@ -129,85 +126,33 @@ class MDPILCO(pl.LightningModule):
             raise ValueError(f"MDPILCO discount={discount}; expected 0 < discount <= 1")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.family = fam = make_family(env)
-        self.train_tasks = fam.train_tasks(num_train_tasks, task_seed)
-        self.test_tasks = select_tasks(fam.test_tasks(), metatest_tasks, fam.name)
+        self.init_collection()
+        fam = self.family
         self.model = EmbeddedDynamics(fam.obs_dim, fam.act_dim, num_train_tasks, embedding_dim, members, hidden_dim,
                                       layers)  # fmt: skip
         self.policy = EmbeddedPolicy(fam.obs_dim, fam.act_dim, embedding_dim, policy_hidden_dim,
                                      exploration_std=exploration_std)  # fmt: skip
         self.register_buffer("train_params", fam.params_tensor(self.train_tasks), persistent=False)
-        per_iteration = min(tasks_per_iteration, num_train_tasks)
-        iterations = -(-max(real_transitions - num_train_tasks * random_steps_per_task, 0) // (per_iteration *
-                                                                                             fam.episode_length))
-        episodes_per_task = -(-iterations * per_iteration // num_train_tasks) + 1  # round robin: at most this many
-        capacity = random_steps_per_task + episodes_per_task * fam.episode_length  # the ring never wraps
-        self.buffer = MultiTaskBuffer(num_train_tasks, capacity, fam.obs_dim, fam.act_dim)
-        self.real_transitions = self._transitions_before = self.iterations = 0
-        self._noise = torch.Generator()
-        self._results: list[TaskResult] = []
-        self._inference = torch.zeros(2, dtype=torch.float64)  # the meta-test's inference seconds and tasks
-        self._latest_metatest: dict[str, float] = {}
+        self._noise = torch.Generator()  # embedding samples, re-seeded every iteration
 
     # ---- data -------------------------------------------------------------------------------
-    def _rank_world(self) -> tuple[int, int]:
-        return (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
+    def collection_policy(self, tasks: torch.Tensor, seed: int) -> StepPolicy:
+        """``π(a | s, μ_j)`` with exploration noise, ``μ_j`` the mean of task ``j``'s ``q(h_j)``."""
+        noise = torch.Generator(device=self.device).manual_seed(seed)
+        return agent_policy(self.policy, self.model.task_mean[tasks.to(self.device)].detach(), generator=noise)
 
-    def shard(self) -> torch.Tensor:
-        rank, world = self._rank_world()
-        return shard_tasks(len(self.train_tasks), rank, world, "training tasks")
-
-    def collection_tasks(self, rank: int, world: int) -> torch.Tensor:
-        """The training tasks ``rank`` collects in this iteration (sorted): its whole shard at iteration 0,
-        then the next ``tasks_per_iteration / world`` of it, round robin."""
-        shard = shard_tasks(len(self.train_tasks), rank, world, "training tasks")
-        if self.iterations == 0:
-            return shard
-        per_rank = min(self.hparams.tasks_per_iteration // world, len(shard))
-        start = ((self.iterations - 1) * per_rank) % len(shard)
-        return shard[(start + torch.arange(per_rank)) % len(shard)].sort().values
-
-    @torch.no_grad()
-    def on_train_epoch_start(self) -> None:
-        """Every rank collects its tasks' share; the shares are all-gathered, so every rank's buffer
-        (and checkpoint) holds every task's transitions and the normalisers agree across ranks."""
-        hp, fam = self.hparams, self.family
-        rank, world = self._rank_world()
-        if len(self.train_tasks) % world or hp.tasks_per_iteration % world:
-            raise ValueError(f"MDPILCO on {world} ranks: num_train_tasks={len(self.train_tasks)} and "
-                             f"tasks_per_iteration={hp.tasks_per_iteration} must be multiples of the number of ranks")
-        mine = self.collection_tasks(rank, world)
-        collected = torch.cat([self.collection_tasks(r, world) for r in range(world)]).sort().values
-        seed = derive_seed(COLLECT_ENV, hp.seed, self.iterations, rank) % 2**31
-        if self.iterations == 0:
-            steps = hp.random_steps_per_task
-            policy = random_policy(fam.act_dim, torch.Generator().manual_seed(seed))
-        else:
-            steps = fam.episode_length
-            noise = torch.Generator(device=self.device).manual_seed(seed)
-            policy = agent_policy(self.policy, self.model.task_mean[mine.to(self.device)], generator=noise)
-        env = TaskVectorEnv(fam, [self.train_tasks[i] for i in mine.tolist()], seed)
-        traj = rollout(env, policy, env.reset(), steps, episodic=False)
-        env.close()
-        as_tasks = lambda t: t.transpose(0, 1).cpu()  # noqa: E731  [H, B, ·] → [B, H, ·]
-        share = Transitions(as_tasks(traj.obs), as_tasks(traj.action).clamp(-1, 1), as_tasks(traj.reward).float(),
-                            as_tasks(traj.next_obs), as_tasks(traj.terminated))  # fmt: skip
-        data = gather_shards(share, len(self.train_tasks), world, device=self.device, tasks=collected)
-        self.buffer.add(collected, data.obs, data.action, data.reward, data.next_obs, data.done)
+    def on_collected(self, data: Transitions) -> None:
+        """The running normalisers take the new transitions; this iteration's embedding noise is seeded."""
+        fam = self.family
         obs = data.obs.reshape(-1, fam.obs_dim).to(self.device)
         self.model.x_normalizer.update(torch.cat([obs, data.action.reshape(-1, fam.act_dim).to(self.device)], -1))
         self.model.y_normalizer.update((data.next_obs - data.obs).reshape(-1, fam.obs_dim).to(self.device))
         self.policy.obs_normalizer.update(obs)
-        if self.iterations > 0:
-            self.log("real/reward_per_step", data.reward.mean(), rank_zero_only=True)
-        self._noise.manual_seed(derive_seed(IMAGINATION, hp.seed, self.iterations, rank))
-        self._transitions_before = self.real_transitions
-        self.real_transitions += len(collected) * steps
-        self.iterations += 1
+        self._noise.manual_seed(derive_seed(IMAGINATION, self.hparams.seed, self.iterations, self.rank_world()[0]))
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
-        rank, _ = self._rank_world()
+        rank, _ = self.rank_world()
         stream = PhaseStream(len(self.shard()), hp.model_steps, hp.members, hp.model_batch, hp.policy_steps,
                              hp.policy_rollouts, derive_seed(STREAM, hp.seed, rank))  # fmt: skip
         return DataLoader(stream, batch_size=None)
@@ -220,15 +165,15 @@ class MDPILCO(pl.LightningModule):
     # ---- the two phases ---------------------------------------------------------------------
     def training_step(self, batch: tuple[int, torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         phase, slot, u = batch
-        model_opt, policy_opt = self.optimizers()
-        loss = self.model_step(slot, u) if int(phase) == MODEL else self.policy_step(slot, u)
+        is_model = int(phase) == MODEL
+        optimizer = self.optimizers()[MODEL if is_model else POLICY]
+        loss = self.model_step(slot, u) if is_model else self.policy_step(slot, u)
         if not torch.isfinite(loss):
-            name = "model loss" if int(phase) == MODEL else "policy loss"
-            raise FloatingPointError(f"M-DPILCO {name} is {loss.item()} at iteration {self.iterations}")
-        optimizer = model_opt if int(phase) == MODEL else policy_opt
+            what = "model" if is_model else "policy"
+            raise FloatingPointError(f"M-DPILCO {what} loss is {loss.item()} at iteration {self.iterations}")
         optimizer.zero_grad()
         self.manual_backward(loss)
-        if int(phase) == POLICY:
+        if not is_model:  # gradients through many model steps can explode
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
         optimizer.step()
 
@@ -264,24 +209,13 @@ class MDPILCO(pl.LightningModule):
                 torch.optim.Adam(self.policy.parameters(), lr=hp.policy_lr)]  # fmt: skip
 
     # ---- meta-test --------------------------------------------------------------------------
-    def on_train_epoch_end(self) -> None:
-        hp = self.hparams
-        self.log("real/transitions", float(self.real_transitions), rank_zero_only=True)
-        done = self.real_transitions >= hp.real_transitions
-        every = hp.eval_every_transitions
-        if done or (every > 0 and self.real_transitions // every > self._transitions_before // every):
-            shard = torch.arange(len(self.test_tasks))[self.trainer.global_rank :: self.trainer.world_size]
-            self._publish(self.meta_test_tasks(shard.tolist()))
-        if done:
-            self.trainer.should_stop = True
-
     @torch.no_grad()
     def meta_test_tasks(self, indices: list[int]) -> list[TaskResult]:
         """The protocol on the test tasks at ``indices`` (this rank's share)."""
         if not indices:
             return []
         hp = self.hparams
-        rank, _ = self._rank_world()
+        rank, _ = self.rank_world()
         seed = derive_seed(METATEST, hp.seed, self.iterations, rank)
         tasks = [self.test_tasks[i] for i in indices]
         noise = torch.Generator().manual_seed(derive_seed(METATEST, hp.seed, self.iterations, rank, 1))
@@ -294,55 +228,7 @@ class MDPILCO(pl.LightningModule):
             seconds += time.perf_counter() - start
             return posterior
 
-        results, _ = run_meta_test(self.family, tasks, "m_dpilco", self.policy, hp.metatest_episodes, seed,
+        results, _ = run_meta_test(self.family, tasks, self.METHOD, self.policy, hp.metatest_episodes, seed,
                                    infer_latent, hp.metatest_context)  # fmt: skip
-        self._inference += torch.tensor([seconds, len(tasks)], dtype=torch.float64)
+        self._compute += torch.tensor([seconds, len(tasks)], dtype=torch.float64)
         return results
-
-    def _publish(self, results: list[TaskResult]) -> None:
-        hp = self.hparams
-        header = (
-            f"{self.family.name}, m_dpilco, iteration {self.iterations}, {self.real_transitions} real training "
-            f"transitions, {hp.metatest_context} context steps, {hp.metatest_episodes} episodes per task"
-        )
-        scalars = publish_meta_test(self.trainer, results, self.test_tasks, "m_dpilco", header, self.real_transitions)
-        totals = self._inference  # inference seconds, test tasks: summed over ranks
-        if self.trainer.world_size > 1:
-            totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
-        self._inference = torch.zeros(2, dtype=torch.float64)
-        compute = {"time/inference_seconds_per_task": float(totals[0] / totals[1].clamp_min(1))}
-        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a broadcast: every rank
-        if self.trainer.is_global_zero:
-            (log_dir / "test_compute.json").write_text(json.dumps({"method": "m_dpilco", **compute}, indent=1))
-        for name, value in {**scalars, **compute}.items():
-            self.log(name, value, rank_zero_only=True)
-        self._latest_metatest = scalars
-
-    def on_fit_end(self) -> None:
-        """Rank 0: the run's settings in TensorBoard's *HParams* tab with the final meta-test per split."""
-        log_final_hparams(self, self._latest_metatest, self.real_transitions)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(TaskIndexShard(len(self.test_tasks), self.trainer.global_rank, self.trainer.world_size),
-                          batch_size=None)  # fmt: skip
-
-    def test_step(self, indices: torch.Tensor, batch_idx: int) -> None:
-        self._results += self.meta_test_tasks(indices.tolist())
-
-    def on_test_epoch_end(self) -> None:
-        self._publish(self._results)
-        self._results = []
-
-    # ---- checkpoint -------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["m_dpilco"] = {"buffer": self.buffer.state_dict(), "real_transitions": self.real_transitions,
-                                  "iterations": self.iterations, "noise": self._noise.get_state()}  # fmt: skip
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("hyper_parameters", {}).get("env")
-        if saved != self.hparams.env:
-            raise ValueError(f"checkpoint was made for env={saved!r}, this run has env={self.hparams.env!r}")
-        state = checkpoint["m_dpilco"]
-        self.buffer.load_state_dict(state["buffer"])
-        self.real_transitions, self.iterations = state["real_transitions"], state["iterations"]
-        self._noise.set_state(state["noise"])

@@ -1,0 +1,186 @@
+"""`CollectingLearner`: the iteration, data and meta-test plumbing of the model-based baselines that
+collect their own real transitions (L2A, M-DPILCO)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from common.seeding import COLLECT_ENV, derive_seed
+from datamodules.collection import Transitions
+from datamodules.sharding import TaskIndexShard, gather_shards, shard_tasks
+from datamodules.task_buffers import MultiTaskBuffer
+from envs import make_family
+from envs.rollout import StepPolicy, TaskVectorEnv, random_policy, rollout
+from evaluation import TaskResult, log_final_hparams, publish_meta_test, select_tasks
+
+
+class CollectingLearner(pl.LightningModule):
+    """A LightningModule whose epoch is one iteration: collect real transitions, then train on them.
+
+    A subclass calls :meth:`init_collection` in its ``__init__`` (after ``save_hyperparameters``, whose
+    ``env``, ``num_train_tasks``, ``task_seed``, ``metatest_tasks``, ``real_transitions``,
+    ``random_steps_per_task``, ``tasks_per_iteration``, ``eval_every_transitions``,
+    ``metatest_context``, ``metatest_episodes`` it reads) and gives :meth:`collection_policy`,
+    :meth:`meta_test_tasks` and, where it has normalisers, :meth:`on_collected`.
+
+    - ``on_train_epoch_start`` (every rank): iteration 0 takes ``random_steps_per_task`` random steps in
+      each task of the rank's shard, later iterations one episode (``episode_length`` steps) in each of
+      the shard's next ``tasks_per_iteration / world`` tasks (round robin) with
+      :meth:`collection_policy`; the shares are all-gathered, so every rank's buffer (and the
+      checkpoint) holds every task's transitions.
+    - ``on_train_epoch_end`` (every rank, each on its shard of the test tasks): the meta-test when
+      ``eval_every_transitions`` is crossed and after the iteration that reaches ``real_transitions``,
+      which also stops the run; ``train.py test`` runs the same protocol (``test_step``).
+    - The meta-test's extra compute — seconds over a count, summed over ranks into
+      ``time/<COMPUTE_NAME>`` — is logged and written to ``test_compute.json`` by rank 0.
+    - The checkpoint holds the buffer and the counters under the method's name; one of another env is
+      refused, naming both.
+    """
+
+    METHOD = ""  # the meta-test's name of the method
+    COMPUTE_NAME = ""  # e.g. "test_seconds_per_action": seconds per counted unit of test-time work
+
+    def init_collection(self) -> None:
+        hp = self.hparams
+        self.family = fam = make_family(hp.env)
+        self.train_tasks = fam.train_tasks(hp.num_train_tasks, hp.task_seed)
+        self.test_tasks = select_tasks(fam.test_tasks(), hp.metatest_tasks, fam.name)
+        per_iteration = min(hp.tasks_per_iteration, hp.num_train_tasks)
+        iterations = -(-max(hp.real_transitions - hp.num_train_tasks * hp.random_steps_per_task, 0)
+                       // (per_iteration * fam.episode_length))  # fmt: skip
+        episodes_per_task = -(-iterations * per_iteration // hp.num_train_tasks) + 1  # round robin: at most this many
+        capacity = hp.random_steps_per_task + episodes_per_task * fam.episode_length  # the ring never wraps
+        self.buffer = MultiTaskBuffer(hp.num_train_tasks, capacity, fam.obs_dim, fam.act_dim)
+        self.real_transitions = self._transitions_before = self.iterations = 0
+        self._results: list[TaskResult] = []
+        self._compute = torch.zeros(2, dtype=torch.float64)  # the meta-test's extra seconds and their count
+        self._latest_metatest: dict[str, float] = {}
+
+    # ---- what a subclass gives ------------------------------------------------------------
+    def collection_policy(self, tasks: torch.Tensor, seed: int) -> StepPolicy:
+        """The policy that collects one episode in each of the training tasks ``tasks [T]`` (iteration ≥ 1)."""
+        raise NotImplementedError
+
+    def on_collected(self, data: Transitions) -> None:
+        """Called on every rank with the iteration's gathered transitions ``[T, steps, ·]`` (e.g. to update
+        normalisers)."""
+
+    def meta_test_tasks(self, indices: list[int]) -> list[TaskResult]:
+        """The protocol on the test tasks at ``indices`` (this rank's share); adds to ``self._compute``."""
+        raise NotImplementedError
+
+    # ---- data -------------------------------------------------------------------------------
+    def rank_world(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
+
+    def shard(self) -> torch.Tensor:
+        rank, world = self.rank_world()
+        return shard_tasks(len(self.train_tasks), rank, world, "training tasks")
+
+    def collection_tasks(self, rank: int, world: int) -> torch.Tensor:
+        """The training tasks ``rank`` collects in this iteration (sorted): its whole shard at iteration 0,
+        then the next ``tasks_per_iteration / world`` of it, round robin."""
+        shard = shard_tasks(len(self.train_tasks), rank, world, "training tasks")
+        if self.iterations == 0:
+            return shard
+        per_rank = min(self.hparams.tasks_per_iteration // world, len(shard))
+        start = ((self.iterations - 1) * per_rank) % len(shard)
+        return shard[(start + torch.arange(per_rank)) % len(shard)].sort().values
+
+    @torch.no_grad()
+    def on_train_epoch_start(self) -> None:
+        hp, fam = self.hparams, self.family
+        rank, world = self.rank_world()
+        if len(self.train_tasks) % world or hp.tasks_per_iteration % world:
+            raise ValueError(f"{self.METHOD} on {world} ranks: num_train_tasks={len(self.train_tasks)} and "
+                             f"tasks_per_iteration={hp.tasks_per_iteration} must be multiples of the number of ranks")
+        mine = self.collection_tasks(rank, world)
+        collected = torch.cat([self.collection_tasks(r, world) for r in range(world)]).sort().values
+        seed = derive_seed(COLLECT_ENV, hp.seed, self.iterations, rank) % 2**31
+        if self.iterations == 0:
+            steps, policy = hp.random_steps_per_task, random_policy(fam.act_dim, torch.Generator().manual_seed(seed))
+        else:
+            steps, policy = fam.episode_length, self.collection_policy(mine, seed)
+        env = TaskVectorEnv(fam, [self.train_tasks[i] for i in mine.tolist()], seed)
+        traj = rollout(env, policy, env.reset(), steps, episodic=False)
+        env.close()
+        as_tasks = lambda t: t.transpose(0, 1).cpu()  # noqa: E731  [H, B, ·] → [B, H, ·]
+        share = Transitions(as_tasks(traj.obs), as_tasks(traj.action).clamp(-1, 1), as_tasks(traj.reward).float(),
+                            as_tasks(traj.next_obs), as_tasks(traj.terminated))  # fmt: skip
+        data = gather_shards(share, len(self.train_tasks), world, device=self.device, tasks=collected)
+        self.buffer.add(collected, data.obs, data.action, data.reward, data.next_obs, data.done)
+        self.on_collected(data)
+        if self.iterations > 0:
+            self.log("real/reward_per_step", data.reward.mean(), rank_zero_only=True)
+        self._transitions_before = self.real_transitions
+        self.real_transitions += len(collected) * steps
+        self.iterations += 1
+
+    # ---- meta-test --------------------------------------------------------------------------
+    def on_train_epoch_end(self) -> None:
+        hp = self.hparams
+        self.log("real/transitions", float(self.real_transitions), rank_zero_only=True)
+        done = self.real_transitions >= hp.real_transitions
+        every = hp.eval_every_transitions
+        if done or (every > 0 and self.real_transitions // every > self._transitions_before // every):
+            shard = torch.arange(len(self.test_tasks))[self.trainer.global_rank :: self.trainer.world_size]
+            self._publish(self.meta_test_tasks(shard.tolist()))
+        if done:
+            self.trainer.should_stop = True
+
+    def _publish(self, results: list[TaskResult]) -> None:
+        hp = self.hparams
+        header = (
+            f"{self.family.name}, {self.METHOD}, iteration {self.iterations}, {self.real_transitions} real training "
+            f"transitions, {hp.metatest_context} context steps, {hp.metatest_episodes} episodes per task"
+        )
+        scalars = publish_meta_test(self.trainer, results, self.test_tasks, self.METHOD, header, self.real_transitions)
+        totals = self._compute
+        if self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
+        self._compute = torch.zeros(2, dtype=torch.float64)
+        compute = {f"time/{self.COMPUTE_NAME}": float(totals[0] / totals[1].clamp_min(1))}
+        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a broadcast: every rank
+        if self.trainer.is_global_zero:
+            (log_dir / "test_compute.json").write_text(json.dumps({"method": self.METHOD, **compute}, indent=1))
+        for name, value in {**scalars, **compute}.items():
+            self.log(name, value, rank_zero_only=True)
+        self._latest_metatest = scalars
+
+    def on_fit_end(self) -> None:
+        """Rank 0: the run's settings in TensorBoard's *HParams* tab with the final meta-test per split."""
+        log_final_hparams(self, self._latest_metatest, self.real_transitions)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(TaskIndexShard(len(self.test_tasks), self.trainer.global_rank, self.trainer.world_size),
+                          batch_size=None)  # fmt: skip
+
+    def test_step(self, indices: torch.Tensor, batch_idx: int) -> None:
+        self._results += self.meta_test_tasks(indices.tolist())
+
+    def on_test_epoch_end(self) -> None:
+        self._publish(self._results)
+        self._results = []
+
+    # ---- checkpoint -------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[self.METHOD] = {"buffer": self.buffer.state_dict(), "real_transitions": self.real_transitions,
+                                   "iterations": self.iterations}  # fmt: skip
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("hyper_parameters", {}).get("env")
+        if saved != self.hparams.env:
+            raise ValueError(f"checkpoint was made for env={saved!r}, this run has env={self.hparams.env!r}")
+        state = checkpoint[self.METHOD]
+        capacity = state["buffer"]["obs"].shape[1]
+        if capacity != self.buffer.capacity:  # written with another bound (L2A's changed on 2026-11-29)
+            fam = self.family
+            self.buffer = MultiTaskBuffer(len(self.train_tasks), capacity, fam.obs_dim, fam.act_dim)
+        self.buffer.load_state_dict(state["buffer"])
+        self.real_transitions, self.iterations = state["real_transitions"], state["iterations"]
