@@ -198,8 +198,12 @@ class MDPILCO(CollectingLearner):
         tasks = tasks.to(self.device)
         with torch.no_grad():  # the policy learns to act on its task's embeddings; they learn from the model loss
             h = sample_normal(self.model.task_posterior(tasks), self._noise)
-        reward_per_step = imagined_reward_per_step(self.model, self.policy, self.family, start, h,
-                                                   self.train_params[tasks], hp.horizon, hp.discount)
+        self.model.requires_grad_(False)  # the gradient passes through the model; its weights need none
+        try:
+            reward_per_step = imagined_reward_per_step(self.model, self.policy, self.family, start, h,
+                                                       self.train_params[tasks], hp.horizon, hp.discount)
+        finally:
+            self.model.requires_grad_(True)
         self.log("policy/imagined_reward_per_step", reward_per_step, on_step=False, on_epoch=True, sync_dist=True)
         return -reward_per_step
 
