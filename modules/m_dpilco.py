@@ -64,8 +64,7 @@ class MDPILCO(CollectingLearner):
        through the model (Deep PILCO: Gal et al., 2016), clipped to norm ``grad_clip``.
 
     Start states come from the real buffers with a short horizon (as APS's imagination does) rather than
-    the whole episode from the initial states: 200 differentiable steps through a learned model are
-    expensive and their gradients explode. At meta-test, a test task's ``q(h)`` is inferred from its
+    the whole episode from the initial states (200 differentiable model steps per update). At meta-test, a test task's ``q(h)`` is inferred from its
     online context by ``infer_steps`` variational steps on the embedding only
     (:meth:`EmbeddedDynamics.infer`; re-inferred before each context step, as the protocol asks); the
     policy takes no gradient step and acts with the mean of ``q(h)``. ``test_compute.json`` holds that
