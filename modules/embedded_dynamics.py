@@ -76,21 +76,23 @@ class EmbeddedDynamics(nn.Module):
         return (-0.5 * z**2 - log_noise - 0.5 * math.log(2 * math.pi)).sum(-1)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, tasks: torch.Tensor, kl_tasks: torch.Tensor,
-             transitions: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
-        """The negative ELBO per transition of a minibatch, member ``k`` on its own rows.
+             sizes: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+        """The negative ELBO per transition of a minibatch whose rows draw a task uniformly from
+        ``kl_tasks``, then one of its transitions; member ``k`` on its own rows.
 
         Args:
             x: ``[K, B, O + A]``; y: ``[K, B, O]``; tasks: ``[K, B]`` each row's training task.
-            kl_tasks: ``[J]`` the tasks whose KL the ELBO holds (this rank's); transitions: how many
-                transitions those tasks have in all (the ELBO's ``N``).
+            kl_tasks: ``[J]`` the tasks the rows are drawn from (this rank's); sizes: ``[J]`` how many
+                transitions each has.
         Returns:
-            ``loss`` (``nll + kl``), ``nll`` (per transition, mean over members), ``kl`` (``Σ_j KL_j / N``)
-            and ``mse`` (normalised, of the members' means).
+            ``loss`` (``nll + kl``), ``nll`` (per transition, mean over members), ``kl``
+            (``mean_j KL_j / n_j``: each task's ELBO per transition, as the rows weight them) and
+            ``mse`` (normalised, of the members' means).
         """
         h = sample_normal(self.task_posterior(tasks), generator)
         mean = self.net.each(self._inputs(x, h))
         nll = -self._log_likelihood(mean, y).mean()
-        kl = kl_to_standard_normal(self.task_mean[kl_tasks], self.task_log_std[kl_tasks]).sum() / max(transitions, 1)
+        kl = (kl_to_standard_normal(self.task_mean[kl_tasks], self.task_log_std[kl_tasks]) / sizes.clamp_min(1)).mean()
         mse = ((self.y_normalizer.normalize(y) - mean) ** 2).mean()
         return {"loss": nll + kl, "nll": nll, "kl": kl, "mse": mse.detach()}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -19,19 +21,20 @@ from modules.mppi import MPPI
 class WindowStream(IterableDataset):
     """Per epoch, ``batches`` draws of ``meta_batch`` windows: ``(slot [W], u [W])`` — a task slot of this
     rank's shard and a uniform number that ``training_step`` turns into a window start for the buffer's
-    current size. The same count on every rank."""
+    current size. The same count on every rank. Each epoch's draws come from ``epoch_seed()``, read when
+    the epoch starts iterating, so a resumed run draws what an uninterrupted one would."""
 
-    def __init__(self, slots: int, batches: int, meta_batch: int, seed: int):
-        self.slots, self.batches, self.meta_batch = slots, batches, meta_batch
-        self.generator = torch.Generator().manual_seed(seed)
+    def __init__(self, slots: int, batches: int, meta_batch: int, epoch_seed: Callable[[], int]):
+        self.slots, self.batches, self.meta_batch, self.epoch_seed = slots, batches, meta_batch, epoch_seed
 
     def __len__(self) -> int:
         return self.batches
 
     def __iter__(self):
+        generator = torch.Generator().manual_seed(self.epoch_seed())
         for _ in range(self.batches):
-            yield (torch.randint(self.slots, (self.meta_batch,), generator=self.generator),
-                   torch.rand(self.meta_batch, generator=self.generator))  # fmt: skip
+            yield (torch.randint(self.slots, (self.meta_batch,), generator=generator),
+                   torch.rand(self.meta_batch, generator=generator))  # fmt: skip
 
 
 class L2A(CollectingLearner):
@@ -52,9 +55,9 @@ class L2A(CollectingLearner):
     collected so far; ``refit_normalizers=False`` fits them on iteration 0's random data only, which on
     acrobot let the normalised MSE rise from 0.15 to 5–75 (the controller's Δs are several times the
     random data's), hence the default. The run stops at the end of the iteration that reaches
-    ``real_transitions``. A resumed run continues from its checkpoint (buffers, weights, counters);
-    its window draws differ from an uninterrupted run's, as the model-free learners' minibatch order
-    does. The meta-test also writes ``test_compute.json``: the planning and adaptation time per action.
+    ``real_transitions``. A resumed run continues from its checkpoint (buffers, weights, counters) as the
+    uninterrupted run would (every draw is seeded per iteration). The meta-test also writes
+    ``test_compute.json``: the planning and adaptation time per action.
     The meta-test collects the online context with the agent (adapting as the context grows), then
     evaluates ``metatest_episodes`` episodes per task, adapting online in each.
 
@@ -135,8 +138,8 @@ class L2A(CollectingLearner):
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
         rank, _ = self.rank_world()
-        seed = derive_seed(STREAM, hp.seed, rank)
-        stream = WindowStream(len(self.shard()), hp.steps_per_iteration, hp.meta_batch, seed)
+        epoch_seed = lambda: derive_seed(STREAM, hp.seed, rank, self.iterations)  # noqa: E731
+        stream = WindowStream(len(self.shard()), hp.steps_per_iteration, hp.meta_batch, epoch_seed)
         return DataLoader(stream, batch_size=None)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:

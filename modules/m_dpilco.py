@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from torch.distributions import Normal
@@ -25,19 +26,19 @@ class PhaseStream(IterableDataset):
     """Per epoch, ``model_steps`` batches ``(MODEL, slot [K, B], u [K, B])`` — for each ensemble member
     its own minibatch of task slots of this rank's shard and uniform numbers that ``training_step``
     turns into buffer indices — then ``policy_steps`` batches ``(POLICY, slot [P], u [P])`` of start
-    states. The same count on every rank."""
+    states. The same count on every rank. Each epoch's draws come from ``epoch_seed()``, read when the
+    epoch starts iterating, so a resumed run draws what an uninterrupted one would."""
 
     def __init__(self, slots: int, model_steps: int, members: int, model_batch: int, policy_steps: int,
-                 rollouts: int, seed: int):  # fmt: skip
+                 rollouts: int, epoch_seed: Callable[[], int]):  # fmt: skip
         self.slots, self.model_steps, self.members, self.model_batch = slots, model_steps, members, model_batch
-        self.policy_steps, self.rollouts = policy_steps, rollouts
-        self.generator = torch.Generator().manual_seed(seed)
+        self.policy_steps, self.rollouts, self.epoch_seed = policy_steps, rollouts, epoch_seed
 
     def __len__(self) -> int:
         return self.model_steps + self.policy_steps
 
     def __iter__(self):
-        g = self.generator
+        g = torch.Generator().manual_seed(self.epoch_seed())
         for _ in range(self.model_steps):
             shape = (self.members, self.model_batch)
             yield MODEL, torch.randint(self.slots, shape, generator=g), torch.rand(shape, generator=g)
@@ -64,14 +65,15 @@ class MDPILCO(CollectingLearner):
        through the model (Deep PILCO: Gal et al., 2016), clipped to norm ``grad_clip``.
 
     Start states come from the real buffers with a short horizon (as APS's imagination does) rather than
-    the whole episode from the initial states (200 differentiable model steps per update). At meta-test, a test task's ``q(h)`` is inferred from its
-    online context by ``infer_steps`` variational steps on the embedding only
+    the whole episode from the initial states (200 differentiable model steps per update). At meta-test,
+    a test task's ``q(h)`` is inferred from its online context by ``infer_steps`` variational steps on
+    the embedding only
     (:meth:`EmbeddedDynamics.infer`; re-inferred before each context step, as the protocol asks); the
     policy takes no gradient step and acts with the mean of ``q(h)``. ``test_compute.json`` holds that
     inference's seconds per test task. The run stops at the end of the iteration that reaches
     ``real_transitions``; a resumed run continues from its checkpoint (buffers, weights, optimisers,
-    counters). Under DDP the two phases touch different parameters: use
-    ``strategy: ddp_find_unused_parameters_true``.
+    counters) as the uninterrupted run would (every draw is seeded per iteration). Under DDP the two
+    phases touch different parameters: use ``strategy: ddp_find_unused_parameters_true``.
 
     Example:
         >>> MDPILCO(env="acrobot", hidden_dim=16).hparams.horizon
@@ -152,8 +154,9 @@ class MDPILCO(CollectingLearner):
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
         rank, _ = self.rank_world()
+        epoch_seed = lambda: derive_seed(STREAM, hp.seed, rank, self.iterations)  # noqa: E731
         stream = PhaseStream(len(self.shard()), hp.model_steps, hp.members, hp.model_batch, hp.policy_steps,
-                             hp.policy_rollouts, derive_seed(STREAM, hp.seed, rank))  # fmt: skip
+                             hp.policy_rollouts, epoch_seed)  # fmt: skip
         return DataLoader(stream, batch_size=None)
 
     def _indices(self, slot: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,7 +186,7 @@ class MDPILCO(CollectingLearner):
         k, b = slot.shape
         shard = self.shard()
         terms = self.model.loss(x.view(k, b, -1).to(self.device), y.view(k, b, -1).to(self.device),
-                                tasks.to(self.device), shard.to(self.device), int(self.buffer.size[shard].sum()),
+                                tasks.to(self.device), shard.to(self.device), self.buffer.size[shard].to(self.device),
                                 self._noise)  # fmt: skip
         for name in ("nll", "kl", "mse"):
             self.log(f"model/train/{name}", terms[name], on_step=False, on_epoch=True, sync_dist=True)

@@ -68,7 +68,7 @@ def trained() -> tuple[EmbeddedDynamics, EmbeddedPolicy, torch.Tensor]:
     for _ in range(400):
         tasks = torch.randint(8, (2, 64), generator=g)
         index = torch.randint(128, (2, 64), generator=g)
-        loss = model.loss(x[tasks, index], y[tasks, index], tasks, torch.arange(8), 8 * 128, g)["loss"]
+        loss = model.loss(x[tasks, index], y[tasks, index], tasks, torch.arange(8), torch.full((8,), 128), g)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
