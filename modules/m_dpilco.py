@@ -77,7 +77,7 @@ class MDPILCO(CollectingLearner):
 
     Example:
         >>> MDPILCO(env="acrobot", hidden_dim=16).hparams.horizon
-        30
+        20
     """
 
     METHOD = "m_dpilco"
@@ -101,7 +101,7 @@ class MDPILCO(CollectingLearner):
         policy_hidden_dim: int = 64,
         policy_steps: int = 200,
         policy_rollouts: int = 256,
-        horizon: int = 30,
+        horizon: int = 20,
         discount: float = 1.0,
         policy_lr: float = 1e-3,
         grad_clip: float = 1.0,
