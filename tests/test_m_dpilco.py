@@ -5,14 +5,16 @@ apart, and a policy trained this way must act on that embedding."""
 from __future__ import annotations
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from test_test_time_methods import ReachZeroToyFamily
 
 from envs import make_family
 from modules.embedded_dynamics import EmbeddedDynamics
 from modules.embedded_policy import EmbeddedPolicy
+from modules.l2a import L2A
 from modules.m_dpilco import MDPILCO
-from modules.particle_model_env import imagined_reward_per_step
+from modules.particle_model_env import ParticleModelEnv, imagined_reward_per_step
 
 
 def test_the_pathwise_gradient_matches_a_finite_difference():
@@ -45,6 +47,41 @@ def test_the_pathwise_gradient_matches_a_finite_difference():
         finite = (up - down) / (2 * eps)
         assert abs(grad[i, j]) > 1e-6
         assert torch.isclose(grad[i, j], finite, rtol=1e-5, atol=1e-9), (i, j, grad[i, j].item(), finite.item())
+
+
+def test_particles_keep_their_member_and_the_objective_discounts_and_stops_at_termination():
+    """Row ``k·R + i`` steps with member ``k``; on cart-pole (which terminates when the cart leaves the
+    track) the objective is the hand-computed discounted reward of the steps before each row's end."""
+    torch.manual_seed(0)
+    family = make_family("cartpole_swingup")
+    model = EmbeddedDynamics(5, 1, num_tasks=2, embedding_dim=2, members=3, hidden_dim=16)
+    model.y_normalizer.fit(torch.randn(64, 5))  # Δs of a few units: some carts leave the track
+    policy = EmbeddedPolicy(5, 1, embedding_dim=2, hidden_dim=16)
+    start = family.project(torch.randn(6, 5))
+    h, params = torch.randn(6, 2), family.params_tensor(family.train_tasks(6, seed=0))
+    env = ParticleModelEnv(model, family, h, params)
+    env.reset(start)
+    action = torch.rand(6, 1) * 2 - 1
+    step = env.step(action)
+    x = torch.cat([start, action], -1)
+    by_member = model.y_normalizer.denormalize(model.net(model._inputs(x, h)))  # [3, 6, 5]: every member, every row
+    own = by_member[torch.arange(6) // 2, torch.arange(6)]
+    assert torch.allclose(step.next_obs, family.project(start + own))
+
+    discount, horizon = 0.9, 8
+    with torch.no_grad():
+        objective = imagined_reward_per_step(model, policy, family, start, h, params, horizon, discount)
+        env.reset(start)
+        obs, alive, total, ended = start, torch.ones(6), torch.zeros(6), torch.zeros(6, dtype=torch.bool)
+        for t in range(horizon):
+            step = env.step(policy(obs, h))
+            total += discount**t * step.reward * alive
+            ended |= step.terminated
+            alive = alive * ~step.terminated
+            obs = step.next_obs
+    assert ended.any() and not ended.all()  # the check covers both kinds of row
+    weights = discount ** torch.arange(horizon, dtype=torch.float32)
+    assert torch.isclose(objective, total.mean() / weights.sum())
 
 
 def reach_data(w: torch.Tensor, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,6 +139,11 @@ def test_the_embedding_inferred_from_a_few_transitions_tells_a_new_task(trained)
     assert (q.stddev < 1).all()  # narrower than the prior it started from
     masked = model.infer(cx, cy, torch.zeros(4, 8, dtype=torch.bool), steps=5)
     assert (masked.mean == 0).all() and (masked.stddev == 1).all()  # nothing seen: the prior
+    first = torch.arange(8) < 3  # the meta-test's context so far: the first 3 transitions of 8
+    partial = model.infer(cx, cy, first.expand(4, -1), steps=20, generator=torch.Generator().manual_seed(3))
+    truncated = model.infer(cx[:, :3], cy[:, :3], first[:3].expand(4, -1), steps=20,
+                            generator=torch.Generator().manual_seed(3))  # fmt: skip
+    assert torch.allclose(partial.mean, truncated.mean, atol=1e-6)
 
 
 def test_the_pathwise_trained_policy_acts_on_the_inferred_embedding(trained):
@@ -140,6 +182,54 @@ def test_bad_m_dpilco_settings_and_another_envs_checkpoint_are_refused_by_name()
     with pytest.raises(ValueError, match="expected \\[3, N, D\\]"):
         EmbeddedDynamics(2, 1, num_tasks=2, members=3, hidden_dim=8).delta_each(torch.zeros(2, 4, 3),
                                                                                torch.zeros(2, 4, 4))  # fmt: skip
+
+
+TINY = {"l2a": (L2A, {"hidden_dim": 8, "steps_per_iteration": 3, "meta_batch": 4, "mpc_horizon": 3, "mpc_samples": 4}),
+        "m_dpilco": (MDPILCO, {"hidden_dim": 8, "members": 2, "model_steps": 3, "policy_steps": 2, "policy_rollouts": 4,
+                               "horizon": 3})}  # fmt: skip
+
+
+def tiny_learner(method: str, **settings):
+    torch.manual_seed(0)  # the same initial weights every time
+    cls, sizes = TINY[method]
+    return cls(env="acrobot", real_transitions=10**6, num_train_tasks=2, random_steps_per_task=40,
+               tasks_per_iteration=2, **sizes, **settings)  # fmt: skip
+
+
+def fit(module, epochs: int, root, ckpt_path=None):
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=root)  # fmt: skip
+    trainer.fit(module, ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_each_phase_steps_only_its_own_weights(tmp_path):
+    """Model phase: the model's Adam; policy phase: the policy's, through a model whose weights stay
+    trainable afterwards (the policy's gradient passes through them without touching them)."""
+    for frozen, moving in (("model", "policy"), ("policy", "model")):
+        learner = tiny_learner("m_dpilco", **{f"{'model' if frozen == 'model' else 'policy'}_lr": 0.0})
+        before = {name: p.detach().clone() for name, p in learner.named_parameters()}
+        fit(learner, 2, tmp_path)
+        changed = {name.split(".")[0] for name, p in learner.named_parameters() if not torch.equal(p, before[name])}
+        assert changed == {moving}, (frozen, changed)
+        assert all(p.requires_grad for p in learner.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", TINY)
+def test_a_resumed_run_continues_as_the_uninterrupted_one(method, tmp_path):
+    """3 iterations in one go, or 2, a checkpoint, and the third in a new process's worth of objects:
+    the same weights, normalisers, optimiser-driven updates and buffers, to the bit."""
+    whole = tiny_learner(method)
+    fit(whole, 3, tmp_path)
+    first = tiny_learner(method)
+    fit(first, 2, tmp_path).save_checkpoint(tmp_path / "mid.ckpt")
+    resumed = tiny_learner(method)
+    fit(resumed, 3, tmp_path, tmp_path / "mid.ckpt")
+    assert resumed.iterations == whole.iterations == 3
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    assert torch.equal(whole.buffer.obs, resumed.buffer.obs) and torch.equal(whole.buffer.size, resumed.buffer.size)
 
 
 @pytest.mark.slow
