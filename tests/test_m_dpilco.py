@@ -16,6 +16,10 @@ from modules.l2a import L2A
 from modules.m_dpilco import MDPILCO
 from modules.particle_model_env import ParticleModelEnv, imagined_reward_per_step
 
+# the notes about Lightning's own internals that train.py filters too (its Trainer runs in-process here)
+pytestmark = [pytest.mark.filterwarnings(r"ignore:`isinstance\(treespec, LeafSpec\)` is deprecated"),
+              pytest.mark.filterwarnings("ignore:Your `IterableDataset` has `__len__` defined")]  # fmt: skip
+
 
 def test_the_pathwise_gradient_matches_a_finite_difference():
     """Acrobot's exact reward through 6 steps of a 2-member ensemble, in float64: autograd's derivative of
