@@ -310,7 +310,8 @@ def continue_run_folder(trainer: Namespace, ckpt_path: Path, global_step: int) -
     args.purge_step = global_step
 
 
-def main(args: list[str] | None = None) -> LightningCLI:
+def quiet_lightning_notes() -> None:
+    """Filter Lightning's warnings and tips that say nothing about the user's run (each filter says why)."""
     # Lightning 2.6 still builds torch's deprecated pytree LeafSpec: harmless, not ours to fix.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # The Dyna loop and the meta-test log global values (gathered, already reduced, or rank 0's
@@ -323,6 +324,10 @@ def main(args: list[str] | None = None) -> LightningCLI:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropLightningTips())
+
+
+def main(args: list[str] | None = None) -> LightningCLI:
+    quiet_lightning_notes()
     return MbmrlCLI(
         pl.LightningModule,
         None,  # any LightningDataModule, optional: the APS-only job brings its own data

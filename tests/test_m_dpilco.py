@@ -293,3 +293,21 @@ def test_m_dpilco_under_two_process_ddp_shards_tasks_and_reports_once(tmp_path):
     state = torch.load(log_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert state["m_dpilco"]["real_transitions"] == 4 * 40 + 4 * 200  # both ranks counted: 2 tasks each
     assert state["m_dpilco"]["buffer"]["size"].tolist() == [240] * 4  # every task's data, gathered from both ranks
+
+
+@pytest.mark.slow
+def test_the_training_task_curve_meta_tests_training_tasks_only(tmp_path):
+    import subprocess
+    import sys
+
+    from cli_runner import ROOT
+
+    tiny = ["real_transitions=1300", "num_train_tasks=3", "random_steps_per_task=40", "tasks_per_iteration=3",
+            "hidden_dim=8", "model_steps=3", "policy_steps=2", "policy_rollouts=8"]  # fmt: skip
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/training_tasks_curve.py"), "--method", "m_dpilco",
+                           "--env", "acrobot", "--tasks", "2", "--episodes", "1", "--every", "700", "--set", *tiny],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "meta-tested on train-000, train-001\n" in proc.stdout
+    assert proc.stdout.count("training-task meta-test at") == 2  # at 720 (crossing 700) and at the end, 1320
+    assert "Warning" not in proc.stderr

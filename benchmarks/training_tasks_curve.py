@@ -1,0 +1,85 @@
+"""The learning curve of a baseline that collects its own data (M-DPILCO, L2A), meta-tested on its *training* tasks.
+
+    python benchmarks/training_tasks_curve.py --method m_dpilco --env cartpole_swingup [--set horizon=60 ...]
+        [--tasks 8] [--episodes 10] [--every 9600] [--seed 0]
+
+The learner trains as ``train.py fit`` would (in-process, no logger or checkpoint), but each meta-test —
+every ``--every`` real transitions and at the end — runs DESIGN §6's protocol on its first ``--tasks``
+training tasks instead of the test tasks: the number its settings are chosen on, never the test tasks.
+Prints one line per iteration (wall time, the training losses, the imagined and real per-step rewards) and
+one per meta-test (mean per-step reward over those tasks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from modules.l2a import L2A  # noqa: E402
+from modules.m_dpilco import MDPILCO  # noqa: E402
+from train import quiet_lightning_notes  # noqa: E402
+
+LEARNERS = {"m_dpilco": MDPILCO, "l2a": L2A}
+
+
+def on_training_tasks(cls: type, tasks: int) -> type:
+    """``cls`` whose meta-test runs on its first ``tasks`` training tasks, printing as it goes."""
+
+    class OnTrainingTasks(cls):
+        def __init__(self, **settings):
+            super().__init__(**settings)
+            self.test_tasks = self.train_tasks[:tasks]
+            self._clock = time.perf_counter()
+
+        def on_train_epoch_end(self) -> None:
+            metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()
+                       if k.startswith(("model/train", "policy/", "real/reward"))}  # fmt: skip
+            print(f"iteration {self.iterations}: {self.real_transitions} transitions, "
+                  f"{time.perf_counter() - self._clock:.1f} s, "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())), flush=True)  # fmt: skip
+            super().on_train_epoch_end()
+            if self._latest_metatest:
+                reward = self._latest_metatest["metatest/return_mean"] / self.family.episode_length
+                print(f"  training-task meta-test at {self.real_transitions}: {reward:.3f} per step", flush=True)
+                self._latest_metatest = {}
+            self._clock = time.perf_counter()
+
+    return OnTrainingTasks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", choices=sorted(LEARNERS), default="m_dpilco")
+    parser.add_argument("--env", default="acrobot")
+    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="settings over the config's")
+    parser.add_argument("--tasks", type=int, default=8)
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--every", type=int, default=9600)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    quiet_lightning_notes()
+    config = yaml.safe_load((ROOT / f"conf/baselines/{args.method}.yaml").read_text())["model"]["init_args"]
+    family_file = yaml.safe_load((ROOT / f"conf/baselines/{args.env}_{args.method}.yaml").read_text())
+    config.update(family_file.get("model", {}).get("init_args", {}))
+    config.update({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)})
+    config.update(env=args.env, seed=args.seed, eval_every_transitions=args.every, metatest_episodes=args.episodes)
+    print(f"{args.method} on {args.env}'s first {args.tasks} training tasks: {config}", flush=True)
+    pl.seed_everything(args.seed, verbose=False)
+    learner = on_training_tasks(LEARNERS[args.method], args.tasks)(**config)
+    print(f"meta-tested on {', '.join(t.name for t in learner.test_tasks)}", flush=True)
+    trainer = pl.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)  # fmt: skip
+    start = time.perf_counter()
+    trainer.fit(learner)
+    print(f"wall {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
