@@ -61,8 +61,9 @@ KNOWN_CAUSES = {
     "tasks per iteration); the meta-test protocol on the training tasks gives the same (−0.63, seed 0), so it is no "
     "adaptation gap, and DR-PPO's long run levels off at −0.62 too. It is not the task's ceiling: L2A (a plain MLP "
     "adapted online, MPPI with the exact reward) reached −0.593 interpolation at the same 48,000 transitions, 3 seeds, "
-    "while GSSM-MPC (the same planner in GSSM) stays at −0.63; so GSSM's predictions on the swings are the first "
-    "suspect, then PPO's 50-step horizon; the pathwise optimiser of DESIGN §3 was not tried",
+    "while GSSM-MPC (the same planner in GSSM) stays at −0.63, and M-DPILCO (an ensemble MLP with task embeddings, a "
+    "policy trained pathwise on 20-step imagined rollouts) reached −0.619 / −0.613; so GSSM's predictions on the "
+    "swings are the first suspect, then PPO's 50-step horizon; APS's own pathwise option (DESIGN §3) was not tried",
     "cartpole_swingup": "the finer Dyna schedule raised the meta-test protocol on the training tasks to 0.76–0.84 "
     "(0.61–0.81 before) and interpolation to 0.62–0.70, but the short light poles stay low on every seed "
     "(interpolation 0.43–0.47, extrapolation 0.33–0.36, against 0.86 on the default task): an adaptation gap — the "
