@@ -102,8 +102,13 @@ class EmbeddedDynamics(nn.Module):
         (those where ``mask [T, N]``): ``steps`` Adam steps on the negative ELBO ``−Σ_n E_q[log p(y_n | x_n, h)]
         + KL(q ‖ N(0, I))`` (the likelihood averaged over members, one reparameterised sample a step),
         from the prior; the weights are fixed. A task without transitions keeps the prior."""
-        t = x.shape[0]
-        if steps == 0 or x.shape[1] == 0 or not mask.any():
+        t, n = x.shape[:2] if x.ndim == 3 else (None, None)
+        expected = {"x": (t, n, self.obs_dim + self.act_dim), "y": (t, n, self.obs_dim), "mask": (t, n)}
+        for name, tensor in (("x", x), ("y", y), ("mask", mask)):
+            if t is None or tuple(tensor.shape) != expected[name]:
+                raise ValueError(f"EmbeddedDynamics.infer: context {name} of shape {tuple(tensor.shape)}; expected "
+                                 f"{expected[name]} (tasks, transitions{', features' if name != 'mask' else ''})")
+        if steps == 0 or n == 0 or not mask.any():
             prior = torch.zeros(t, self.embedding_dim, device=x.device)
             return Normal(prior, torch.ones_like(prior))
         with torch.inference_mode(False), torch.enable_grad():  # also inside the meta-test's no_grad and `test`

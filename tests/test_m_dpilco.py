@@ -183,6 +183,9 @@ def test_bad_m_dpilco_settings_and_another_envs_checkpoint_are_refused_by_name()
         MDPILCO(policy_rollouts=10)
     with pytest.raises(ValueError, match=r"discount=1\.5"):
         MDPILCO(discount=1.5)
+    with pytest.raises(ValueError, match=r"context y of shape \(4, 6, 3\); expected \(4, 6, 2\)"):
+        EmbeddedDynamics(2, 1, num_tasks=2, hidden_dim=8).infer(torch.zeros(4, 6, 3), torch.zeros(4, 6, 3),
+                                                               torch.ones(4, 6, dtype=torch.bool))  # fmt: skip
     with pytest.raises(ValueError, match="expected \\[3, N, D\\]"):
         EmbeddedDynamics(2, 1, num_tasks=2, members=3, hidden_dim=8).delta_each(torch.zeros(2, 4, 3),
                                                                                torch.zeros(2, 4, 4))  # fmt: skip
