@@ -11,11 +11,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from common.seeding import COLLECT_ENV, derive_seed
+from common.seeding import COLLECT_ENV, METATEST, derive_seed
 from datamodules.collection import Transitions
 from datamodules.sharding import TaskIndexShard, gather_shards, shard_tasks
 from datamodules.task_buffers import MultiTaskBuffer
-from envs import make_family
+from envs import Task, make_family
 from envs.rollout import StepPolicy, TaskVectorEnv, random_policy, rollout
 from evaluation import TaskResult, log_final_hparams, publish_meta_test, select_tasks
 
@@ -27,7 +27,7 @@ class CollectingLearner(pl.LightningModule):
     ``env``, ``num_train_tasks``, ``task_seed``, ``metatest_tasks``, ``real_transitions``,
     ``random_steps_per_task``, ``tasks_per_iteration``, ``eval_every_transitions``,
     ``metatest_context``, ``metatest_episodes`` it reads) and gives :meth:`collection_policy`,
-    :meth:`meta_test_tasks` and, where it has normalisers, :meth:`on_collected`.
+    :meth:`run_protocol` and, where it has normalisers, :meth:`on_collected`.
 
     - ``on_train_epoch_start`` (every rank): iteration 0 takes ``random_steps_per_task`` random steps in
       each task of the rank's shard, later iterations one episode (``episode_length`` steps) in each of
@@ -71,8 +71,9 @@ class CollectingLearner(pl.LightningModule):
         """Called on every rank with the iteration's gathered transitions ``[T, steps, ·]`` (e.g. to update
         normalisers)."""
 
-    def meta_test_tasks(self, indices: list[int]) -> list[TaskResult]:
-        """The protocol on the test tasks at ``indices`` (this rank's share); adds to ``self._compute``."""
+    def run_protocol(self, tasks: list[Task], seed: int, agent_seed: int) -> list[TaskResult]:
+        """DESIGN §6's protocol on ``tasks`` (``seed`` for the envs, ``agent_seed`` for the method's own
+        noise); adds its extra seconds and their count to ``self._compute``."""
         raise NotImplementedError
 
     # ---- data -------------------------------------------------------------------------------
@@ -123,6 +124,16 @@ class CollectingLearner(pl.LightningModule):
         self.iterations += 1
 
     # ---- meta-test --------------------------------------------------------------------------
+    @torch.no_grad()
+    def meta_test_tasks(self, indices: list[int]) -> list[TaskResult]:
+        """The protocol on the test tasks at ``indices`` (this rank's share), seeded by iteration and rank."""
+        if not indices:
+            return []
+        rank, _ = self.rank_world()
+        seed, it = self.hparams.seed, self.iterations
+        return self.run_protocol([self.test_tasks[i] for i in indices], derive_seed(METATEST, seed, it, rank),
+                                 derive_seed(METATEST, seed, it, rank, 1))  # fmt: skip
+
     def on_train_epoch_end(self) -> None:
         hp = self.hparams
         self.log("real/transitions", float(self.real_transitions), rank_zero_only=True)

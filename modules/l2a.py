@@ -7,7 +7,8 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from common.seeding import METATEST, STREAM, derive_seed
+from common.seeding import STREAM, derive_seed
+from common.validation import require_positive_integers
 from datamodules.collection import Transitions
 from envs import Task
 from envs.rollout import StepPolicy
@@ -99,11 +100,9 @@ class L2A(CollectingLearner):
         seed: int = 0,
     ):
         super().__init__()
-        for name, value in (("real_transitions", real_transitions), ("tasks_per_iteration", tasks_per_iteration),
-                            ("recent", recent), ("query", query), ("meta_batch", meta_batch),
-                            ("steps_per_iteration", steps_per_iteration)):  # fmt: skip
-            if value < 1:
-                raise ValueError(f"L2A {name}={value}; expected an integer >= 1")
+        require_positive_integers("L2A", real_transitions=real_transitions, tasks_per_iteration=tasks_per_iteration,
+                                  recent=recent, query=query, meta_batch=meta_batch,
+                                  steps_per_iteration=steps_per_iteration)  # fmt: skip
         if random_steps_per_task < recent + query:
             raise ValueError(f"random_steps_per_task={random_steps_per_task} must hold one window of recent + query = "
                              f"{recent + query} transitions")  # fmt: skip
@@ -162,16 +161,10 @@ class L2A(CollectingLearner):
         return torch.optim.Adam(self.model.parameters(), lr=self.hparams.lr)
 
     # ---- meta-test --------------------------------------------------------------------------
-    @torch.no_grad()
-    def meta_test_tasks(self, indices: list[int]) -> list[TaskResult]:
-        """The protocol on the test tasks at ``indices`` (this rank's share)."""
-        if not indices:
-            return []
+    def run_protocol(self, tasks: list[Task], seed: int, agent_seed: int) -> list[TaskResult]:
+        """The agent collects the online context, adapting as it grows, then adapts online in every episode."""
         hp = self.hparams
-        rank, _ = self.rank_world()
-        seed = derive_seed(METATEST, hp.seed, self.iterations, rank)
-        tasks = [self.test_tasks[i] for i in indices]
-        agent = self.agent(tasks, derive_seed(METATEST, hp.seed, self.iterations, rank, 1))
+        agent = self.agent(tasks, agent_seed)
         results, _ = run_meta_test(self.family, tasks, self.METHOD, agent, hp.metatest_episodes, seed,
                                    agent.infer_latent, hp.metatest_context,
                                    adapt=lambda cx, cy, latent, episodes: agent.evaluation_policy(cx, cy, episodes))

@@ -10,8 +10,10 @@ from torch.distributions import Normal
 from torch.utils.data import DataLoader, IterableDataset
 
 from common.sampling import sample_normal
-from common.seeding import IMAGINATION, METATEST, STREAM, derive_seed
+from common.seeding import IMAGINATION, STREAM, derive_seed
+from common.validation import require_positive_integers
 from datamodules.collection import Transitions
+from envs import Task
 from envs.rollout import StepPolicy, agent_policy
 from evaluation import TaskResult, run_meta_test
 from modules.collecting_learner import CollectingLearner
@@ -115,12 +117,10 @@ class MDPILCO(CollectingLearner):
         seed: int = 0,
     ):
         super().__init__()
-        for name, value in (("real_transitions", real_transitions), ("tasks_per_iteration", tasks_per_iteration),
-                            ("random_steps_per_task", random_steps_per_task), ("model_steps", model_steps),
-                            ("model_batch", model_batch), ("policy_steps", policy_steps), ("horizon", horizon),
-                            ("policy_rollouts", policy_rollouts)):  # fmt: skip
-            if value < 1:
-                raise ValueError(f"MDPILCO {name}={value}; expected an integer >= 1")
+        require_positive_integers("MDPILCO", real_transitions=real_transitions, tasks_per_iteration=tasks_per_iteration,
+                                  random_steps_per_task=random_steps_per_task, model_steps=model_steps,
+                                  model_batch=model_batch, policy_steps=policy_steps, horizon=horizon,
+                                  policy_rollouts=policy_rollouts)  # fmt: skip
         if policy_rollouts % members:
             raise ValueError(f"MDPILCO policy_rollouts={policy_rollouts} must be a multiple of members={members}")
         if not 0 < discount <= 1:
@@ -215,16 +215,11 @@ class MDPILCO(CollectingLearner):
                 torch.optim.Adam(self.policy.parameters(), lr=hp.policy_lr)]  # fmt: skip
 
     # ---- meta-test --------------------------------------------------------------------------
-    @torch.no_grad()
-    def meta_test_tasks(self, indices: list[int]) -> list[TaskResult]:
-        """The protocol on the test tasks at ``indices`` (this rank's share)."""
-        if not indices:
-            return []
+    def run_protocol(self, tasks: list[Task], seed: int, agent_seed: int) -> list[TaskResult]:
+        """The embedding inferred from the online context so far before every context step; the policy
+        acts on its mean."""
         hp = self.hparams
-        rank, _ = self.rank_world()
-        seed = derive_seed(METATEST, hp.seed, self.iterations, rank)
-        tasks = [self.test_tasks[i] for i in indices]
-        noise = torch.Generator().manual_seed(derive_seed(METATEST, hp.seed, self.iterations, rank, 1))
+        noise = torch.Generator().manual_seed(agent_seed)
         seconds = 0.0
 
         def infer_latent(context_x: torch.Tensor, context_y: torch.Tensor, mask: torch.Tensor) -> Normal:

@@ -7,6 +7,7 @@ from typing import Protocol
 
 import torch
 
+from common.validation import require_positive_integers
 from envs.rollout import EnvStep, rollout
 
 SequenceReturns = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -64,9 +65,7 @@ class MPPI:
         noise_std: float = 0.5,
         temperature: float = 0.03,
     ):
-        for name, value in (("horizon", horizon), ("samples", samples), ("iterations", iterations)):
-            if value < 1:
-                raise ValueError(f"MPPI {name}={value}; expected an integer >= 1")
+        require_positive_integers("MPPI", horizon=horizon, samples=samples, iterations=iterations)
         for name, value in (("noise_std", noise_std), ("temperature", temperature)):
             if not value > 0:
                 raise ValueError(f"MPPI {name}={value}; expected a positive number")

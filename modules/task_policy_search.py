@@ -9,6 +9,7 @@ import torch
 from torch.func import functional_call, stack_module_state
 
 from common.seeding import TASK_SEARCH, derive_seed
+from common.validation import require_positive_integers
 from datamodules.task_buffers import MultiTaskBuffer
 from envs.rollout import StepPolicy, Trajectory
 from modules.actor_critic import ActorCritic
@@ -60,9 +61,7 @@ class TaskPolicySearch:
     ):
         if init not in INITS:
             raise ValueError(f"init={init!r}; expected one of {INITS}")
-        for name, value in (("iterations", iterations), ("rollouts", rollouts)):
-            if value < 1:
-                raise ValueError(f"{name}={value}; expected an integer >= 1")
+        require_positive_integers("TaskPolicySearch", iterations=iterations, rollouts=rollouts)
         sets = amortized.hparams.context_sets_per_task
         if rollouts % sets:
             raise ValueError(f"rollouts={rollouts} must be a multiple of the APS context_sets_per_task={sets}")
