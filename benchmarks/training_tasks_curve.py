@@ -18,13 +18,15 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from training_tasks_metatest import parse_setting  # noqa: E402
+
 from modules.l2a import L2A  # noqa: E402
 from modules.m_dpilco import MDPILCO  # noqa: E402
-from train import quiet_lightning_notes  # noqa: E402
+from train import compose_config, quiet_lightning_notes  # noqa: E402
 
 LEARNERS = {"m_dpilco": MDPILCO, "l2a": L2A}
 
@@ -58,17 +60,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", choices=sorted(LEARNERS), default="m_dpilco")
     parser.add_argument("--env", default="acrobot")
-    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="settings over the config's")
+    parser.add_argument("--set", nargs="*", default=[], type=parse_setting, metavar="NAME=VALUE",
+                        help="settings over the config's")
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--every", type=int, default=9600)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     quiet_lightning_notes()
-    config = yaml.safe_load((ROOT / f"conf/baselines/{args.method}.yaml").read_text())["model"]["init_args"]
-    family_file = yaml.safe_load((ROOT / f"conf/baselines/{args.env}_{args.method}.yaml").read_text())
-    config.update(family_file.get("model", {}).get("init_args", {}))
-    config.update({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)})
+    config = compose_config(ROOT / f"conf/baselines/{args.env}_{args.method}.yaml")["model"]["init_args"]
+    config.update(args.set)
     config.update(env=args.env, seed=args.seed, eval_every_transitions=args.every, metatest_episodes=args.episodes)
     print(f"{args.method} on {args.env}'s first {args.tasks} training tasks: {config}", flush=True)
     pl.seed_everything(args.seed, verbose=False)

@@ -71,6 +71,13 @@ class CollectingLearner(pl.LightningModule):
         """Called on every rank with the iteration's gathered transitions ``[T, steps, ·]`` (e.g. to update
         normalisers)."""
 
+    def update_model_normalizers(self, data: Transitions) -> None:
+        """``self.model``'s running normalisers of ``[s, a]`` and ``s' − s`` take ``data`` ``[T, steps, ·]``."""
+        fam = self.family
+        x = torch.cat([data.obs, data.action], -1).reshape(-1, fam.obs_dim + fam.act_dim)
+        self.model.x_normalizer.update(x.to(self.device))
+        self.model.y_normalizer.update((data.next_obs - data.obs).reshape(-1, fam.obs_dim).to(self.device))
+
     def run_protocol(self, tasks: list[Task], seed: int, agent_seed: int) -> list[TaskResult]:
         """DESIGN §6's protocol on ``tasks`` (``seed`` for the envs, ``agent_seed`` for the method's own
         noise); adds its extra seconds and their count to ``self._compute``."""

@@ -69,10 +69,10 @@ class EmbeddedDynamics(nn.Module):
         """Raw predicted ``s' − s`` ``[K, N, O]`` of member ``k`` on its rows ``x [K, N, O + A]``, ``h [K, N, E]``."""
         return self.y_normalizer.denormalize(self.net.each(self._inputs(x, h)))
 
-    def _log_likelihood(self, mean: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Gaussian log density of raw ``y`` under normalised predictions ``mean``, summed over state dims."""
+    def _log_likelihood(self, mean: torch.Tensor, y_norm: torch.Tensor) -> torch.Tensor:
+        """Gaussian log density of normalised targets under normalised predictions ``mean``, summed over state dims."""
         log_noise = self.log_noise.clamp_min(self.min_log_noise)
-        z = (self.y_normalizer.normalize(y) - mean) / log_noise.exp()
+        z = (y_norm - mean) / log_noise.exp()
         return (-0.5 * z**2 - log_noise - 0.5 * math.log(2 * math.pi)).sum(-1)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, tasks: torch.Tensor, kl_tasks: torch.Tensor,
@@ -91,9 +91,10 @@ class EmbeddedDynamics(nn.Module):
         """
         h = sample_normal(self.task_posterior(tasks), generator)
         mean = self.net.each(self._inputs(x, h))
-        nll = -self._log_likelihood(mean, y).mean()
+        y_norm = self.y_normalizer.normalize(y)
+        nll = -self._log_likelihood(mean, y_norm).mean()
         kl = (kl_to_standard_normal(self.task_mean[kl_tasks], self.task_log_std[kl_tasks]) / sizes.clamp_min(1)).mean()
-        mse = ((self.y_normalizer.normalize(y) - mean) ** 2).mean()
+        mse = ((y_norm - mean) ** 2).mean()
         return {"loss": nll + kl, "nll": nll, "kl": kl, "mse": mse.detach()}
 
     def infer(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, steps: int = 50, lr: float = 0.1,
@@ -115,11 +116,12 @@ class EmbeddedDynamics(nn.Module):
             mean = torch.zeros(t, self.embedding_dim, device=x.device, requires_grad=True)
             log_std = torch.zeros(t, self.embedding_dim, device=x.device, requires_grad=True)
             optimizer = torch.optim.Adam([mean, log_std], lr=lr)
-            x, y, weight = x.clone(), y.clone(), mask.to(x.dtype)
+            x_norm, y_norm = self.x_normalizer.normalize(x), self.y_normalizer.normalize(y)  # once, not every step
+            weight = mask.to(x.dtype)
             for _ in range(steps):
                 h = sample_normal(Normal(mean, log_std.exp()), generator)  # [T, E]
-                inputs = self._inputs(x, h[:, None].expand(-1, x.shape[1], -1))
-                log_lik = self._log_likelihood(self.net(inputs), y).mean(0)  # [T, N]
+                inputs = torch.cat([x_norm, h[:, None].expand(-1, n, -1)], -1)
+                log_lik = self._log_likelihood(self.net(inputs), y_norm).mean(0)  # [T, N]
                 elbo = (log_lik * weight).sum(1) - kl_to_standard_normal(mean, log_std)
                 grads = torch.autograd.grad(-elbo.sum(), [mean, log_std])  # the model's .grad stays untouched
                 mean.grad, log_std.grad = grads

@@ -128,11 +128,8 @@ class L2A(CollectingLearner):
 
     def on_collected(self, data: Transitions) -> None:
         """The running normalisers take the new transitions (only iteration 0's without ``refit_normalizers``)."""
-        fam = self.family
         if self.iterations == 0 or self.hparams.refit_normalizers:
-            x = torch.cat([data.obs, data.action], -1).reshape(-1, fam.obs_dim + fam.act_dim)
-            self.model.x_normalizer.update(x.to(self.device))
-            self.model.y_normalizer.update((data.next_obs - data.obs).reshape(-1, fam.obs_dim).to(self.device))
+            self.update_model_normalizers(data)
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams

@@ -144,11 +144,8 @@ class MDPILCO(CollectingLearner):
 
     def on_collected(self, data: Transitions) -> None:
         """The running normalisers take the new transitions; this iteration's embedding noise is seeded."""
-        fam = self.family
-        obs = data.obs.reshape(-1, fam.obs_dim).to(self.device)
-        self.model.x_normalizer.update(torch.cat([obs, data.action.reshape(-1, fam.act_dim).to(self.device)], -1))
-        self.model.y_normalizer.update((data.next_obs - data.obs).reshape(-1, fam.obs_dim).to(self.device))
-        self.policy.obs_normalizer.update(obs)
+        self.update_model_normalizers(data)
+        self.policy.obs_normalizer.update(data.obs.reshape(-1, self.family.obs_dim).to(self.device))
         self._noise.manual_seed(derive_seed(IMAGINATION, self.hparams.seed, self.iterations, self.rank_world()[0]))
 
     def train_dataloader(self) -> DataLoader:
