@@ -98,6 +98,14 @@ def publish_meta_test(
     return scalars
 
 
+def write_test_compute(trainer: pl.Trainer, method: str, compute: dict[str, float]) -> None:
+    """Rank 0 writes a method's test-time compute (``{"time/...": seconds}``) to ``test_compute.json`` in
+    the log directory. Call on every rank (the log directory is a broadcast)."""
+    log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+    if trainer.is_global_zero:
+        (log_dir / "test_compute.json").write_text(json.dumps({"method": method, **compute}, indent=1))
+
+
 def log_final_hparams(module: pl.LightningModule, latest: dict[str, float], real_transitions: int) -> None:
     """Rank 0 (the logger is rank 0's): a learner's settings in TensorBoard's *HParams* tab with its final
     meta-test per split (``latest``: the ``metatest/...`` scalars of :func:`publish_meta_test`)."""

@@ -1,26 +1,24 @@
-"""`CollectingLearner`: the iteration, data and meta-test plumbing of the model-based baselines that
-collect their own real transitions (L2A, M-DPILCO)."""
+"""`CollectingLearner`: the iteration and data plumbing of the model-based baselines that collect their
+own real transitions (L2A, M-DPILCO)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 
 from common.seeding import COLLECT_ENV, METATEST, derive_seed
 from datamodules.collection import Transitions
-from datamodules.sharding import TaskIndexShard, gather_shards, shard_tasks
+from datamodules.sharding import gather_shards, shard_tasks
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import Task, make_family
 from envs.rollout import StepPolicy, TaskVectorEnv, random_policy, rollout
-from evaluation import TaskResult, log_final_hparams, publish_meta_test, select_tasks
+from evaluation import TaskResult, select_tasks
+from modules.meta_tested_learner import MetaTestedLearner
 
 
-class CollectingLearner(pl.LightningModule):
+class CollectingLearner(MetaTestedLearner, pl.LightningModule):
     """A LightningModule whose epoch is one iteration: collect real transitions, then train on them.
 
     A subclass calls :meth:`init_collection` in its ``__init__`` (after ``save_hyperparameters``, whose
@@ -34,16 +32,13 @@ class CollectingLearner(pl.LightningModule):
       the shard's next ``tasks_per_iteration / world`` tasks (round robin) with
       :meth:`collection_policy`; the shares are all-gathered, so every rank's buffer (and the
       checkpoint) holds every task's transitions.
-    - ``on_train_epoch_end`` (every rank, each on its shard of the test tasks): the meta-test when
-      ``eval_every_transitions`` is crossed and after the iteration that reaches ``real_transitions``,
-      which also stops the run; ``train.py test`` runs the same protocol (``test_step``).
-    - The meta-test's extra compute — seconds over a count, summed over ranks into
-      ``time/<COMPUTE_NAME>`` — is logged and written to ``test_compute.json`` by rank 0.
+    - ``on_train_epoch_end``: the meta-test when due (:class:`modules.meta_tested_learner.MetaTestedLearner`);
+      its extra compute — seconds over a count, summed over ranks into ``time/<COMPUTE_NAME>`` — is
+      logged and written to ``test_compute.json`` by rank 0.
     - The checkpoint holds the buffer and the counters under the method's name; one of another env is
       refused, naming both.
     """
 
-    METHOD = ""  # the meta-test's name of the method
     COMPUTE_NAME = ""  # e.g. "test_seconds_per_action": seconds per counted unit of test-time work
 
     def init_collection(self) -> None:
@@ -142,49 +137,20 @@ class CollectingLearner(pl.LightningModule):
                                  derive_seed(METATEST, seed, it, rank, 1))  # fmt: skip
 
     def on_train_epoch_end(self) -> None:
-        hp = self.hparams
-        self.log("real/transitions", float(self.real_transitions), rank_zero_only=True)
-        done = self.real_transitions >= hp.real_transitions
-        every = hp.eval_every_transitions
-        if done or (every > 0 and self.real_transitions // every > self._transitions_before // every):
-            shard = torch.arange(len(self.test_tasks))[self.trainer.global_rank :: self.trainer.world_size]
-            self._publish(self.meta_test_tasks(shard.tolist()))
-        if done:
-            self.trainer.should_stop = True
+        self.meta_test_when_due()
 
-    def _publish(self, results: list[TaskResult]) -> None:
+    def metatest_header(self) -> str:
         hp = self.hparams
-        header = (
-            f"{self.family.name}, {self.METHOD}, iteration {self.iterations}, {self.real_transitions} real training "
-            f"transitions, {hp.metatest_context} context steps, {hp.metatest_episodes} episodes per task"
-        )
-        scalars = publish_meta_test(self.trainer, results, self.test_tasks, self.METHOD, header, self.real_transitions)
+        return (f"{self.family.name}, {self.METHOD}, iteration {self.iterations}, {self.real_transitions} real "
+                f"training transitions, {hp.metatest_context} context steps, {hp.metatest_episodes} episodes per task")
+
+    def test_compute(self) -> dict[str, float]:
+        """``time/<COMPUTE_NAME>``: the meta-test's extra seconds over their count, summed over ranks."""
         totals = self._compute
         if self.trainer.world_size > 1:
             totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
         self._compute = torch.zeros(2, dtype=torch.float64)
-        compute = {f"time/{self.COMPUTE_NAME}": float(totals[0] / totals[1].clamp_min(1))}
-        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a broadcast: every rank
-        if self.trainer.is_global_zero:
-            (log_dir / "test_compute.json").write_text(json.dumps({"method": self.METHOD, **compute}, indent=1))
-        for name, value in {**scalars, **compute}.items():
-            self.log(name, value, rank_zero_only=True)
-        self._latest_metatest = scalars
-
-    def on_fit_end(self) -> None:
-        """Rank 0: the run's settings in TensorBoard's *HParams* tab with the final meta-test per split."""
-        log_final_hparams(self, self._latest_metatest, self.real_transitions)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(TaskIndexShard(len(self.test_tasks), self.trainer.global_rank, self.trainer.world_size),
-                          batch_size=None)  # fmt: skip
-
-    def test_step(self, indices: torch.Tensor, batch_idx: int) -> None:
-        self._results += self.meta_test_tasks(indices.tolist())
-
-    def on_test_epoch_end(self) -> None:
-        self._publish(self._results)
-        self._results = []
+        return {f"time/{self.COMPUTE_NAME}": float(totals[0] / totals[1].clamp_min(1))}
 
     # ---- checkpoint -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -7,23 +7,22 @@ from typing import Any, Literal
 
 import torch
 from torch.distributions import Normal
-from torch.utils.data import DataLoader
 
 from common.sampling import sample_normal
 from common.seeding import COLLECT_ENV, COLLECT_LATENT, METATEST, derive_seed
-from datamodules.sharding import TaskIndexShard
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import make_family
 from envs.rollout import TaskVectorEnv, Trajectory, rollout
-from evaluation import TaskResult, log_final_hparams, publish_meta_test, run_meta_test, select_tasks
+from evaluation import TaskResult, run_meta_test, select_tasks
 from modules.actor_critic import ActorCritic
+from modules.meta_tested_learner import MetaTestedLearner
 from modules.pe_encoder import ProbabilisticContextEncoder
 from modules.ppo import PPOLearner, PPOSettings, Rollouts
 
 METHODS = ("dr_ppo", "pe_ppo")
 
 
-class ModelFreePPO(PPOLearner):
+class ModelFreePPO(MetaTestedLearner, PPOLearner):
     """PPO trained directly on real episodes of the training tasks, meta-tested by DESIGN §6.
 
     * ``method="dr_ppo"`` — domain randomisation: a policy ``π(a | s)`` without a latent.
@@ -100,7 +99,8 @@ class ModelFreePPO(PPOLearner):
         self.contexts = MultiTaskBuffer(num_train_tasks, context_capacity, obs_dim, act_dim) if self.encoder else None
         self.real_transitions = self._transitions_before = 0
         self._context: tuple[torch.Tensor, ...] = ()
-        self._test_results: list[TaskResult] = []
+        self.METHOD = method  # the meta-test's name: dr_ppo or pe_ppo
+        self._results: list[TaskResult] = []
         self._latest_metatest: dict[str, float] = {}
 
     # ---- real episodes ----------------------------------------------------------------------
@@ -188,17 +188,10 @@ class ModelFreePPO(PPOLearner):
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
-        hp = self.hparams
-        self.log("real/transitions", float(self.real_transitions), rank_zero_only=True)
-        done = self.real_transitions >= hp.real_transitions
-        every = hp.eval_every_transitions
-        if done or (every > 0 and self.real_transitions // every > self._transitions_before // every):
-            self.meta_test()
-        if done:
-            self.trainer.should_stop = True
+        self.meta_test_when_due()
 
     # ---- meta-test --------------------------------------------------------------------------
-    def meta_test_tasks(self, indices: torch.Tensor) -> list[TaskResult]:
+    def meta_test_tasks(self, indices: list[int]) -> list[TaskResult]:
         """Run the meta-test protocol on the test tasks at ``indices`` (this rank's share)."""
         hp = self.hparams
         if len(indices) == 0:
@@ -208,7 +201,7 @@ class ModelFreePPO(PPOLearner):
         self.eval()
         try:
             results, _ = run_meta_test(
-                self.family, [self.test_tasks[i] for i in indices.tolist()], hp.method, self.policy,
+                self.family, [self.test_tasks[i] for i in indices], hp.method, self.policy,
                 hp.metatest_episodes, seed=derive_seed(METATEST, hp.seed, self.iterations, rank),
                 infer_latent=self.encoder, n_context=hp.metatest_context,  # None for DR-PPO
             )  # fmt: skip
@@ -216,36 +209,12 @@ class ModelFreePPO(PPOLearner):
             self.train(was_training)
         return results
 
-    def meta_test(self) -> None:
-        """Meta-test this rank's shard of the test tasks; rank 0 gathers, writes and logs."""
-        shard = torch.arange(len(self.test_tasks))[self.trainer.global_rank :: self.trainer.world_size]
-        self._publish(self.meta_test_tasks(shard))
-
-    def _publish(self, results: list[TaskResult]) -> None:
+    def metatest_header(self) -> str:
         hp = self.hparams
-        header = (
+        return (
             f"{self.family.name}, {hp.method}, PPO iteration {self.iterations}, {self.real_transitions} real "
             f"training transitions, {hp.metatest_context} context steps, {hp.metatest_episodes} episodes per task"
         )
-        scalars = publish_meta_test(self.trainer, results, self.test_tasks, hp.method, header, self.real_transitions)
-        for name, value in scalars.items():
-            self.log(name, value, rank_zero_only=True)
-        self._latest_metatest = scalars
-
-    def on_fit_end(self) -> None:
-        """Rank 0: the run's settings in TensorBoard's *HParams* tab with the final meta-test per split."""
-        log_final_hparams(self, self._latest_metatest, self.real_transitions)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(TaskIndexShard(len(self.test_tasks), self.trainer.global_rank, self.trainer.world_size),
-                          batch_size=None)  # fmt: skip
-
-    def test_step(self, indices: torch.Tensor, batch_idx: int) -> None:
-        self._test_results += self.meta_test_tasks(indices)
-
-    def on_test_epoch_end(self) -> None:
-        self._publish(self._test_results)
-        self._test_results = []
 
     # ---- checkpoint -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -12,7 +11,7 @@ from torch.utils.data import DataLoader
 from common.seeding import METATEST, derive_seed
 from datamodules.sharding import TaskIndexShard
 from envs import Task, make_family
-from evaluation import TaskResult, publish_meta_test, run_meta_test, select_tasks
+from evaluation import TaskResult, publish_meta_test, run_meta_test, select_tasks, write_test_compute
 from modules.dyna_checkpoint import DynaCheckpoint, load_dyna_checkpoint
 from modules.model_predictive_agent import ModelPredictiveAgent
 from modules.mppi import MPPI
@@ -137,9 +136,7 @@ class GSSMTestTimeMethod(pl.LightningModule):
         compute = self.compute_per_task_and_action()
         for name, value in {**scalars, **compute}.items():
             self.log(name, value, rank_zero_only=True)
-        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a broadcast: every rank
-        if self.trainer.is_global_zero:
-            (log_dir / "test_compute.json").write_text(json.dumps({"method": hp.method, **compute}, indent=1))
+        write_test_compute(self.trainer, hp.method, compute)
         self._results = []
 
     def compute_per_task_and_action(self) -> dict[str, float]:
