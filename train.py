@@ -27,7 +27,7 @@ from jsonargparse import Namespace
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from callbacks import DynaLoop
-from modules.checkpoints import CheckpointError, load_checkpoint
+from common.checkpoints import CheckpointError, load_checkpoint
 
 LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
 # settings said once: each source sets its targets (parser.link_arguments)
@@ -59,7 +59,7 @@ class MbmrlCLI(LightningCLI):
     Checked right after parsing:
 
     - every checkpoint is read with ``weights_only=True``; an explicit ``--ckpt_path`` is loaded
-      first (:func:`modules.checkpoints.load_checkpoint`), so a missing, truncated or code-carrying
+      first (:func:`common.checkpoints.load_checkpoint`), so a missing, truncated or code-carrying
       file is a one-line error naming it;
     - ``fit --ckpt_path <run folder>/checkpoints/<file>.ckpt`` continues in that run folder when the
       config names no logger ``version``: TensorBoard shows one run whose curves go on from the

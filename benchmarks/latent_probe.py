@@ -48,8 +48,8 @@ from callbacks.task_latent_logger import r_squared as score  # noqa: E402
 from envs import Task, TaskFamily  # noqa: E402
 from evaluation import collect_online_context  # noqa: E402
 from modules import MetaDynamicsModel  # noqa: E402
-from modules.actor_critic import ActorCritic  # noqa: E402
-from modules.dyna_checkpoint import load_dyna_checkpoint  # noqa: E402
+from modules.methods.gssm_aps.dyna_checkpoint import load_dyna_checkpoint  # noqa: E402
+from modules.policies.actor_critic import ActorCritic  # noqa: E402
 
 R2_TARGET, SWAP_TARGET = 0.8, 2.0
 OUTSIDE_BAND = 0.1

@@ -5,7 +5,7 @@ rollout error, size, speed.
 
 Every variant of one env and seed trains on the same data (the datamodule's ``seed``) for the
 same number of steps with the settings of ``conf/model/<env>.yaml``; the table gives mean ± std
-across seeds of the test-task NLL and MSE (normalised Δs; see ``modules/meta_dynamics_model.py``)
+across seeds of the test-task NLL and MSE (normalised Δs; see ``modules/models/meta_dynamics_model.py``)
 and the H-step open-loop rollout error (:func:`rollout_error`, H = 10 and 50), split into
 interpolation and extrapolation tasks, plus parameter counts and training throughput (target
 transitions per second of the optimisation loop).
@@ -28,7 +28,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from datamodules import MultiTaskBuffer, TransitionDataModule
-from modules import VARIANTS, MetaDynamicsModel
+from modules import MetaDynamicsModel
+from modules.models.meta_dynamics_net import VARIANTS
 from train import compose_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import envs  # noqa: E402
 from datamodules import TransitionDataModule  # noqa: E402
 from modules import APSModule, MetaDynamicsModel  # noqa: E402
-from modules.aps import ImaginationSource  # noqa: E402
+from modules.methods.gssm_aps.aps import ImaginationSource  # noqa: E402
 from train import compose_config  # noqa: E402
 
 

@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from training_tasks_metatest import parse_setting  # noqa: E402
 
-from modules.l2a import L2A  # noqa: E402
-from modules.m_dpilco import MDPILCO  # noqa: E402
+from modules.methods.l2a.learner import L2A  # noqa: E402
+from modules.methods.m_dpilco import MDPILCO  # noqa: E402
 from train import compose_config, quiet_lightning_notes  # noqa: E402
 
 LEARNERS = {"m_dpilco": MDPILCO, "l2a": L2A}

@@ -11,7 +11,7 @@ from that context, no gradient step — run on the training tasks the checkpoint
 test tasks. Budgets and schedules are chosen on this number: the Dyna loop's ``real/reward_per_step``
 is collected by the exploring policy (action std ≥ its floor) and stayed flat on acrobot while the
 mean-action policy still improved (README, *What was tried*). With ``--method`` a test-time method
-(:class:`modules.test_time_method.GSSMTestTimeMethod`, its settings changed by ``--set name=value``) runs
+(:class:`modules.GSSMTestTimeMethod`, its settings changed by ``--set name=value``) runs
 the same protocol on the checkpoint's GSSM: how its planning and search settings were chosen.
 """
 
@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from latent_probe import run_label  # noqa: E402
 
 from evaluation.protocol import run_meta_test  # noqa: E402
-from modules.dyna_checkpoint import load_dyna_checkpoint  # noqa: E402
-from modules.test_time_method import GSSMTestTimeMethod  # noqa: E402
+from modules.methods.gssm_aps.dyna_checkpoint import load_dyna_checkpoint  # noqa: E402
+from modules.methods.gssm_test_time.test_time_method import GSSMTestTimeMethod  # noqa: E402
 
 
 def training_tasks_reward(path: str, context: int, episodes: int, seed: int, method: str = "gssm_aps",

@@ -20,8 +20,8 @@ from common.tensorboard_writing import epoch_log_step, tensorboard_logger
 from datamodules.collection import Transitions, collect_transitions
 from datamodules.transition_datamodule import TransitionDataModule
 from evaluation import publish_meta_test, rollout_strip, run_meta_test, select_tasks
-from modules.aps import APSModule, ImaginationSource
-from modules.meta_dynamics_model import MetaDynamicsModel
+from modules.methods.gssm_aps.aps import APSModule, ImaginationSource
+from modules.models.meta_dynamics_model import MetaDynamicsModel
 
 # Scalars also written against real transitions (x axis) under ``by_real_transitions/``.
 BY_REAL_TRANSITIONS = (

@@ -2,7 +2,7 @@
 
 Every place that steps something — data collection, the model-free learners' episodes, the
 meta-test's online context and evaluation episodes, the TensorBoard strip, and imagination in the
-learned model (:class:`modules.model_env.ModelEnv`) — calls :func:`rollout` with a
+learned model (:class:`modules.models.model_env.ModelEnv`) — calls :func:`rollout` with a
 :class:`BatchedEnv`, so there is one definition of a trajectory and of its ``alive`` mask.
 """
 

@@ -9,9 +9,9 @@ from torch.distributions import Normal
 import envs
 from datamodules import MultiTaskBuffer
 from modules import APSModule, MetaDynamicsModel
-from modules.aps import ImaginationSource
-from modules.imagination import imagine
-from modules.ppo import generalized_advantages
+from modules.methods.gssm_aps.aps import ImaginationSource
+from modules.methods.gssm_aps.imagination import imagine
+from modules.policies.ppo import generalized_advantages
 
 
 def tiny_source(env: str = "acrobot", tasks: int = 3) -> ImaginationSource:

@@ -11,8 +11,8 @@ from cli_runner import ROOT, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import envs
-from modules.model_free_ppo import ModelFreePPO
-from modules.pe_encoder import ProbabilisticContextEncoder
+from modules.methods.model_free_ppo import ModelFreePPO
+from modules.policies.pe_encoder import ProbabilisticContextEncoder
 
 # a tiny budget: 2 PPO iterations of 2 episodes × 200 steps, meta-test on 2 tasks × 2 episodes
 TINY = [

@@ -11,7 +11,7 @@ import torch
 from callbacks import DynaLoop
 from datamodules import TransitionDataModule
 from modules import APSModule, MetaDynamicsModel
-from modules.ppo import PPOSettings
+from modules.policies.ppo import PPOSettings
 
 
 def loop_at(iteration: int, per_iteration: int | None) -> DynaLoop:

@@ -392,7 +392,7 @@ def test_a_test_time_method_meta_tests_a_main_job_checkpoint(fitted, tmp_path, m
 def test_a_checkpoint_without_saved_policy_settings_takes_them_from_its_run_config(fitted, tmp_path):
     """Checkpoints written before the APS settings were saved in them (the 2026-11 benchmark runs) load
     with the settings of the run's ``config.yaml`` and the policy's width read off its weights."""
-    from modules.dyna_checkpoint import load_dyna_checkpoint
+    from modules.methods.gssm_aps.dyna_checkpoint import load_dyna_checkpoint
 
     new = load_dyna_checkpoint(fitted / LOG / "checkpoints/last.ckpt")
     ckpt = torch.load(fitted / LOG / "checkpoints/last.ckpt", weights_only=True)

@@ -16,8 +16,8 @@ from jsonargparse import Namespace
 from callbacks import DynaLoop
 from callbacks.dyna_loop import trim_history
 from callbacks.preemption import Preempted, PreemptionSignal
+from common.checkpoints import CheckpointError, load_checkpoint
 from modules import APSModule
-from modules.checkpoints import CheckpointError, load_checkpoint
 from train import continue_run_folder
 
 

@@ -9,10 +9,10 @@ from test_test_time_methods import ReachZeroToyFamily
 
 import envs
 from envs.rollout import Trajectory
-from modules.adaptive_dynamics import AdaptiveDynamics
-from modules.l2a import L2A
-from modules.l2a_agent import L2AAgent, last_transitions
-from modules.mppi import MPPI
+from modules.methods.l2a.agent import L2AAgent, last_transitions
+from modules.methods.l2a.learner import L2A
+from modules.models.adaptive_dynamics import AdaptiveDynamics
+from modules.policies.mppi import MPPI
 
 
 def linear_windows(tasks: int, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

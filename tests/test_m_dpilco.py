@@ -10,11 +10,11 @@ import torch
 from test_test_time_methods import ReachZeroToyFamily
 
 from envs import make_family
-from modules.embedded_dynamics import EmbeddedDynamics
-from modules.embedded_policy import EmbeddedPolicy
-from modules.l2a import L2A
-from modules.m_dpilco import MDPILCO
-from modules.particle_model_env import ParticleModelEnv, imagined_reward_per_step
+from modules.methods.l2a.learner import L2A
+from modules.methods.m_dpilco import MDPILCO, imagined_reward_per_step
+from modules.models.embedded_dynamics import EmbeddedDynamics
+from modules.models.particle_model_env import ParticleModelEnv
+from modules.policies.embedded_policy import EmbeddedPolicy
 
 # the notes about Lightning's own internals that train.py filters too (its Trainer runs in-process here)
 pytestmark = [pytest.mark.filterwarnings(r"ignore:`isinstance\(treespec, LeafSpec\)` is deprecated"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modules import VARIANTS, MetaDynamicsModel
+from modules import MetaDynamicsModel
+from modules.models.meta_dynamics_net import VARIANTS
 
 OBS, ACT = 6, 1  # acrobot
 

@@ -14,7 +14,7 @@ from torch.distributions import Normal
 
 from envs.rollout import agent_policy
 from evaluation import TaskResult, collect_online_context, evaluation_returns, run_meta_test, split_means, summarise
-from modules.model_free_ppo import ModelFreePPO
+from modules.methods.model_free_ppo import ModelFreePPO
 
 
 def test_returns_stop_at_termination_and_per_step_reward_divides_by_the_full_length(family):

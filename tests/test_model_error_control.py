@@ -18,9 +18,9 @@ from torch.distributions import Normal
 import envs
 from datamodules import ContextTargetStream, MultiTaskBuffer, TransitionDataModule
 from modules import APSModule, MetaDynamicsModel
-from modules.ensemble_mlp import EnsembleMLP
-from modules.imagination import imagine
-from modules.ppo import generalized_advantages
+from modules.blocks import EnsembleMLP
+from modules.methods.gssm_aps.imagination import imagine
+from modules.policies.ppo import generalized_advantages
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from latent_probe import r_squared
@@ -221,7 +221,7 @@ def test_rollouts_are_cut_where_the_heads_disagree_and_bootstrap_there():
 
 
 def test_the_action_std_floor_keeps_exploration_alive():
-    from modules.actor_critic import ActorCritic
+    from modules.policies.actor_critic import ActorCritic
 
     ac = ActorCritic(obs_dim=3, latent_dim=1, act_dim=2, min_std=0.2)
     with torch.no_grad():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modules.normalizer import Normalizer
+from modules.blocks import Normalizer
 
 
 def test_running_updates_equal_the_full_batch_statistics():

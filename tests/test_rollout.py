@@ -1,4 +1,4 @@
-"""The one rollout loop (`envs.rollout`) on real envs and on the learned model (`modules.model_env`)."""
+"""The one rollout loop (`envs.rollout`) on real envs and on the learned model (`modules.models.model_env`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from countdown import RecordingAgent
 
 from envs import make_family
 from envs.rollout import TaskVectorEnv, agent_policy, random_policy, rollout
-from modules.meta_dynamics_model import MetaDynamicsModel
-from modules.model_env import ModelEnv
+from modules.models.meta_dynamics_model import MetaDynamicsModel
+from modules.models.model_env import ModelEnv
 
 
 def test_an_episodic_rollout_stops_counting_at_the_first_end(family):

@@ -8,7 +8,7 @@ import torch
 from callbacks.task_latent_logger import linear_readout, r_squared, readout_figure, write_projector
 from envs import make_family
 from evaluation import rollout_strip
-from modules.actor_critic import ActorCritic
+from modules.policies.actor_critic import ActorCritic
 
 
 def test_the_readout_recovers_a_parameter_the_latent_encodes_linearly():

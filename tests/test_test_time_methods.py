@@ -10,9 +10,9 @@ from test_toy_learning import LinearToyFamily, linear_tasks
 
 import envs
 from modules import APSModule, MetaDynamicsModel
-from modules.model_predictive_agent import ModelPredictiveAgent
-from modules.mppi import MPPI
-from modules.task_policy_search import TaskPolicySearch, stacked_mean_action
+from modules.methods.gssm_test_time.model_predictive_agent import ModelPredictiveAgent
+from modules.methods.gssm_test_time.task_policy_search import TaskPolicySearch, stacked_mean_action
+from modules.policies.mppi import MPPI
 
 
 class ReachZeroToyFamily(LinearToyFamily):
@@ -127,7 +127,7 @@ def test_an_unknown_init_or_method_is_refused_by_name():
     aps = APSModule("acrobot", latent_dim=2, hidden_dim=8)
     with pytest.raises(ValueError, match="init='warm'"):
         TaskPolicySearch(MetaDynamicsModel("acrobot", hidden_dim=16, latent_dim=2), aps, init="warm")
-    from modules.test_time_method import GSSMTestTimeMethod
+    from modules.methods.gssm_test_time.test_time_method import GSSMTestTimeMethod
 
     with pytest.raises(ValueError, match="'gssm_plan'"):
         GSSMTestTimeMethod(method="gssm_plan", checkpoint="x.ckpt")

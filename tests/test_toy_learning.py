@@ -9,7 +9,8 @@ import torch
 import envs
 from datamodules import ContextTargetStream, MultiTaskBuffer
 from envs.family import TaskFamily
-from modules import VARIANTS, MetaDynamicsModel
+from modules import MetaDynamicsModel
+from modules.models.meta_dynamics_net import VARIANTS
 
 
 class LinearToyFamily(TaskFamily):

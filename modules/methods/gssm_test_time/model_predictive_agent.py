@@ -10,21 +10,21 @@ from torch.distributions import Normal
 
 from envs import TaskFamily
 from envs.rollout import StepPolicy, agent_policy
-from modules.meta_dynamics_model import MetaDynamicsModel
-from modules.meta_dynamics_net import ContextEncoding
-from modules.model_env import ModelEnv
-from modules.mppi import MPPI, open_loop_returns
+from modules.models.meta_dynamics_model import MetaDynamicsModel
+from modules.models.meta_dynamics_net import ContextEncoding
+from modules.models.model_env import ModelEnv
+from modules.policies.mppi import MPPI, open_loop_returns
 
 
 class ModelPredictiveAgent(nn.Module):
-    """An :class:`envs.rollout.Agent` that re-plans every step with :class:`modules.mppi.MPPI` in the
+    """An :class:`envs.rollout.Agent` that re-plans every step with :class:`modules.policies.mppi.MPPI` in the
     meta dynamics model, for ``T`` tasks at once.
 
     :meth:`infer_latent` is the meta-test's latent inference: it encodes each task's context (the
     online transitions so far) and keeps the encoding; :meth:`act` then plans in it. So the planner
     always acts in the context it was last given — during the online context phase the latent and
     the attention path are re-inferred before every step, as the protocol does for a policy.
-    Candidate sequences are imagined with :class:`modules.model_env.ModelEnv` (the heads' mean
+    Candidate sequences are imagined with :class:`modules.models.model_env.ModelEnv` (the heads' mean
     next state, projected to a physical state) and scored by the family's exact reward of each
     task's ``params`` (undiscounted, nothing after an imagined termination). The rows of ``act``
     come task-major, ``N = T · M`` (``M`` episodes per task), as the protocol lays them out.

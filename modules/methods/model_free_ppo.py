@@ -14,10 +14,10 @@ from datamodules.task_buffers import MultiTaskBuffer
 from envs import make_family
 from envs.rollout import TaskVectorEnv, Trajectory, rollout
 from evaluation import TaskResult, run_meta_test, select_tasks
-from modules.actor_critic import ActorCritic
-from modules.meta_tested_learner import MetaTestedLearner
-from modules.pe_encoder import ProbabilisticContextEncoder
-from modules.ppo import PPOLearner, PPOSettings, Rollouts
+from modules.methods.meta_tested_learner import MetaTestedLearner
+from modules.policies.actor_critic import ActorCritic
+from modules.policies.pe_encoder import ProbabilisticContextEncoder
+from modules.policies.ppo import PPOLearner, PPOSettings, Rollouts
 
 METHODS = ("dr_ppo", "pe_ppo")
 
@@ -27,14 +27,14 @@ class ModelFreePPO(MetaTestedLearner, PPOLearner):
 
     * ``method="dr_ppo"`` — domain randomisation: a policy ``π(a | s)`` without a latent.
     * ``method="pe_ppo"`` — a PEARL-style probabilistic context encoder
-      (:class:`~modules.pe_encoder.ProbabilisticContextEncoder`) and ``π(a | s, z)``. Each episode's
+      (:class:`~modules.policies.pe_encoder.ProbabilisticContextEncoder`) and ``π(a | s, z)``. Each episode's
       ``z = μ + σ ε`` is drawn once from ``q(z | C)``, ``C`` a random subset (size uniform in
       ``[0, context_size]``) of the transitions its task produced in earlier iterations (empty at
       first: the prior). The PPO loss recomputes ``z`` from the stored ``C`` and ``ε``, so the encoder
       learns through the actor and critic losses, plus ``kl_weight · KL[q ‖ N(0, I)]``.
       At meta-test ``z`` is inferred from the online context exactly as for APS.
 
-    Each epoch is one PPO iteration (:class:`~modules.ppo.PPOLearner`): every rank runs
+    Each epoch is one PPO iteration (:class:`~modules.policies.ppo.PPOLearner`): every rank runs
     ``envs_per_iteration`` full episodes in parallel, each in a training task drawn uniformly
     (seeded by run seed, iteration and rank). Steps after an early termination are masked out and not
     counted. The budget ``real_transitions`` counts the transitions used, over all ranks; the run stops
@@ -48,7 +48,7 @@ class ModelFreePPO(MetaTestedLearner, PPOLearner):
         num_train_tasks, task_seed: the training tasks (``family.train_tasks(num_train_tasks, task_seed)``,
             as the GSSM datamodule draws them).
         context_capacity: transitions kept per training task for PE contexts.
-        ppo: :class:`modules.ppo.PPOSettings` (or a dict of some of its fields), shared with APS;
+        ppo: :class:`modules.policies.ppo.PPOSettings` (or a dict of some of its fields), shared with APS;
             the baseline configs set CleanRL's step size 3e-4.
 
     Example:

@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from common.sampling import sample_normal
-from modules.attention import mlp
-from modules.normalizer import Normalizer
+from modules.blocks import Normalizer, mlp
 
 
 class EmbeddedPolicy(nn.Module):

@@ -9,8 +9,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from common.sampling import sample_normal
-from modules.attention import mlp
-from modules.normalizer import Normalizer
+from modules.blocks import Normalizer, mlp
 
 
 class ActorCritic(nn.Module):

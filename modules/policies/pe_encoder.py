@@ -7,8 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from modules.attention import mlp
-from modules.normalizer import Normalizer
+from modules.blocks import Normalizer, mlp
 
 MIN_VAR = 1e-4
 

@@ -13,10 +13,10 @@ from datamodules.collection import Transitions
 from envs import Task
 from envs.rollout import StepPolicy
 from evaluation import TaskResult, run_meta_test
-from modules.adaptive_dynamics import AdaptiveDynamics
-from modules.collecting_learner import CollectingLearner
-from modules.l2a_agent import L2AAgent
-from modules.mppi import MPPI
+from modules.methods.collecting_learner import CollectingLearner
+from modules.methods.l2a.agent import L2AAgent
+from modules.models.adaptive_dynamics import AdaptiveDynamics
+from modules.policies.mppi import MPPI
 
 
 class WindowStream(IterableDataset):
@@ -41,11 +41,11 @@ class WindowStream(IterableDataset):
 class L2A(CollectingLearner):
     """L2A on a task family's training tasks, meta-tested by DESIGN §6; one epoch = one iteration.
 
-    Each iteration (``on_train_epoch_start``, :class:`modules.collecting_learner.CollectingLearner`) collects
+    Each iteration (``on_train_epoch_start``, :class:`modules.methods.collecting_learner.CollectingLearner`) collects
     real transitions — iteration 0
     ``random_steps_per_task`` random steps in every task, later ``episode_length`` steps (one episode,
     or more after an early termination) in each of the next ``tasks_per_iteration`` tasks (round
-    robin) with the :class:`modules.l2a_agent.L2AAgent` adapting online to its last ``recent``
+    robin) with the :class:`modules.methods.l2a.agent.L2AAgent` adapting online to its last ``recent``
     transitions; every rank collects in its shard of the tasks and the
     shares are all-gathered, so every rank (and the checkpoint) holds every task's data — then
     ``steps_per_iteration`` MAML steps (``training_step``): windows of ``recent + query`` consecutive

@@ -48,8 +48,8 @@ from common.epoch_means import EpochMeans
 from common.sampling import sample_normal
 from common.seeding import MODEL_STEP, derive_seed
 from envs import make_family
-from modules.meta_dynamics_net import ContextEncoding, MetaDynamicsNet, Variant
-from modules.normalizer import Normalizer
+from modules.blocks import Normalizer
+from modules.models.meta_dynamics_net import ContextEncoding, MetaDynamicsNet, Variant
 
 SPLITS = ("interpolation", "extrapolation")
 SCORES = ("nll", "mse", "kl")
@@ -62,7 +62,7 @@ class MetaDynamicsModel(pl.LightningModule):
 
     Args:
         env: task-family name; fixes observation and action sizes and is checked on load.
-        variant: ``"gssm"``, ``"mlsm_v0"`` or ``"mlsm_v1"`` (see :mod:`modules.meta_dynamics_net`).
+        variant: ``"gssm"``, ``"mlsm_v0"`` or ``"mlsm_v1"`` (see :mod:`modules.models.meta_dynamics_net`).
         kl_weight: β on the KL term; prior_weight: λ_0 on ``KL[q(z_c | C) ‖ N(0, I)]`` (gssm);
         latent_decoder_weight: λ_c on the NLL of targets decoded from ``E[z_c]`` alone (gssm).
         ensemble_size: decoder heads; their disagreement is the model's uncertainty.

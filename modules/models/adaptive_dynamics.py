@@ -6,8 +6,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from modules.attention import mlp
-from modules.normalizer import Normalizer
+from modules.blocks import Normalizer, mlp
 
 Params = dict[str, torch.Tensor]
 

@@ -9,8 +9,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from common.sampling import sample_normal
-from modules.ensemble_mlp import EnsembleMLP
-from modules.normalizer import Normalizer
+from modules.blocks import EnsembleMLP, Normalizer
 
 
 def kl_to_standard_normal(mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
@@ -19,7 +18,7 @@ def kl_to_standard_normal(mean: torch.Tensor, log_std: torch.Tensor) -> torch.Te
 
 
 class EmbeddedDynamics(nn.Module):
-    """``Δs = f_k([s, a], h)``: ``K`` MLPs (:class:`modules.ensemble_mlp.EnsembleMLP`) on normalised
+    """``Δs = f_k([s, a], h)``: ``K`` MLPs (:class:`modules.blocks.EnsembleMLP`) on normalised
     ``[s, a]`` and a task embedding ``h``, predicting the normalised ``s' − s`` with a learned Gaussian
     noise std per state dimension (Deep PILCO's BNN with an ensemble in place of dropout masks: a particle
     keeps one member through a rollout, as a Deep PILCO particle keeps its mask). Every training task

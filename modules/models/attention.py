@@ -7,16 +7,7 @@ import math
 import torch
 from torch import nn
 
-
-def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> nn.Sequential:
-    """``layers`` hidden SiLU layers of width ``hidden``, then a linear output."""
-    mods: list[nn.Module] = []
-    d = in_dim
-    for _ in range(layers):
-        mods += [nn.Linear(d, hidden), nn.SiLU()]
-        d = hidden
-    mods.append(nn.Linear(d, out_dim))
-    return nn.Sequential(*mods)
+from modules.blocks import mlp
 
 
 def scatter_nodes(nodes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from common.epoch_means import EpochMeans
 from common.seeding import PPO_MINIBATCHES, derive_seed
-from modules.actor_critic import ActorCritic
+from modules.policies.actor_critic import ActorCritic
 
 
 @dataclass

@@ -10,10 +10,10 @@ from typing import Any
 
 import yaml
 
+from common.checkpoints import load_checkpoint
 from envs import TaskFamily, make_family
-from modules.aps import APSModule
-from modules.checkpoints import load_checkpoint
-from modules.meta_dynamics_model import MetaDynamicsModel
+from modules.methods.gssm_aps.aps import APSModule
+from modules.models.meta_dynamics_model import MetaDynamicsModel
 
 
 @dataclass

@@ -10,8 +10,8 @@ from torch.distributions import Normal
 
 from envs import TaskFamily
 from envs.rollout import EnvStep, StepPolicy, Trajectory
-from modules.adaptive_dynamics import AdaptiveDynamics, Params
-from modules.mppi import MPPI, open_loop_returns
+from modules.models.adaptive_dynamics import AdaptiveDynamics, Params
+from modules.policies.mppi import MPPI, open_loop_returns
 
 
 class AdaptedModelEnv:
@@ -57,7 +57,7 @@ def last_transitions(x: torch.Tensor, y: torch.Tensor, count: torch.Tensor, m: i
 class L2AAgent(nn.Module):
     """An :class:`envs.rollout.Agent` for ``T`` tasks: before every action, each environment's dynamics
     MLP is adapted to its last ``recent`` real transitions (:meth:`AdaptiveDynamics.adapt`), then
-    :class:`modules.mppi.MPPI` plans in the adapted model with the family's exact reward of the task's
+    :class:`modules.policies.mppi.MPPI` plans in the adapted model with the family's exact reward of the task's
     ``params``. In the protocol's online context phase the transitions are the context so far
     (:meth:`infer_latent` keeps them; L2A has no latent, ``Z = 0``); in the evaluation episodes
     (:meth:`evaluation_policy`) they are the task's online context followed by the episode so far.

@@ -5,13 +5,12 @@ from __future__ import annotations
 import torch
 
 from envs import TaskFamily
-from envs.rollout import EnvStep, rollout
-from modules.embedded_dynamics import EmbeddedDynamics
-from modules.embedded_policy import EmbeddedPolicy
+from envs.rollout import EnvStep
+from modules.models.embedded_dynamics import EmbeddedDynamics
 
 
 class ParticleModelEnv:
-    """``B = K · R`` particles of :class:`modules.embedded_dynamics.EmbeddedDynamics` as one
+    """``B = K · R`` particles of :class:`modules.models.embedded_dynamics.EmbeddedDynamics` as one
     :class:`envs.rollout.BatchedEnv`: rows ``k·R … k·R + R − 1`` step with member ``k`` (each particle
     keeps its member for the whole rollout) and their task embedding ``h [B, E]``; next states are the
     members' mean predictions projected to physical ones (:meth:`TaskFamily.project`; our tasks are
@@ -52,24 +51,3 @@ class ParticleModelEnv:
         self.state = next_obs
         return EnvStep(next_obs, next_obs, reward, terminated, torch.zeros_like(terminated))
 
-
-def imagined_reward_per_step(model: EmbeddedDynamics, policy: EmbeddedPolicy, family: TaskFamily,
-                             start: torch.Tensor, h: torch.Tensor, params: torch.Tensor, horizon: int,
-                             discount: float = 1.0) -> torch.Tensor:  # fmt: skip
-    """M-DPILCO's pathwise objective: the mean discounted reward per step of ``horizon`` steps of
-    ``π(a | s, h)`` in :class:`ParticleModelEnv` from ``start [B, O]`` with embeddings ``h [B, E]`` and
-    physics ``params [B, P]`` — a scalar differentiable in the policy's (and the model's) weights.
-
-    Example:
-        >>> from envs import make_family
-        >>> model = EmbeddedDynamics(6, 1, num_tasks=2, embedding_dim=2, members=2, hidden_dim=8)
-        >>> policy = EmbeddedPolicy(6, 1, embedding_dim=2, hidden_dim=8)
-        >>> r = imagined_reward_per_step(model, policy, make_family("acrobot"), torch.zeros(4, 6), torch.zeros(4, 2),
-        ...                              torch.ones(4, 4), horizon=3)
-        >>> r.shape, r.requires_grad
-        (torch.Size([]), True)
-    """
-    env = ParticleModelEnv(model, family, h, params)
-    traj = rollout(env, lambda obs, t, trajectory: (policy(obs, h), {}), env.reset(start), horizon)
-    weights = discount ** torch.arange(horizon, device=start.device, dtype=traj.reward.dtype)
-    return (traj.reward * weights[:, None]).sum(0).mean() / weights.sum()

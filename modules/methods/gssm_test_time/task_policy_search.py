@@ -12,9 +12,9 @@ from common.seeding import TASK_SEARCH, derive_seed
 from common.validation import require_positive_integers
 from datamodules.task_buffers import MultiTaskBuffer
 from envs.rollout import StepPolicy, Trajectory
-from modules.actor_critic import ActorCritic
-from modules.aps import APSModule, ImaginationSource
-from modules.meta_dynamics_model import MetaDynamicsModel
+from modules.methods.gssm_aps.aps import APSModule, ImaginationSource
+from modules.models.meta_dynamics_model import MetaDynamicsModel
+from modules.policies.actor_critic import ActorCritic
 
 INITS = ("amortized", "scratch")
 
@@ -23,7 +23,7 @@ class TaskPolicySearch:
     """The paper's Table 2 "GSSM" column: for each test task, PPO on imagined rollouts of that task
     alone, then its own policy acts in the evaluation episodes.
 
-    A task's search is APS (:class:`modules.aps.APSModule`, the amortized run's settings) with the
+    A task's search is APS (:class:`modules.methods.gssm_aps.aps.APSModule`, the amortized run's settings) with the
     task's online context as its only data: context subsets and start states are drawn from those
     ``n`` real transitions (with replacement, as APS draws them), ``z_c`` is inferred from the
     subsets, rewards are the family's exact ones of the task's ``params``. It runs ``iterations`` PPO

@@ -13,13 +13,13 @@ from common.sampling import sample_normal
 from common.seeding import IMAGINATION, STREAM, derive_seed
 from common.validation import require_positive_integers
 from datamodules.collection import Transitions
-from envs import Task
-from envs.rollout import StepPolicy, agent_policy
+from envs import Task, TaskFamily
+from envs.rollout import StepPolicy, agent_policy, rollout
 from evaluation import TaskResult, run_meta_test
-from modules.collecting_learner import CollectingLearner
-from modules.embedded_dynamics import EmbeddedDynamics
-from modules.embedded_policy import EmbeddedPolicy
-from modules.particle_model_env import imagined_reward_per_step
+from modules.methods.collecting_learner import CollectingLearner
+from modules.models.embedded_dynamics import EmbeddedDynamics
+from modules.models.particle_model_env import ParticleModelEnv
+from modules.policies.embedded_policy import EmbeddedPolicy
 
 MODEL, POLICY = 0, 1  # the two phases of an iteration
 
@@ -62,7 +62,7 @@ class MDPILCO(CollectingLearner):
        training task's ``q(h_j)`` by their negative ELBO;
     2. ``policy_steps`` pathwise steps: ``policy_rollouts`` particles start at states of the rank's
        tasks' buffers, each with an embedding sampled from its task's ``q(h_j)`` and one ensemble member,
-       roll ``horizon`` steps through :class:`modules.particle_model_env.ParticleModelEnv` with the
+       roll ``horizon`` steps through :class:`modules.models.particle_model_env.ParticleModelEnv` with the
        exact reward, and the policy ascends the gradient of their mean discounted return backpropagated
        through the model (Deep PILCO: Gal et al., 2016), clipped to norm ``grad_clip``.
 
@@ -230,3 +230,27 @@ class MDPILCO(CollectingLearner):
                                    infer_latent, hp.metatest_context)  # fmt: skip
         self._compute += torch.tensor([seconds, len(tasks)], dtype=torch.float64)
         return results
+
+
+def imagined_reward_per_step(model: EmbeddedDynamics, policy: EmbeddedPolicy, family: TaskFamily,
+                             start: torch.Tensor, h: torch.Tensor, params: torch.Tensor, horizon: int,
+                             discount: float = 1.0) -> torch.Tensor:  # fmt: skip
+    """M-DPILCO's pathwise objective: the mean discounted reward per step of ``horizon`` steps of
+    ``π(a | s, h)`` in :class:`ParticleModelEnv` from ``start [B, O]`` with embeddings ``h [B, E]`` and
+    physics ``params [B, P]`` — a scalar differentiable in the policy's (and the model's) weights.
+
+    Example:
+        >>> from envs import make_family
+        >>> from modules.models.embedded_dynamics import EmbeddedDynamics
+        >>> from modules.policies.embedded_policy import EmbeddedPolicy
+        >>> model = EmbeddedDynamics(6, 1, num_tasks=2, embedding_dim=2, members=2, hidden_dim=8)
+        >>> policy = EmbeddedPolicy(6, 1, embedding_dim=2, hidden_dim=8)
+        >>> r = imagined_reward_per_step(model, policy, make_family("acrobot"), torch.zeros(4, 6), torch.zeros(4, 2),
+        ...                              torch.ones(4, 4), horizon=3)
+        >>> r.shape, r.requires_grad
+        (torch.Size([]), True)
+    """
+    env = ParticleModelEnv(model, family, h, params)
+    traj = rollout(env, lambda obs, t, trajectory: (policy(obs, h), {}), env.reset(start), horizon)
+    weights = discount ** torch.arange(horizon, device=start.device, dtype=traj.reward.dtype)
+    return (traj.reward * weights[:, None]).sum(0).mean() / weights.sum()

@@ -7,8 +7,8 @@ import torch
 from common.sampling import sample_normal
 from envs import TaskFamily
 from envs.rollout import EnvStep
-from modules.meta_dynamics_model import MetaDynamicsModel
-from modules.meta_dynamics_net import ContextEncoding
+from modules.models.meta_dynamics_model import MetaDynamicsModel
+from modules.models.meta_dynamics_net import ContextEncoding
 
 
 class ModelEnv:

@@ -9,14 +9,14 @@ Variants (``variant=``):
   (a residual around ``z_c``: with a plain ``μ = MLP(·)`` the KL to ``q(z_c)`` holds GSSM in
   the uninformative solution for hundreds of steps on the toy test); decoder ``p(y_t | x_t, z_t)``.
   The model builds ``q(z_t)`` around the *mean* of ``q(z_c)`` (DESIGN §2.8), see
-  :mod:`modules.meta_dynamics_model`.
+  :mod:`modules.models.meta_dynamics_model`.
 * ``"mlsm_v0"``: neural process, ``q(z | C)`` from the mean of ``h_i`` (no message passing,
   no ``z_t``), decoder ``p(y_t | x_t, z)``.
 * ``"mlsm_v1"``: ``mlsm_v0`` plus the deterministic context→target attention path,
   decoder ``p(y_t | x_t, z, v_t)`` (attentive NP).
 
 All inputs are normalised ``x = [s, a]`` and ``y = Δs``. The decoder is an ensemble of
-``ensemble_size`` independently initialised heads (:class:`modules.ensemble_mlp.EnsembleMLP`) on the
+``ensemble_size`` independently initialised heads (:class:`modules.blocks.EnsembleMLP`) on the
 shared encoder; their disagreement estimates the model's own error (DESIGN §3). Its log-variance is
 soft-clamped between learned bounds shared by the heads (PETS / mbrl-lib).
 """
@@ -32,8 +32,8 @@ from torch import nn
 from torch.distributions import Normal
 
 from common.sampling import sample_normal
-from modules.attention import MaskedAttention, MessagePassingBlock, mlp, scatter_nodes
-from modules.ensemble_mlp import EnsembleMLP
+from modules.blocks import EnsembleMLP, mlp
+from modules.models.attention import MaskedAttention, MessagePassingBlock, scatter_nodes
 
 Variant = Literal["gssm", "mlsm_v0", "mlsm_v1"]
 VARIANTS: tuple[str, ...] = ("gssm", "mlsm_v0", "mlsm_v1")

@@ -12,10 +12,10 @@ from common.seeding import METATEST, derive_seed
 from datamodules.sharding import TaskIndexShard
 from envs import Task, make_family
 from evaluation import TaskResult, publish_meta_test, run_meta_test, select_tasks, write_test_compute
-from modules.dyna_checkpoint import DynaCheckpoint, load_dyna_checkpoint
-from modules.model_predictive_agent import ModelPredictiveAgent
-from modules.mppi import MPPI
-from modules.task_policy_search import TaskPolicySearch
+from modules.methods.gssm_aps.dyna_checkpoint import DynaCheckpoint, load_dyna_checkpoint
+from modules.methods.gssm_test_time.model_predictive_agent import ModelPredictiveAgent
+from modules.methods.gssm_test_time.task_policy_search import TaskPolicySearch
+from modules.policies.mppi import MPPI
 
 METHODS = ("gssm_mpc", "gssm_nonamortized")
 
@@ -25,10 +25,10 @@ class GSSMTestTimeMethod(pl.LightningModule):
     time, run by ``python train.py test --config conf/baselines/<env>_<method>.yaml
     --model.checkpoint <runs/<env>/.../last.ckpt>``; it trains nothing.
 
-    * ``method="gssm_mpc"`` — :class:`modules.model_predictive_agent.ModelPredictiveAgent`: MPPI in
+    * ``method="gssm_mpc"`` — :class:`model_predictive_agent.ModelPredictiveAgent`: MPPI in
       GSSM with the task's inferred context and the exact reward, re-planning every step, no policy;
       it also collects the online context (the latent re-inferred as the context grows).
-    * ``method="gssm_nonamortized"`` — :class:`modules.task_policy_search.TaskPolicySearch`: the
+    * ``method="gssm_nonamortized"`` — :class:`modules.methods.gssm_test_time.task_policy_search.TaskPolicySearch`: the
       amortized policy collects the online context, then each test task gets its own policy from
       ``search_iterations`` PPO iterations on imagined rollouts of that task alone.
 
@@ -39,7 +39,7 @@ class GSSMTestTimeMethod(pl.LightningModule):
     Args:
         checkpoint: a main-job (Dyna) checkpoint of ``env``; its GSSM and its APS policy are used.
         metatest_episodes: evaluation episodes per test task (MPC is slow per action: fewer).
-        mpc_*: :class:`modules.mppi.MPPI`'s settings; search_*: :class:`TaskPolicySearch`'s.
+        mpc_*: :class:`modules.policies.mppi.MPPI`'s settings; search_*: :class:`TaskPolicySearch`'s.
 
     Example:
         >>> GSSMTestTimeMethod(env="acrobot", method="gssm_mpc", checkpoint="last.ckpt").hparams.method

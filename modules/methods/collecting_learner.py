@@ -15,7 +15,7 @@ from datamodules.task_buffers import MultiTaskBuffer
 from envs import Task, make_family
 from envs.rollout import StepPolicy, TaskVectorEnv, random_policy, rollout
 from evaluation import TaskResult, select_tasks
-from modules.meta_tested_learner import MetaTestedLearner
+from modules.methods.meta_tested_learner import MetaTestedLearner
 
 
 class CollectingLearner(MetaTestedLearner, pl.LightningModule):
@@ -32,7 +32,7 @@ class CollectingLearner(MetaTestedLearner, pl.LightningModule):
       the shard's next ``tasks_per_iteration / world`` tasks (round robin) with
       :meth:`collection_policy`; the shares are all-gathered, so every rank's buffer (and the
       checkpoint) holds every task's transitions.
-    - ``on_train_epoch_end``: the meta-test when due (:class:`modules.meta_tested_learner.MetaTestedLearner`);
+    - ``on_train_epoch_end``: the meta-test when due (:class:`modules.methods.meta_tested_learner.MetaTestedLearner`);
       its extra compute — seconds over a count, summed over ranks into ``time/<COMPUTE_NAME>`` — is
       logged and written to ``test_compute.json`` by rank 0.
     - The checkpoint holds the buffer and the counters under the method's name; one of another env is

@@ -7,11 +7,11 @@ import torch
 from common.sampling import sample_normal
 from envs import TaskFamily
 from envs.rollout import Trajectory, rollout
-from modules.actor_critic import ActorCritic
-from modules.meta_dynamics_model import MetaDynamicsModel
-from modules.meta_dynamics_net import ContextEncoding
-from modules.model_env import ModelEnv
-from modules.ppo import Rollouts
+from modules.models.meta_dynamics_model import MetaDynamicsModel
+from modules.models.meta_dynamics_net import ContextEncoding
+from modules.models.model_env import ModelEnv
+from modules.policies.actor_critic import ActorCritic
+from modules.policies.ppo import Rollouts
 
 
 @torch.no_grad()
@@ -31,7 +31,7 @@ def imagine(
     uncertainty_cut: float | None = None,
 ) -> Rollouts:
     """Roll the policy out in the model for ``horizon`` steps, all ``B`` trajectories as one batch:
-    :func:`envs.rollout.rollout` on a :class:`modules.model_env.ModelEnv` (see it for the context
+    :func:`envs.rollout.rollout` on a :class:`modules.models.model_env.ModelEnv` (see it for the context
     groups, mean or sampled next states, the physical projection, the exact reward, the MOPO penalty
     and the cut), with the policy's log-probabilities and values recorded for PPO. Trajectory ``b``
     acts on ``[s, latent[b]]``; a trajectory cut where the model is unsure keeps that step

@@ -12,15 +12,15 @@ import pytorch_lightning as pl
 import torch
 from torch.distributions import Normal
 
+from common.checkpoints import load_checkpoint
 from common.sampling import sample_normal
 from common.seeding import IMAGINATION, derive_seed
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import make_family
-from modules.actor_critic import ActorCritic
-from modules.checkpoints import load_checkpoint
-from modules.imagination import imagine
-from modules.meta_dynamics_model import MetaDynamicsModel
-from modules.ppo import PPOLearner, PPOSettings, Rollouts
+from modules.methods.gssm_aps.imagination import imagine
+from modules.models.meta_dynamics_model import MetaDynamicsModel
+from modules.policies.actor_critic import ActorCritic
+from modules.policies.ppo import PPOLearner, PPOSettings, Rollouts
 
 
 @dataclass
@@ -50,10 +50,10 @@ class APSModule(PPOLearner):
     context_size]``), encodes each subset once, takes ``z_c`` per rollout — the mean of
     ``q(z_c | C)`` (``latent="mean"``, what the policy reads at meta-test) or a sample of it
     (``"sample"``, posterior sampling); the rollouts of a task are split evenly over its subsets —
-    and imagines ``horizon`` steps of all tasks × rollouts as one batch (:func:`modules.imagination.imagine`,
+    and imagines ``horizon`` steps of all tasks × rollouts as one batch (:func:`imagination.imagine`,
     with mean or sampled next states, ``next_state``, the reward penalised by ``uncertainty_penalty`` ×
     the model heads' disagreement, and rollouts cut where it exceeds ``uncertainty_cut``); ``training_step`` then runs
-    ``ppo.ppo_epochs × ppo.num_minibatches`` clipped-PPO updates (paper eq. 11, :class:`modules.ppo.PPOLearner`).
+    ``ppo.ppo_epochs × ppo.num_minibatches`` clipped-PPO updates (paper eq. 11, :class:`PPOLearner`).
     The running input normaliser of the policy is updated from the start states and latents before
     each imagination, so sampling and updates share it.
 
@@ -69,7 +69,7 @@ class APSModule(PPOLearner):
             (entropy 0.2 → 2.1 over 10 iterations) and the policy decayed to near random.
         context_min: smallest context drawn; at meta-test the policy acts on ``metatest_context``
             transitions, so drawing near that size trains what is deployed.
-        ppo: :class:`modules.ppo.PPOSettings` (or a dict of some of its fields), shared with the
+        ppo: :class:`modules.policies.ppo.PPOSettings` (or a dict of some of its fields), shared with the
             model-free learners.
         dynamics_checkpoint: standalone use: a model-only (or Dyna) checkpoint whose dynamics
             model and buffers are loaded and frozen.

@@ -1,0 +1,1 @@
+"""GSSM+APS: the APS LightningModule, its imagination and the phases of its Dyna loop."""

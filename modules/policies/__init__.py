@@ -1,0 +1,2 @@
+"""Policies and planners: the actor-critic, the shared PPO learner, MPPI, PE-PPO's context encoder
+and M-DPILCO's embedded policy. They import ``modules.blocks``, never ``models`` or ``methods``."""
