@@ -24,6 +24,21 @@ def shard_tasks(num_tasks: int, rank: int, world_size: int, what: str = "tasks")
     return torch.arange(rank, num_tasks, world_size)
 
 
+def round_robin_tasks(iteration: int, per_iteration: int | None, num_tasks: int) -> torch.Tensor:
+    """The training tasks collected at ``iteration`` (1, 2, ...), sorted ``[K]``: ``per_iteration`` of
+    them round robin, iteration ``i`` starting at task ``(i − 1)·K mod T``, so every task gets as many
+    episodes as the others over ``T / K`` iterations; None (or ``K ≥ T``): all. The same tasks on any
+    number of ranks; each rank collects those of its :func:`shard_tasks` (``tasks % W == rank``).
+
+    Example:
+        >>> round_robin_tasks(3, 4, 6), round_robin_tasks(1, None, 3)
+        (tensor([2, 3, 4, 5]), tensor([0, 1, 2]))
+    """
+    if per_iteration is None or per_iteration >= num_tasks:
+        return torch.arange(num_tasks)
+    return ((iteration - 1) * per_iteration + torch.arange(per_iteration)).remainder(num_tasks).sort().values
+
+
 def all_gather_stacked(tensor: torch.Tensor) -> torch.Tensor:
     """Every rank's ``tensor`` stacked ``[W, ...]`` (plain ``torch.distributed.all_gather``)."""
     parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
