@@ -177,6 +177,40 @@ class AcrobotFamily(TaskFamily):
     def terminated(self, next_obs, params):
         return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
 
+    def simulate(self, obs, action, params):
+        """One RK4 step of ``DT`` of :meth:`AcrobotEnv.dsdt` for a batch, then the wrapping and limits."""
+        c1, s1, c2, s2, dtheta1, dtheta2 = obs.double().unbind(-1)
+        state = torch.stack([torch.atan2(s1, c1), torch.atan2(s2, c2), dtheta1, dtheta2], dim=-1)
+        col = lambda name: params[..., self.param_names.index(name)].double()  # noqa: E731
+        m1, m2, l1 = col("link1_mass"), col("link2_mass"), col("link1_length")
+        lc1, lc2, i1, i2 = 0.5 * l1, LINK_COM_POS_2, LINK_MOI * m1 * l1**2, LINK_MOI * m2 * LINK_LENGTH_2**2
+        torque = action[..., 0].double().clamp(-1.0, 1.0)
+
+        def dsdt(s: torch.Tensor) -> torch.Tensor:
+            theta1, theta2, dtheta1, dtheta2 = s.unbind(-1)
+            d1 = m1 * lc1**2 + m2 * (l1**2 + lc2**2 + 2 * l1 * lc2 * torch.cos(theta2)) + i1 + i2
+            d2 = m2 * (lc2**2 + l1 * lc2 * torch.cos(theta2)) + i2
+            phi2 = m2 * lc2 * GRAVITY * torch.cos(theta1 + theta2 - math.pi / 2.0)
+            phi1 = (-m2 * l1 * lc2 * dtheta2**2 * torch.sin(theta2)
+                    - 2 * m2 * l1 * lc2 * dtheta2 * dtheta1 * torch.sin(theta2)
+                    + (m1 * lc1 + m2 * l1) * GRAVITY * torch.cos(theta1 - math.pi / 2) + phi2)  # fmt: skip
+            ddtheta2 = (torque + d2 / d1 * phi1 - m2 * l1 * lc2 * dtheta1**2 * torch.sin(theta2) - phi2) / (
+                m2 * lc2**2 + i2 - d2**2 / d1
+            )
+            ddtheta1 = -(d2 * ddtheta2 + phi1) / d1
+            return torch.stack([dtheta1, dtheta2, ddtheta1, ddtheta2], dim=-1)
+
+        h = DT / 2.0
+        k1 = dsdt(state)
+        k2 = dsdt(state + h * k1)
+        k3 = dsdt(state + h * k2)
+        k4 = dsdt(state + DT * k3)
+        ns = state + DT / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+        t1, t2 = ns[..., 0], ns[..., 1]  # cos and sin need no wrapping
+        limits = ns.new_tensor([MAX_VEL_1, MAX_VEL_2])
+        velocities = ns[..., 2:].clamp(-limits, limits)
+        return torch.cat([torch.stack([t1.cos(), t1.sin(), t2.cos(), t2.sin()], dim=-1), velocities], -1).to(obs.dtype)
+
     def project(self, obs):
         """Both (cos, sin) pairs renormalised, velocities clamped to ±4π and ±9π as the env does."""
         angles = obs[..., :4].unflatten(-1, (2, 2))

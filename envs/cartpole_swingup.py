@@ -158,6 +158,26 @@ class CartPoleSwingUpFamily(TaskFamily):
     def terminated(self, next_obs, params):
         return next_obs[..., 0].abs() > X_THRESHOLD
 
+    def simulate(self, obs, action, params):
+        """:data:`SUBSTEPS` Euler steps of :meth:`CartPoleSwingUpEnv.euler_step` for a batch, with its clips."""
+        col = lambda name: params[..., self.param_names.index(name)].double()  # noqa: E731
+        length, masspole, masscart = col("pole_half_length"), col("pole_mass"), col("cart_mass")
+        total_mass, polemass_length = masspole + masscart, masspole * length
+        force = FORCE_MAG * action[..., 0].double().clamp(-1.0, 1.0)
+        x, x_dot, cos_theta, sin_theta, theta_dot = obs.double().unbind(-1)
+        theta = torch.atan2(sin_theta, cos_theta)
+        for _ in range(SUBSTEPS):
+            costheta, sintheta = torch.cos(theta), torch.sin(theta)
+            temp = (force + polemass_length * theta_dot**2 * sintheta) / total_mass
+            thetaacc = (GRAVITY * sintheta - costheta * temp) / (
+                length * (4.0 / 3.0 - masspole * costheta**2 / total_mass)
+            )
+            xacc = temp - polemass_length * thetaacc * costheta / total_mass
+            x, theta = x + TAU * x_dot, theta + TAU * theta_dot
+            x_dot = (x_dot + TAU * xacc).clamp(-MAX_X_DOT, MAX_X_DOT)
+            theta_dot = (theta_dot + TAU * thetaacc).clamp(-MAX_THETA_DOT, MAX_THETA_DOT)
+        return torch.stack([x, x_dot, theta.cos(), theta.sin(), theta_dot], dim=-1).to(obs.dtype)
+
     def project(self, obs):
         """The (cos θ, sin θ) pair renormalised, velocities clamped to ±20 m/s and ±10π rad/s as the env does."""
         pair = obs[..., 2:4]

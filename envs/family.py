@@ -125,6 +125,17 @@ class TaskFamily(ABC):
     def terminated(self, next_obs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Boolean ``[...]``: does the episode end on arriving in ``next_obs``?"""
 
+    def simulate(self, obs: torch.Tensor, action: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """The env's own equations, batched in torch: the next observation ``[..., O]`` of ``obs
+        [..., O]`` under ``action [..., A]`` with physics ``params [..., P]``, computed in float64 from
+        the internal state the observation encodes; equals ``env.step`` to float32 precision (tests
+        check it). What exact-model planners step (the ceiling, DESIGN §9).
+
+        Raises:
+            NotImplementedError: a family without a torch copy of its simulator (MuJoCo).
+        """
+        raise NotImplementedError(f"{self.name} has no batched torch simulator")
+
     def project(self, obs: torch.Tensor) -> torch.Tensor:
         """The nearest physical observation to an imagined ``obs [..., O]`` (e.g. cos/sin pairs back
         on the unit circle, velocities within the env's limits); identity where nothing is known."""

@@ -64,6 +64,22 @@ def test_batched_reward_and_termination_equal_env_step(name):
         assert term.any(), "the transitions should include cart-poles leaving the track"
 
 
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_the_batched_simulator_equals_env_step(name):
+    """The exact-model planners' copy of the equations (DESIGN §9) steps as the env does, on training and
+    test tasks, through cart-poles leaving the track; beyond ±1 an action is clipped as the env clips it."""
+    fam = envs.make_family(name)
+    tasks = fam.train_tasks(12, seed=1) + fam.test_tasks()
+    (obs, act, nxt, rew, term), n = _random_transitions(fam, tasks, steps=250, seed=3)
+    params = fam.params_tensor(tasks).repeat(len(rew) // n, 1)
+    predicted = fam.simulate(torch.as_tensor(obs), torch.as_tensor(act), params)
+    assert predicted.dtype == torch.float32 and predicted.shape == nxt.shape
+    np.testing.assert_allclose(predicted.numpy(), nxt, rtol=1e-6, atol=1e-6)  # float32 observations
+    wide = fam.simulate(torch.as_tensor(obs[:50]), 3 * torch.as_tensor(act[:50]).sign(), params[:50])
+    clipped = fam.simulate(torch.as_tensor(obs[:50]), torch.as_tensor(act[:50]).sign(), params[:50])
+    torch.testing.assert_close(wide, clipped, rtol=0, atol=0)
+
+
 def test_cartpole_default_step_matches_gymnasium():
     rng = np.random.default_rng(0)
     ours, ref = CartPoleSwingUpEnv(), GymCartPole()
