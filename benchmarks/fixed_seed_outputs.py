@@ -3,8 +3,9 @@
 Runs ``train.py`` as a user would (so it works on any commit, whatever the code's layout), on tiny
 budgets, one thread each, and fingerprints what comes out:
 
-- a tiny Dyna run (GSSM + APS) of acrobot and of cart-pole: imagination (APS's weights),
-  real collection (the buffers), the meta-test's online context and evaluation episodes
+- a tiny Dyna run (GSSM + APS) of acrobot and of cart-pole, and one collecting 2 of its 3 tasks
+  per iteration round robin (cart-pole's finer schedule): imagination (APS's weights), real
+  collection (the buffers), the meta-test's online context and evaluation episodes
   (``metatest.json``), the TensorBoard image strip;
 - GSSM-MPC and GSSM without amortization meta-testing the acrobot checkpoint (MPPI in the
   learned model, per-task policy search);
@@ -45,6 +46,8 @@ PPO_TINY = ["--model.real_transitions", "800", "--model.envs_per_iteration", "2"
 RUNS = {
     "dyna_acrobot": ["fit", "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY_DYNA],
     "dyna_cartpole_swingup": ["fit", "--config", str(ROOT / "conf/cartpole_swingup.yaml"), "--config", TINY_DYNA],
+    "dyna_round_robin": ["fit", "--config", str(ROOT / "conf/cartpole_swingup.yaml"), "--config", TINY_DYNA,
+                         "--dyna.init_args.collect_tasks_per_iteration", "2", "--trainer.max_epochs", "3"],
     "dr_ppo": ["fit", "--config", str(ROOT / "conf/baselines/acrobot_dr_ppo.yaml"), *PPO_TINY],
     "pe_ppo": ["fit", "--config", str(ROOT / "conf/baselines/acrobot_pe_ppo.yaml"), *PPO_TINY],
     "l2a": ["fit", "--config", str(ROOT / "conf/baselines/acrobot_l2a.yaml"), *LEARNER_COMMON,

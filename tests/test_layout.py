@@ -1,5 +1,5 @@
 """The house has one way through: each layer imports only the layers below it, and inside ``modules/``
-each room only the rooms below it (docs/DESIGN.md §2)."""
+each room only the rooms below it (DESIGN §7.2)."""
 
 import ast
 from pathlib import Path
@@ -75,12 +75,14 @@ def test_the_check_sees_a_wrong_way_import_inside_modules(tmp_path):
     assert wrong_way_imports_inside_modules(tmp_path) == []
     planted = tmp_path / "modules/models/env.py"
     planted.write_text("from modules.policies.actor_critic import ActorCritic\n")  # a model reaching into a policy
-    (tmp_path / "modules/policies/agent.py").write_text("import modules.methods.gssm_aps.aps\n")  # a policy into a method
+    # a policy reaching into a method
+    (tmp_path / "modules/policies/agent.py").write_text("import modules.methods.gssm_aps.aps\n")
     (tmp_path / "modules/stray.py").write_text("")
     assert wrong_way_imports_inside_modules(tmp_path) == [
         "modules/models/env.py imports modules.policies.actor_critic",
         "modules/policies/agent.py imports modules.methods.gssm_aps.aps",
-        "modules/stray.py lies in no room of modules/ (modules.blocks, modules.models, modules.policies, modules.methods)",
+        "modules/stray.py lies in no room of modules/ "
+        "(modules.blocks, modules.models, modules.policies, modules.methods)",
     ]
 
 
