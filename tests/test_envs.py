@@ -70,7 +70,7 @@ def test_the_batched_simulator_equals_env_step(name):
     test tasks, through cart-poles leaving the track; beyond ±1 an action is clipped as the env clips it."""
     fam = envs.make_family(name)
     tasks = fam.train_tasks(12, seed=1) + fam.test_tasks()
-    (obs, act, nxt, rew, term), n = _random_transitions(fam, tasks, steps=250, seed=3)
+    (obs, act, nxt, rew, _), n = _random_transitions(fam, tasks, steps=250, seed=3)
     params = fam.params_tensor(tasks).repeat(len(rew) // n, 1)
     predicted = fam.simulate(torch.as_tensor(obs), torch.as_tensor(act), params)
     assert predicted.dtype == torch.float32 and predicted.shape == nxt.shape
