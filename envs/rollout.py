@@ -49,6 +49,13 @@ class BatchedEnv(Protocol):
     def step(self, action: torch.Tensor) -> EnvStep: ...
 
 
+class GivenStartEnv(BatchedEnv, Protocol):
+    """A :class:`BatchedEnv` whose trajectories start at given states (a learned model,
+    :class:`modules.models.model_env.ModelEnv`): ``reset(start_obs [B, O])`` → the observations to act on."""
+
+    def reset(self, start_obs: torch.Tensor) -> torch.Tensor: ...
+
+
 class Agent(Protocol):
     """A policy as the rollout loop and the meta-test see it: actions in ``[-1, 1]`` for
     ``obs [N, O]`` and ``latent [N, Z]`` (``Z = 0`` without a latent), and parameters that say its

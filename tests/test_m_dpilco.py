@@ -13,7 +13,7 @@ from envs import make_family
 from modules.methods.l2a.learner import L2A
 from modules.methods.m_dpilco import MDPILCO, imagined_reward_per_step
 from modules.models.embedded_dynamics import EmbeddedDynamics
-from modules.models.particle_model_env import ParticleModelEnv
+from modules.models.model_env import ModelEnv, embedded_dynamics_next_state
 from modules.policies.embedded_policy import EmbeddedPolicy
 
 # the notes about Lightning's own internals that train.py filters too (its Trainer runs in-process here)
@@ -63,7 +63,7 @@ def test_particles_keep_their_member_and_the_objective_discounts_and_stops_at_te
     policy = EmbeddedPolicy(5, 1, embedding_dim=2, hidden_dim=16)
     start = family.project(torch.randn(6, 5))
     h, params = torch.randn(6, 2), family.params_tensor(family.train_tasks(6, seed=0))
-    env = ParticleModelEnv(model, family, h, params)
+    env = ModelEnv(embedded_dynamics_next_state(model, h), family, params)
     env.reset(start)
     action = torch.rand(6, 1) * 2 - 1
     step = env.step(action)

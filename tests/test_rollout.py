@@ -9,7 +9,7 @@ from countdown import RecordingAgent
 from envs import make_family
 from envs.rollout import TaskVectorEnv, agent_policy, random_policy, rollout
 from modules.models.meta_dynamics_model import MetaDynamicsModel
-from modules.models.model_env import ModelEnv
+from modules.models.model_env import ModelEnv, meta_dynamics_next_state
 
 
 def test_an_episodic_rollout_stops_counting_at_the_first_end(family):
@@ -55,8 +55,8 @@ def test_a_model_env_steps_with_the_exact_reward_penalty_and_cut():
     params = family.params_tensor(tasks).repeat_interleave(4, 0)  # 2 context sets × 4 rollouts
     encoding = model.infer_context(torch.randn(2, 5, 7), torch.randn(2, 5, 6))
     latent = encoding.q_zc.mean.repeat_interleave(4, 0)
-    env = ModelEnv(model, family, encoding, latent, params, rollouts_per_context=4, uncertainty_penalty=0.5,
-                   uncertainty_cut=0.0)  # fmt: skip
+    next_state = meta_dynamics_next_state(model, encoding, latent, rollouts_per_context=4)
+    env = ModelEnv(next_state, family, params, uncertainty_penalty=0.5, uncertainty_cut=0.0)
     start = torch.randn(8, 6)
     action = torch.rand(8, 1) * 2 - 1
     env.reset(start)
@@ -68,7 +68,7 @@ def test_a_model_env_steps_with_the_exact_reward_penalty_and_cut():
     cos, sin = step.next_obs[:, 0], step.next_obs[:, 1]
     assert torch.allclose(cos**2 + sin**2, torch.ones(8), atol=1e-5)  # projected back onto the circle
     with pytest.raises(ValueError, match="rollouts_per_context=3"):
-        ModelEnv(model, family, encoding, latent, params, rollouts_per_context=3)
+        meta_dynamics_next_state(model, encoding, latent, rollouts_per_context=3)
 
 
 def test_random_policy_draws_from_its_generator():

@@ -18,7 +18,7 @@ from envs.rollout import StepPolicy, agent_policy, rollout
 from evaluation import TaskResult, run_meta_test
 from modules.methods.collecting_learner import CollectingLearner
 from modules.models.embedded_dynamics import EmbeddedDynamics
-from modules.models.particle_model_env import ParticleModelEnv
+from modules.models.model_env import ModelEnv, embedded_dynamics_next_state
 from modules.policies.embedded_policy import EmbeddedPolicy
 
 MODEL, POLICY = 0, 1  # the two phases of an iteration
@@ -62,7 +62,7 @@ class MDPILCO(CollectingLearner):
        training task's ``q(h_j)`` by their negative ELBO;
     2. ``policy_steps`` pathwise steps: ``policy_rollouts`` particles start at states of the rank's
        tasks' buffers, each with an embedding sampled from its task's ``q(h_j)`` and one ensemble member,
-       roll ``horizon`` steps through :class:`modules.models.particle_model_env.ParticleModelEnv` with the
+       roll ``horizon`` steps through the ensemble's :class:`modules.models.model_env.ModelEnv` with the
        exact reward, and the policy ascends the gradient of their mean discounted return backpropagated
        through the model (Deep PILCO: Gal et al., 2016), clipped to norm ``grad_clip``.
 
@@ -236,7 +236,7 @@ def imagined_reward_per_step(model: EmbeddedDynamics, policy: EmbeddedPolicy, fa
                              start: torch.Tensor, h: torch.Tensor, params: torch.Tensor, horizon: int,
                              discount: float = 1.0) -> torch.Tensor:  # fmt: skip
     """M-DPILCO's pathwise objective: the mean discounted reward per step of ``horizon`` steps of
-    ``π(a | s, h)`` in :class:`ParticleModelEnv` from ``start [B, O]`` with embeddings ``h [B, E]`` and
+    ``π(a | s, h)`` in the ensemble's ``ModelEnv`` from ``start [B, O]`` with embeddings ``h [B, E]`` and
     physics ``params [B, P]`` — a scalar differentiable in the policy's (and the model's) weights.
 
     Example:
@@ -250,7 +250,7 @@ def imagined_reward_per_step(model: EmbeddedDynamics, policy: EmbeddedPolicy, fa
         >>> r.shape, r.requires_grad
         (torch.Size([]), True)
     """
-    env = ParticleModelEnv(model, family, h, params)
+    env = ModelEnv(embedded_dynamics_next_state(model, h), family, params)
     traj = rollout(env, lambda obs, t, trajectory: (policy(obs, h), {}), env.reset(start), horizon)
     weights = discount ** torch.arange(horizon, device=start.device, dtype=traj.reward.dtype)
     return (traj.reward * weights[:, None]).sum(0).mean() / weights.sum()

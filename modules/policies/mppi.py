@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
 import torch
 
 from common.validation import require_positive_integers
-from envs.rollout import EnvStep, rollout
+from envs.rollout import GivenStartEnv, rollout
 
 SequenceReturns = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``(start_obs [N·K, O], actions [H, N·K, A]) → returns [N·K]``: the return of each action sequence
 from its start state (row ``n·K + k`` is candidate ``k`` of state ``n``)."""
 
 
-class ModelRolloutEnv(Protocol):
-    """A learned model stepped as a batched env from given start states (``ModelEnv``, ``AdaptedModelEnv``)."""
-
-    def reset(self, start_obs: torch.Tensor) -> torch.Tensor: ...
-
-    def step(self, action: torch.Tensor) -> EnvStep: ...
-
-
-def open_loop_returns(make_env: Callable[[], ModelRolloutEnv]) -> SequenceReturns:
-    """:data:`SequenceReturns` of action sequences played open loop in a fresh ``make_env()``: the sum
-    of its rewards (nothing after an imagined termination, :func:`envs.rollout.rollout`)."""
+def open_loop_returns(env: GivenStartEnv) -> SequenceReturns:
+    """:data:`SequenceReturns` of action sequences played open loop in ``env`` (reset to the start states
+    for each batch of sequences): the sum of its rewards (nothing after an imagined termination,
+    :func:`envs.rollout.rollout`)."""
 
     def returns(start: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        env = make_env()
         play = lambda obs, t, trajectory: (actions[t], {})  # noqa: E731
         return rollout(env, play, env.reset(start), actions.shape[0]).reward.sum(0)
 

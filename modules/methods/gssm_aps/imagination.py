@@ -9,7 +9,7 @@ from envs import TaskFamily
 from envs.rollout import Trajectory, rollout
 from modules.models.meta_dynamics_model import MetaDynamicsModel
 from modules.models.meta_dynamics_net import ContextEncoding
-from modules.models.model_env import ModelEnv
+from modules.models.model_env import ModelEnv, meta_dynamics_next_state
 from modules.policies.actor_critic import ActorCritic
 from modules.policies.ppo import Rollouts
 
@@ -31,10 +31,11 @@ def imagine(
     uncertainty_cut: float | None = None,
 ) -> Rollouts:
     """Roll the policy out in the model for ``horizon`` steps, all ``B`` trajectories as one batch:
-    :func:`envs.rollout.rollout` on a :class:`modules.models.model_env.ModelEnv` (see it for the context
-    groups, mean or sampled next states, the physical projection, the exact reward, the MOPO penalty
-    and the cut), with the policy's log-probabilities and values recorded for PPO. Trajectory ``b``
-    acts on ``[s, latent[b]]``; a trajectory cut where the model is unsure keeps that step
+    :func:`envs.rollout.rollout` on a :class:`modules.models.model_env.ModelEnv` of
+    :func:`~modules.models.model_env.meta_dynamics_next_state` (see them for the context groups, mean or
+    sampled next states, the physical projection, the exact reward, the MOPO penalty and the cut), with
+    the policy's log-probabilities and values recorded for PPO. Trajectory ``b`` acts on
+    ``[s, latent[b]]``; a trajectory cut where the model is unsure keeps that step
     (truncated, bootstrapped from the critic), later ones carry no reward and no loss.
 
     Args:
@@ -46,8 +47,8 @@ def imagine(
     Raises:
         FloatingPointError: if the model produced NaN/inf states (checked once, after the rollout).
     """
-    env = ModelEnv(model, family, encoding, latent, params, rollouts_per_context, sample_next, generator,
-                   uncertainty_penalty, uncertainty_cut)  # fmt: skip
+    next_state = meta_dynamics_next_state(model, encoding, latent, rollouts_per_context, sample_next, generator)
+    env = ModelEnv(next_state, family, params, uncertainty_penalty, uncertainty_cut)
 
     def act(obs: torch.Tensor, t: int, trajectory: Trajectory) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         dist, value = policy(obs, latent)

@@ -12,7 +12,7 @@ from envs import TaskFamily
 from envs.rollout import StepPolicy, agent_policy
 from modules.models.meta_dynamics_model import MetaDynamicsModel
 from modules.models.meta_dynamics_net import ContextEncoding
-from modules.models.model_env import ModelEnv
+from modules.models.model_env import ModelEnv, meta_dynamics_next_state
 from modules.policies.mppi import MPPI, open_loop_returns
 
 
@@ -80,8 +80,8 @@ class ModelPredictiveAgent(nn.Module):
         params = self.params.repeat_interleave(rows_per_task, dim=0)
 
         start = time.perf_counter()
-        encoding = self.encoding
-        returns = open_loop_returns(lambda: ModelEnv(self.model, self.family, encoding, z_c, params, rows_per_task))
+        next_state = meta_dynamics_next_state(self.model, self.encoding, z_c, rows_per_task)
+        returns = open_loop_returns(ModelEnv(next_state, self.family, params))
         action = self.planner.plan(obs, returns, self.noise if generator is None else generator)
         self.seconds += time.perf_counter() - start
         self.actions += obs.shape[0]

@@ -9,35 +9,10 @@ from torch import nn
 from torch.distributions import Normal
 
 from envs import TaskFamily
-from envs.rollout import EnvStep, StepPolicy, Trajectory
-from modules.models.adaptive_dynamics import AdaptiveDynamics, Params
+from envs.rollout import StepPolicy, Trajectory
+from modules.models.adaptive_dynamics import AdaptiveDynamics
+from modules.models.model_env import ModelEnv, adaptive_dynamics_next_state
 from modules.policies.mppi import MPPI, open_loop_returns
-
-
-class AdaptedModelEnv:
-    """``N · K`` imagined trajectories of the adapted dynamics MLP as one :class:`envs.rollout.BatchedEnv`:
-    rows ``n·K … n·K + K − 1`` step with environment ``n``'s adapted weights; next states projected to
-    physical ones (:meth:`TaskFamily.project`); the family's exact reward and termination of each row's
-    ``params [N·K, P]``."""
-
-    def __init__(self, model: AdaptiveDynamics, family: TaskFamily, weights: Params, params: torch.Tensor,
-                 rows_per_env: int):  # fmt: skip
-        self.model, self.family, self.weights, self.params = model, family, weights, params
-        self.rows_per_env = rows_per_env
-        self.state: torch.Tensor | None = None
-
-    def reset(self, start_obs: torch.Tensor) -> torch.Tensor:
-        self.state = start_obs
-        return start_obs
-
-    def step(self, action: torch.Tensor) -> EnvStep:
-        obs = self.state
-        x = torch.cat([obs, action], -1).view(-1, self.rows_per_env, obs.shape[-1] + action.shape[-1])
-        next_obs = self.family.project(obs + self.model.predict(self.weights, x).view_as(obs))
-        terminated = self.family.terminated(next_obs, self.params)
-        reward = self.family.reward(obs, action, next_obs, self.params)
-        self.state = next_obs
-        return EnvStep(next_obs, next_obs, reward, terminated, torch.zeros_like(terminated))
 
 
 def last_transitions(x: torch.Tensor, y: torch.Tensor, count: torch.Tensor, m: int
@@ -99,8 +74,8 @@ class L2AAgent(nn.Module):
         rows_per_task = obs.shape[0] // self.params.shape[0] * k
         params = self.params.repeat_interleave(rows_per_task, dim=0)
 
-        returns = open_loop_returns(lambda: AdaptedModelEnv(self.model, self.family, weights, params, k))
-        action = self.planner.plan(obs, returns, self.noise if generator is None else generator)
+        adapted = ModelEnv(adaptive_dynamics_next_state(self.model, weights, k), self.family, params)
+        action = self.planner.plan(obs, open_loop_returns(adapted), self.noise if generator is None else generator)
         self.seconds += time.perf_counter() - start
         self.actions += obs.shape[0]
         return action
