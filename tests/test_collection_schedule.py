@@ -8,7 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from callbacks import DynaLoop
+from callbacks import DynaLoop, NormalizerFitting
 from datamodules import TransitionDataModule
 from modules import APSModule, MetaDynamicsModel
 from modules.policies.ppo import PPOSettings
@@ -53,7 +53,8 @@ def test_the_loop_adds_episodes_only_to_the_tasks_of_the_iteration(tmp_path):
                     context_size=8, eval_every=100, metatest_context=2, metatest_episodes=1,
                     metatest_tasks=["interp-default"])  # fmt: skip
     pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-               enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[loop],
+               enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+               callbacks=[NormalizerFitting(refit_every_epoch=False), loop],
                default_root_dir=tmp_path).fit(model, data)  # fmt: skip
     # iteration 1 collects tasks 0 and 1, iteration 2 tasks 2 and 0
     assert data.buffer.size.tolist() == [20 + 2 * 30, 20 + 30, 20 + 30]
