@@ -27,6 +27,7 @@ import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from callbacks import NormalizerFitting
 from datamodules import MultiTaskBuffer, TransitionDataModule
 from modules import MetaDynamicsModel
 from modules.models.meta_dynamics_net import VARIANTS
@@ -108,7 +109,7 @@ def run(env: str, variant: str, seed: int, epochs: int, workdir: str, quick: boo
         enable_model_summary=False,
         num_sanity_val_steps=0,
         check_val_every_n_epoch=epochs,
-        callbacks=[speed],
+        callbacks=[NormalizerFitting(refit_every_epoch=False), speed],  # as conf/model/gssm.yaml
         default_root_dir=workdir,
     )
     trainer.fit(model, data)

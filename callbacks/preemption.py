@@ -2,8 +2,8 @@
 
 Clusters announce a preemption or the end of a time limit with a signal a while before the kill
 (SLURM: SIGTERM on preemption, ``#SBATCH --signal=USR1@<seconds>`` before the time limit). The
-handler only records the signal. :class:`callbacks.DynaLoop` owns one and asks
-:meth:`PreemptionSignal.requested` between its phases; the other jobs (model only, APS only,
+handler only records the signal. :class:`callbacks.DynaLoop` owns one and stops at
+:meth:`PreemptionSignal.safe_point` between its phases; the other jobs (model only, APS only,
 model-free baselines) list it among their callbacks, and it stops them at the end of an epoch. At a
 safe point ``last.ckpt`` is written (:func:`save_last`) and :class:`Preempted` is raised.
 
@@ -110,6 +110,15 @@ class PreemptionSignal(pl.Callback):
         if trainer.world_size > 1:
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return int(flag.item()) or None
+
+    def safe_point(self, trainer: pl.Trainer, save: bool = True) -> None:
+        """After SIGTERM/SIGUSR1 on any rank: write ``last.ckpt`` (``save``; else it is current
+        already) and :meth:`stop`. Every rank, at the same point."""
+        signum = self.requested(trainer)
+        if signum is None:
+            return
+        path = save_last(trainer) if save else last_checkpoint_path(trainer)
+        self.stop(trainer, signum, path if os.path.exists(path) else "the start (no checkpoint yet)")
 
     def stop(self, trainer: pl.Trainer, signum: int, checkpoint: str) -> None:
         """Requeue the SLURM job on SIGUSR1 (rank 0), then raise :class:`Preempted` on every rank."""

@@ -8,25 +8,21 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from callbacks import DynaLoop
+from callbacks import DynaLoop, NormalizerFitting
 from datamodules import TransitionDataModule
+from datamodules.sharding import round_robin_tasks
 from modules import APSModule, MetaDynamicsModel
+from modules.methods.gssm_aps.collection_phase import check_collection_schedule
 from modules.policies.ppo import PPOSettings
 
 
-def loop_at(iteration: int, per_iteration: int | None) -> DynaLoop:
-    loop = DynaLoop(collect_tasks_per_iteration=per_iteration)
-    loop.iteration = iteration
-    return loop
-
-
 def test_every_task_gets_the_same_number_of_episodes_round_robin():
-    assert [loop_at(i, 8).collection_tasks(16).tolist() for i in (1, 2, 3)] == [
+    assert [round_robin_tasks(i, 8, 16).tolist() for i in (1, 2, 3)] == [
         list(range(8)), list(range(8, 16)), list(range(8))]  # fmt: skip
-    picks = torch.cat([loop_at(i, 2).collection_tasks(5) for i in range(1, 6)])  # 10 episodes over 5 tasks
+    picks = torch.cat([round_robin_tasks(i, 2, 5) for i in range(1, 6)])  # 10 episodes over 5 tasks
     assert torch.bincount(picks).tolist() == [2] * 5
-    assert loop_at(4, 2).collection_tasks(5).tolist() == [1, 2]  # sorted, wrapped past the last task
-    assert loop_at(3, None).collection_tasks(4).tolist() == [0, 1, 2, 3]
+    assert round_robin_tasks(4, 2, 5).tolist() == [1, 2]  # sorted, wrapped past the last task
+    assert round_robin_tasks(3, None, 4).tolist() == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize(
@@ -35,9 +31,9 @@ def test_every_task_gets_the_same_number_of_episodes_round_robin():
 )
 def test_a_schedule_that_cannot_be_collected_is_refused_with_its_value(per_iteration, world, message):
     with pytest.raises(ValueError, match=message) as err:
-        DynaLoop(collect_tasks_per_iteration=per_iteration).check_collection_schedule(16, world)
+        check_collection_schedule(per_iteration, 16, world)
     assert f"collect_tasks_per_iteration={per_iteration}" in str(err.value)
-    DynaLoop(collect_tasks_per_iteration=8).check_collection_schedule(16, 4)  # 2 tasks per rank: fine
+    check_collection_schedule(8, 16, 4)  # 2 tasks per rank: fine
 
 
 def test_the_loop_adds_episodes_only_to_the_tasks_of_the_iteration(tmp_path):
@@ -53,8 +49,9 @@ def test_the_loop_adds_episodes_only_to_the_tasks_of_the_iteration(tmp_path):
                     context_size=8, eval_every=100, metatest_context=2, metatest_episodes=1,
                     metatest_tasks=["interp-default"])  # fmt: skip
     pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-               enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[loop],
+               enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+               callbacks=[NormalizerFitting(refit_every_epoch=False), loop],
                default_root_dir=tmp_path).fit(model, data)  # fmt: skip
     # iteration 1 collects tasks 0 and 1, iteration 2 tasks 2 and 0
     assert data.buffer.size.tolist() == [20 + 2 * 30, 20 + 30, 20 + 30]
-    assert loop.real_transitions == 3 * 20 + 4 * 30
+    assert loop.progress.real_transitions == 3 * 20 + 4 * 30

@@ -14,7 +14,7 @@ import torch
 from jsonargparse import Namespace
 
 from callbacks import DynaLoop
-from callbacks.dyna_loop import trim_history
+from callbacks.dyna_state import trim_history
 from callbacks.preemption import Preempted, PreemptionSignal
 from common.checkpoints import CheckpointError, load_checkpoint
 from modules import APSModule
@@ -115,7 +115,7 @@ def test_a_resume_drops_history_lines_from_beyond_its_checkpoint(tmp_path):
 
 def test_a_non_finite_policy_loss_is_reported_with_iteration_phase_and_checkpoint(tmp_path):
     loop = DynaLoop()
-    loop.iteration, loop.running = 3, "policy"
+    loop.progress.iteration, loop.progress.running = 3, "policy"
     (tmp_path / "last.ckpt").write_bytes(b"")
     callback = SimpleNamespace(dirpath=str(tmp_path), CHECKPOINT_NAME_LAST="last", FILE_EXTENSION=".ckpt")
     error = FloatingPointError("PPO loss is nan at policy iteration 57")

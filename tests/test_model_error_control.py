@@ -16,6 +16,7 @@ from test_toy_learning import LinearToyFamily, linear_tasks
 from torch.distributions import Normal
 
 import envs
+from callbacks import HeldOutEarlyStopping, NormalizerFitting
 from datamodules import ContextTargetStream, MultiTaskBuffer, TransitionDataModule
 from modules import APSModule, MetaDynamicsModel
 from modules.blocks import EnsembleMLP
@@ -133,26 +134,26 @@ def tiny_data(**kwargs) -> TransitionDataModule:
     return TransitionDataModule(**{**args, **kwargs})
 
 
-def fit(model: MetaDynamicsModel, data: TransitionDataModule, epochs: int, validate: bool = False) -> pl.Trainer:
+def fit(model: MetaDynamicsModel, data: TransitionDataModule, epochs: int, callbacks: list[pl.Callback],
+        validate: bool = False) -> pl.Trainer:  # fmt: skip
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0,
-                         limit_val_batches=None if validate else 0)  # fmt: skip
+                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=None if validate else 0,
+                         callbacks=[NormalizerFitting(), *callbacks])  # fmt: skip
     trainer.fit(model, data)
     return trainer
 
 
 def test_model_training_stops_when_the_held_out_error_stops_improving():
     torch.manual_seed(0)
-    frozen = MetaDynamicsModel("acrobot", hidden_dim=8, latent_dim=2, num_heads=2, lr=0.0,
-                               holdout_check_every=5, holdout_patience=2)  # fmt: skip
-    trainer = fit(frozen, tiny_data(batches_per_epoch=200), epochs=1, validate=True)
+    frozen = MetaDynamicsModel("acrobot", hidden_dim=8, latent_dim=2, num_heads=2, lr=0.0)
+    stop = HeldOutEarlyStopping(check_every=5, patience=2)
+    trainer = fit(frozen, tiny_data(batches_per_epoch=200), epochs=1, callbacks=[stop], validate=True)
     # checks before batches 0 (the baseline), 5 and 10: two without improvement end the stream;
     # the batch already fetched still trains, and the epoch-end validation still runs
     assert 10 <= frozen.global_step <= 12
     assert "model/val/nll" in trainer.callback_metrics and "model/holdout/mse" in trainer.callback_metrics
-    learning = MetaDynamicsModel("acrobot", hidden_dim=32, latent_dim=2, num_heads=2, lr=3e-3,
-                                 holdout_check_every=5, holdout_patience=2)  # fmt: skip
-    fit(learning, tiny_data(batches_per_epoch=40), epochs=1)
+    learning = MetaDynamicsModel("acrobot", hidden_dim=32, latent_dim=2, num_heads=2, lr=3e-3)
+    fit(learning, tiny_data(batches_per_epoch=40), epochs=1, callbacks=[HeldOutEarlyStopping(5, patience=2)])
     assert learning.global_step > 12  # it improved, so it kept training
 
 
@@ -181,11 +182,11 @@ def test_normalizers_are_refitted_every_epoch_or_fitted_once():
         data = tiny_data(batches_per_epoch=2)
         data.ensure_initial_data()
         initial = data.buffer.all_xy()[1].mean(0)
-        model = MetaDynamicsModel("acrobot", hidden_dim=8, latent_dim=2, num_heads=2, refit_normalizers=refit)
+        model = MetaDynamicsModel("acrobot", hidden_dim=8, latent_dim=2, num_heads=2)
         probe = NewDataAfterEpoch1()
         pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                    enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                   callbacks=[probe]).fit(model, data)  # fmt: skip
+                   callbacks=[NormalizerFitting(refit_every_epoch=refit), probe]).fit(model, data)  # fmt: skip
         everything = data.buffer.all_xy()[1].mean(0)
         assert not torch.allclose(initial, everything, atol=1e-3)  # the new data moves the statistics
         torch.testing.assert_close(probe.means[0], initial)  # fitted on the data there is at the start

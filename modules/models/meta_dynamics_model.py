@@ -20,18 +20,10 @@ reported MSE is that of the heads' mean prediction, and :meth:`predict_with_disa
 their spread as the model's own error estimate (DESIGN §3).
 
 Inputs ``x = [s, a]`` and targets ``y = s' − s`` are standardised by normalisers saved with the
-model. With ``refit_normalizers`` (the main configs) they are refitted on all training data at the
-start of every epoch, and the epoch then trains to convergence on the held-out slice (below), so
-the model follows the jump; without it they are fitted once, on the first epoch's data. Measured on
-acrobot (seed 0): the policy's data has a Δs std 3–7× that of the random-action data; fitted once,
-the held-out MSE sat at 8–16 in the random data's units and the heads' disagreement at 1–4, the
-scale every uncertainty threshold is read in; refitted, they were 0.2–0.7 and 0.1–0.4. NLL and MSE
-are reported on the normalised ``y``.
-
-Training to convergence (DESIGN §2.9): with ``holdout_check_every = k > 0`` the model scores the
-datamodule's held-out slice of the training tasks' transitions (:meth:`holdout_score`) before the
-epoch and every ``k`` batches, and ends the epoch when ``holdout_patience`` checks in a row did not
-improve the best score by 1%; the datamodule's ``batches_per_epoch`` is the cap.
+model; NLL and MSE are reported on the normalised ``y``. The model is given its data, it does not
+fetch it: :meth:`fit_normalizers` takes the training transitions (:class:`callbacks.NormalizerFitting`
+calls it), :meth:`holdout_score` the held-out batches (:class:`callbacks.HeldOutEarlyStopping` ends
+the epoch once that score stops improving: training to convergence, DESIGN §2.9).
 """
 
 from __future__ import annotations
@@ -42,7 +34,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch.distributions import Normal, kl_divergence
-from torchmetrics import MeanMetric
 
 from common.epoch_means import EpochMeans
 from common.sampling import sample_normal
@@ -50,11 +41,10 @@ from common.seeding import MODEL_STEP, derive_seed
 from envs import make_family
 from modules.blocks import Normalizer
 from modules.models.meta_dynamics_net import ContextEncoding, MetaDynamicsNet, Variant
+from modules.models.split_scores import SplitScores
 
-SPLITS = ("interpolation", "extrapolation")
 SCORES = ("nll", "mse", "kl")
 LOGVAR_BOUND_PENALTY = 0.01
-HOLDOUT_MIN_IMPROVEMENT = 0.01  # relative: a held-out check must beat the best score by 1%
 
 
 class MetaDynamicsModel(pl.LightningModule):
@@ -66,10 +56,6 @@ class MetaDynamicsModel(pl.LightningModule):
         kl_weight: β on the KL term; prior_weight: λ_0 on ``KL[q(z_c | C) ‖ N(0, I)]`` (gssm);
         latent_decoder_weight: λ_c on the NLL of targets decoded from ``E[z_c]`` alone (gssm).
         ensemble_size: decoder heads; their disagreement is the model's uncertainty.
-        holdout_check_every: score the held-out slice every this many batches and stop the
-            epoch when it stops improving (0: train every batch of the epoch).
-        holdout_patience: checks without improvement before the epoch ends.
-        refit_normalizers: refit the normalisers at every epoch start (else once).
         seed: latent noise of training step ``k`` on rank ``r`` comes from a generator seeded
             with ``(seed, k, r)``, so a resumed run replays the same noise.
 
@@ -93,9 +79,6 @@ class MetaDynamicsModel(pl.LightningModule):
         prior_weight: float = 0.0,
         latent_decoder_weight: float = 0.0,
         ensemble_size: int = 1,
-        holdout_check_every: int = 0,
-        holdout_patience: int = 3,
-        refit_normalizers: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
         seed: int = 0,
@@ -105,26 +88,12 @@ class MetaDynamicsModel(pl.LightningModule):
         family = make_family(env)
         self.obs_dim, self.act_dim = family.obs_dim, family.act_dim
         self.x_dim = self.obs_dim + self.act_dim
-        self.net = MetaDynamicsNet(
-            self.x_dim,
-            self.obs_dim,
-            variant,
-            hidden_dim,
-            latent_dim,
-            message_passing_rounds,
-            num_heads,
-            decoder_layers,
-            ensemble_size,
-        )
+        self.net = MetaDynamicsNet(self.x_dim, self.obs_dim, variant, hidden_dim, latent_dim, message_passing_rounds,
+                                   num_heads, decoder_layers, ensemble_size)  # fmt: skip
         self.x_normalizer = Normalizer(self.x_dim)
         self.y_normalizer = Normalizer(self.obs_dim)
-        self.eval_scores = torch.nn.ModuleDict(
-            {f"{split}_{score}": MeanMetric() for split in ("all", *SPLITS) for score in SCORES}
-        )
-        self._holdout_batches: list[dict[str, torch.Tensor]] = []
-        self._holdout_best, self._holdout_last = math.inf, math.nan
+        self.eval_scores = SplitScores(SCORES)  # the held-out test tasks' scores (validation, test)
         self._train_terms = EpochMeans()  # the loss terms, logged as epoch means
-        self._holdout_bad_checks = self._epoch_first_step = 0
 
     # ---- public API for the policy side ---------------------------------------------------
     def infer_context(
@@ -139,10 +108,8 @@ class MetaDynamicsModel(pl.LightningModule):
         self._check_features("context_x", context_x, self.x_dim)
         self._check_features("context_y", context_y, self.obs_dim)
         if context_x.shape[:-1] != context_y.shape[:-1] or context_x.ndim != 3:
-            raise ValueError(
-                f"context_x {tuple(context_x.shape)} and context_y {tuple(context_y.shape)} "
-                "must be [B, N, ·] with the same B and N"
-            )
+            raise ValueError(f"context_x {tuple(context_x.shape)} and context_y {tuple(context_y.shape)} "
+                             "must be [B, N, ·] with the same B and N")  # fmt: skip
         if mask is None:
             mask = torch.ones(context_x.shape[:2], dtype=torch.bool, device=context_x.device)
         return self.net.encode(self.x_normalizer.normalize(context_x), self.y_normalizer.normalize(context_y), mask)
@@ -263,111 +230,47 @@ class MetaDynamicsModel(pl.LightningModule):
         self._train_terms.add({name: value.mean() for name, value in terms.items()})
         return loss
 
-    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Every ``holdout_check_every`` batches (every rank; the held-out slice and the weights are
-        identical on all ranks, so all ranks stop together): score the held-out slice, and once it
-        stopped improving end the datamodule's stream (the batch or two already fetched still train;
-        the epoch-end validation still runs, which returning −1 here would skip)."""
-        every = self.hparams.holdout_check_every
-        if not every or batch_idx % every or self._holdout_bad_checks >= self.hparams.holdout_patience:
-            return
-        score = self.holdout_score()
-        if score < self._holdout_best * (1 - HOLDOUT_MIN_IMPROVEMENT):
-            self._holdout_best, self._holdout_bad_checks = score, 0
-        else:
-            self._holdout_bad_checks += 1
-        self._holdout_last = score
-        if self._holdout_bad_checks >= self.hparams.holdout_patience:
-            self.trainer.datamodule.end_train_epoch()
-
     @torch.no_grad()
-    def holdout_score(self) -> float:
-        """Mean normalised one-step MSE (latent means, heads' mean) on the datamodule's held-out
-        slice of the training tasks: contexts from the training part, targets never trained on."""
+    def holdout_score(self, batches: list[dict[str, torch.Tensor]]) -> float:
+        """Mean normalised one-step MSE (latent means, heads' mean) over context/target ``batches``
+        whose targets the model never trained on (the datamodule's held-out slice)."""
         was_training = self.training
         self.eval()
         try:
-            scores = [self._terms(self._to_device(b), sample=False)["mse"].mean() for b in self._holdout_batches]
+            on_device = [{k: v.to(self.device) for k, v in batch.items()} for batch in batches]
+            scores = [self._terms(batch, sample=False)["mse"].mean() for batch in on_device]
         finally:
             self.train(was_training)
         return float(torch.stack(scores).mean())
 
-    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device) for k, v in batch.items()}
-
     def on_train_epoch_end(self) -> None:
         """Log the epoch's mean loss terms once (logging five terms a step took a sixth of the
-        model phase on 2 CPU cores) and the held-out score; averaged over ranks."""
+        model phase on 2 CPU cores), averaged over ranks."""
         self._train_terms.log(self, "model/train")
-        if self.hparams.holdout_check_every:
-            # identical on every rank; the mean over ranks is that value
-            self.log("model/holdout/mse", self._holdout_last, sync_dist=True)
-            self.log("model/train/batches", float(self._batches_this_epoch()), sync_dist=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._update_eval_scores(batch)
+        """The held-out test tasks' scores, overall and per split (the same batches for ``test``)."""
+        self.eval_scores.update(self.eval_score(batch), batch["extrapolation"])
+
+    test_step = validation_step
 
     def on_validation_epoch_end(self) -> None:
-        self._log_eval_scores("model/val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._update_eval_scores(batch)
+        self.eval_scores.log(self, "model/val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_eval_scores("model/test")
-
-    def _update_eval_scores(self, batch: dict[str, torch.Tensor]) -> None:
-        scores = self.eval_score(batch)
-        extrapolation = batch["extrapolation"]
-        for name, value in scores.items():
-            self.eval_scores[f"all_{name}"].update(value)
-            self.eval_scores[f"interpolation_{name}"].update(value[~extrapolation])
-            self.eval_scores[f"extrapolation_{name}"].update(value[extrapolation])
-
-    def _log_eval_scores(self, prefix: str) -> None:
-        """Log ``{prefix}/{score}`` and ``{prefix}_{split}/{score}``.
-
-        Runs on every rank: ``MeanMetric.compute()`` all-reduces, so all ranks log the global value.
-        """
-        for key, metric in self.eval_scores.items():
-            split, name = key.split("_", 1)
-            if metric.weight > 0 or torch.distributed.is_initialized():
-                tag = prefix if split == "all" else f"{prefix}_{split}"
-                self.log(f"{tag}/{name}", metric.compute(), prog_bar=key == "all_nll")
-            metric.reset()
-
-    def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule
-        env = getattr(datamodule, "hparams", {}).get("env") if datamodule is not None else None
-        if env is not None and env != self.hparams.env:
-            raise ValueError(
-                f"model.env={self.hparams.env!r} (from the config, or from the checkpoint given as "
-                f"--ckpt_path) but data.env={env!r}: model, data and checkpoint must be of the same env"
-            )
+        self.eval_scores.log(self, "model/test")
 
     def on_train_epoch_start(self) -> None:
-        if self.hparams.refit_normalizers or not self.x_normalizer.fitted:
-            self.fit_normalizers()
-        if self.hparams.holdout_check_every:
-            datamodule = self.trainer.datamodule
-            self._holdout_batches = datamodule.holdout_batches()
-            self._holdout_best, self._holdout_bad_checks = math.inf, 0
-            self._epoch_first_step = self.global_step
-
-    def _batches_this_epoch(self) -> int:
-        return self.global_step - self._epoch_first_step
-
-    def on_validation_epoch_start(self) -> None:
+        """Refuse to train or validate before the normalisers are fitted (or loaded)."""
         if not self.x_normalizer.fitted:
-            self.fit_normalizers()
+            raise RuntimeError("MetaDynamicsModel's normalisers are not fitted: give the Trainer a "
+                               "callbacks.NormalizerFitting, or call fit_normalizers(x, y) before training")
 
-    def fit_normalizers(self) -> None:
-        """Fit the normalisers on every training transition the datamodule holds (see the module
-        docstring). Every rank holds every task's buffer, so all ranks compute identical statistics."""
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        if datamodule is None or not hasattr(datamodule, "model_training_data"):
-            raise RuntimeError("MetaDynamicsModel needs a TransitionDataModule to fit its normalisers")
-        x, y = datamodule.model_training_data()
+    on_validation_epoch_start = on_train_epoch_start
+
+    def fit_normalizers(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Fit the normalisers on raw training transitions ``x = [s, a]`` ``[N, obs+act]`` and
+        ``y = s' − s`` ``[N, obs]``."""
         self.x_normalizer.fit(x.to(self.device))
         self.y_normalizer.fit(y.to(self.device))
 
@@ -387,13 +290,10 @@ class MetaDynamicsModel(pl.LightningModule):
 
     def _check_features(self, name: str, t: torch.Tensor, expected: int) -> None:
         if t.shape[-1] != expected:
-            raise ValueError(
-                f"{name} has feature size {t.shape[-1]} (shape {tuple(t.shape)}); expected {expected} "
-                f"for env {self.hparams.env!r} (obs {self.obs_dim}, action {self.act_dim})"
-            )
+            raise ValueError(f"{name} has feature size {t.shape[-1]} (shape {tuple(t.shape)}); expected {expected} "
+                             f"for env {self.hparams.env!r} (obs {self.obs_dim}, action {self.act_dim})")  # fmt: skip
 
 
 def _gaussian_nll(y: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """``−ln N(y | mean, exp(logvar))`` summed over the last dimension (broadcast over heads)."""
     return 0.5 * ((y - mean) ** 2 * (-logvar).exp() + logvar + math.log(2 * math.pi)).sum(-1)
-

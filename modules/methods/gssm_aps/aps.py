@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch.distributions import Normal
 
@@ -183,44 +179,6 @@ class APSModule(PPOLearner):
         self.log("policy/uncertainty_penalty_per_step", r.penalty.sum() / steps, batch_size=n, sync_dist=True)
         self.log("policy/imagined_steps_per_rollout", r.alive.sum(0).mean(), batch_size=n, sync_dist=True)
 
-    def fit_in_loop(
-        self,
-        source: ImaginationSource,
-        outer: pl.Trainer,
-        epochs: int,
-        max_grad_norm: float,
-        callbacks: list[pl.Callback],
-        verbose: bool = False,
-    ) -> dict[str, float]:
-        """Fit ``epochs`` PPO iterations on imagined rollouts of ``source`` inside another job (the
-        Dyna loop), with a ``Trainer`` on the outer one's accelerator, devices and nodes (DDP when it
-        has several ranks). Call on every rank. The source model is frozen in eval mode meanwhile;
-        Lightning's banners and bars stay off unless ``verbose``. Returns the last epoch's
-        ``policy/...`` metrics (averaged over ranks)."""
-        self.source = source
-        with lightning_info_silenced(not verbose):
-            inner = pl.Trainer(
-                accelerator=outer.accelerator,
-                devices=outer.num_devices,
-                num_nodes=outer.num_nodes,
-                strategy="ddp" if outer.world_size > 1 else "auto",
-                max_epochs=epochs,
-                gradient_clip_val=max_grad_norm,
-                logger=False,
-                enable_checkpointing=False,
-                enable_model_summary=False,
-                enable_progress_bar=verbose and outer.progress_bar_callback is not None,
-                num_sanity_val_steps=0,
-                callbacks=callbacks,
-            )
-            was_training = source.model.training
-            source.model.eval()
-            try:
-                inner.fit(self)
-            finally:
-                source.model.train(was_training)
-        return {k: float(v) for k, v in inner.callback_metrics.items() if k.startswith("policy/")}
-
     # ---- standalone use on a frozen model checkpoint -------------------------------------
     @staticmethod
     def _checkpoint(path: str, env: str) -> dict[str, Any]:
@@ -245,16 +203,3 @@ class APSModule(PPOLearner):
         data.load_state_dict(ckpt["TransitionDataModule"])
         params = data.family.params_tensor(data.train_tasks)
         return ImaginationSource(model.eval(), data.buffer, torch.arange(len(data.train_tasks)), params)
-
-
-@contextlib.contextmanager
-def lightning_info_silenced(enabled: bool = True) -> Iterator[None]:
-    """Lightning's INFO messages (device banners, "`Trainer.fit` stopped") off inside the block."""
-    logger = logging.getLogger("pytorch_lightning")
-    level = logger.level
-    if enabled:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
