@@ -133,3 +133,5 @@ def test_an_unknown_init_or_method_is_refused_by_name():
         GSSMTestTimeMethod(method="gssm_plan", checkpoint="x.ckpt")
     with pytest.raises(ValueError, match=r"needs --model\.checkpoint"):
         GSSMTestTimeMethod(method="gssm_mpc")
+    with pytest.raises(ValueError, match=r"trains nothing: metatest\.every_transitions=10 does not apply"):
+        GSSMTestTimeMethod(checkpoint="x.ckpt", metatest={"every_transitions": 10})

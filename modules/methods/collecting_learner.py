@@ -147,7 +147,7 @@ class CollectingLearner(MetaTestedLearner, pl.LightningModule):
 
     def metatest_header(self) -> str:
         return (f"{self.family.name}, {self.METHOD}, iteration {self.iterations}, {self.real_transitions} real "
-                f"training transitions, {self.metatest_protocol()}")
+                f"training transitions, {self.metatest.protocol()}")
 
     def test_compute(self) -> dict[str, float]:
         """``time/<COMPUTE_NAME>``: the meta-test's extra seconds over their count, summed over ranks."""

@@ -36,10 +36,6 @@ class MetaTested:
         """The meta-test's extra compute since the last report, over all ranks (call on every rank)."""
         return {}
 
-    def metatest_protocol(self) -> str:
-        """The protocol's settings as the header states them."""
-        return f"{self.metatest.context} context steps, {self.metatest.episodes} episodes per task"
-
     def publish(self, results: list[TaskResult]) -> None:
         """Every rank: publish ``results`` (this rank's) with the compute; rank 0 logs the scalars."""
         compute = self.test_compute()

@@ -22,7 +22,7 @@ from modules.policies.ppo import PPOLearner, PPOSettings, Rollouts
 
 METHODS = ("dr_ppo", "pe_ppo")
 DEFAULT_PPO = PPOSettings(ppo_epochs=10, num_minibatches=32, lr=3e-4)  # CleanRL's: 32 minibatches of 100 steps
-DEFAULT_METATEST = MetaTestSettings(every_transitions=16_000)
+DEFAULT_METATEST = MetaTestSettings(every_transitions=16_000)  # every 5 iterations of 16 episodes
 
 
 class ModelFreePPO(MetaTestedLearner, PPOLearner):
@@ -210,7 +210,7 @@ class ModelFreePPO(MetaTestedLearner, PPOLearner):
 
     def metatest_header(self) -> str:
         return (f"{self.family.name}, {self.METHOD}, PPO iteration {self.iterations}, {self.real_transitions} real "
-                f"training transitions, {self.metatest_protocol()}")
+                f"training transitions, {self.metatest.protocol()}")
 
     # ---- checkpoint -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

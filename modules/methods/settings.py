@@ -52,3 +52,12 @@ class MetaTestSettings(Settings):
     episodes: int = 50
     tasks: list[str] | None = None
     every_transitions: int = 0
+
+    def protocol(self) -> str:
+        """The protocol as a report's header states it.
+
+        Example:
+            >>> MetaTestSettings(episodes=10).protocol()
+            '50 context steps, 10 episodes per task'
+        """
+        return f"{self.context} context steps, {self.episodes} episodes per task"

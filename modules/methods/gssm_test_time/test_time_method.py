@@ -132,7 +132,7 @@ class GSSMTestTimeMethod(MetaTested, pl.LightningModule):
 
     def metatest_header(self) -> str:
         return (f"{self.family.name}, {self.METHOD} on {Path(self.hparams.checkpoint).name} ({self.real_transitions} "
-                f"real training transitions), {self.metatest_protocol()}")
+                f"real training transitions), {self.metatest.protocol()}")
 
     def test_compute(self) -> dict[str, float]:
         """The method's extra test-time compute in seconds, over all ranks' tasks: per test task (the
