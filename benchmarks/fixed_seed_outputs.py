@@ -36,13 +36,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_DYNA = str(ROOT / "tests/configs/tiny_dyna.yaml")
-LEARNER_COMMON = ["--model.real_transitions", "700", "--model.num_train_tasks", "3",
-                  "--model.random_steps_per_task", "40", "--model.tasks_per_iteration", "3",
-                  "--model.hidden_dim", "16", "--model.metatest_episodes", "2", "--model.metatest_context", "5",
-                  "--model.metatest_tasks", "[interp-default, extrap-mixed]"]  # fmt: skip
-PPO_TINY = ["--model.real_transitions", "800", "--model.envs_per_iteration", "2", "--model.hidden_dim", "16",
-            "--model.latent_dim", "3", "--model.metatest_episodes", "2", "--model.metatest_context", "5",
-            "--model.metatest_tasks", "[interp-default, extrap-mixed]"]  # fmt: skip
+LEARNER_COMMON = ["--model.budget.real_transitions", "700", "--model.budget.num_train_tasks", "3",
+                  "--model.collection.random_steps_per_task", "40", "--model.collection.tasks_per_iteration", "3",
+                  "--model.hidden_dim", "16", "--model.metatest.episodes", "2", "--model.metatest.context", "5",
+                  "--model.metatest.tasks", "[interp-default, extrap-mixed]"]  # fmt: skip
+PPO_TINY = ["--model.budget.real_transitions", "800", "--model.envs_per_iteration", "2", "--model.hidden_dim", "16",
+            "--model.latent_dim", "3", "--model.metatest.episodes", "2", "--model.metatest.context", "5",
+            "--model.metatest.tasks", "[interp-default, extrap-mixed]"]  # fmt: skip
 RUNS = {
     "dyna_acrobot": ["fit", "--config", str(ROOT / "conf/acrobot.yaml"), "--config", TINY_DYNA],
     "dyna_cartpole_swingup": ["fit", "--config", str(ROOT / "conf/cartpole_swingup.yaml"), "--config", TINY_DYNA],
@@ -51,14 +51,14 @@ RUNS = {
     "dr_ppo": ["fit", "--config", str(ROOT / "conf/baselines/acrobot_dr_ppo.yaml"), *PPO_TINY],
     "pe_ppo": ["fit", "--config", str(ROOT / "conf/baselines/acrobot_pe_ppo.yaml"), *PPO_TINY],
     "l2a": ["fit", "--config", str(ROOT / "conf/baselines/acrobot_l2a.yaml"), *LEARNER_COMMON,
-            "--model.steps_per_iteration", "5", "--model.meta_batch", "4", "--model.mpc_horizon", "3",
-            "--model.mpc_samples", "4"],
+            "--model.steps_per_iteration", "5", "--model.meta_batch", "4", "--model.mpc.horizon", "3",
+            "--model.mpc.samples", "4"],
     "m_dpilco": ["fit", "--config", str(ROOT / "conf/baselines/acrobot_m_dpilco.yaml"), *LEARNER_COMMON,
                  "--model.members", "2", "--model.model_steps", "5", "--model.policy_steps", "3",
                  "--model.policy_rollouts", "8", "--model.horizon", "4", "--model.infer_steps", "3"],
 }  # fmt: skip
 TEST_TIME = {  # meta-test the tiny acrobot Dyna checkpoint
-    "gssm_mpc": ["--model.mpc_samples", "4", "--model.mpc_horizon", "3"],
+    "gssm_mpc": ["--model.mpc.samples", "4", "--model.mpc.horizon", "3"],
     "gssm_nonamortized": ["--model.search_iterations", "2", "--model.search_rollouts", "8"],
 }
 PROVENANCE = ("commit", "command", "machine", "date")  # not outputs
@@ -121,7 +121,7 @@ def run(name: str, workdir: Path) -> tuple[str, dict]:
     if name in TEST_TIME:
         ckpt = workdir / "dyna_acrobot/runs/acrobot/fixed/checkpoints/last.ckpt"
         train(cwd, "test", "--config", str(ROOT / f"conf/baselines/acrobot_{name}.yaml"), "--model.checkpoint",
-              str(ckpt), "--model.metatest_episodes", "2", "--model.metatest_context", "5", *TEST_TIME[name],
+              str(ckpt), "--model.metatest.episodes", "2", "--model.metatest.context", "5", *TEST_TIME[name],
               "--trainer.enable_progress_bar", "false")  # fmt: skip
     else:
         train(cwd, *RUNS[name], *COMMON)

@@ -53,18 +53,18 @@ SPLITS = ("interpolation", "extrapolation", "all")
 LONG = ROOT / "conf/baselines/long_budget.yaml"
 # the tiny profile of the test suite: seconds per run
 QUICK_DYNA = ROOT / "tests/configs/tiny_dyna.yaml"
-QUICK_BASELINE = {"real_transitions": 800, "envs_per_iteration": 2, "hidden_dim": 16, "latent_dim": 3,
-                  "metatest_episodes": 2, "metatest_context": 5, "eval_every_transitions": 400}  # fmt: skip
-QUICK_LONG = {"real_transitions": 1600, "eval_every_transitions": 400}
-QUICK_L2A = {"real_transitions": 120, "num_train_tasks": 3, "random_steps_per_task": 40, "tasks_per_iteration": 3,
-             "hidden_dim": 16, "steps_per_iteration": 5, "meta_batch": 4, "mpc_horizon": 3, "mpc_samples": 4,
-             "metatest_episodes": 2, "metatest_context": 5}  # fmt: skip
-QUICK_M_DPILCO = {"real_transitions": 120, "num_train_tasks": 3, "random_steps_per_task": 40, "tasks_per_iteration": 3,
-                  "hidden_dim": 16, "members": 2, "model_steps": 5, "policy_steps": 3, "policy_rollouts": 8,
-                  "horizon": 4, "infer_steps": 3, "metatest_episodes": 2, "metatest_context": 5}  # fmt: skip
-QUICK_TEST_TIME = {"metatest_episodes": 2, "metatest_context": 5, "mpc_horizon": 3, "mpc_samples": 4,
+QUICK_BASELINE = {"budget": {"real_transitions": 800}, "envs_per_iteration": 2, "hidden_dim": 16, "latent_dim": 3,
+                  "metatest": {"episodes": 2, "context": 5, "every_transitions": 400}}  # fmt: skip
+QUICK_LONG = {"budget": {"real_transitions": 1600}, "metatest": {"every_transitions": 400}}
+QUICK_COLLECTION = {"budget": {"real_transitions": 120, "num_train_tasks": 3},
+                    "collection": {"random_steps_per_task": 40, "tasks_per_iteration": 3}, "hidden_dim": 16,
+                    "metatest": {"episodes": 2, "context": 5}}  # fmt: skip
+QUICK_L2A = {**QUICK_COLLECTION, "steps_per_iteration": 5, "meta_batch": 4, "mpc": {"horizon": 3, "samples": 4}}
+QUICK_M_DPILCO = {**QUICK_COLLECTION, "members": 2, "model_steps": 5, "policy_steps": 3, "policy_rollouts": 8,
+                  "horizon": 4, "infer_steps": 3}  # fmt: skip
+QUICK_TEST_TIME = {"metatest": {"episodes": 2, "context": 5}, "mpc": {"horizon": 3, "samples": 4},
                    "search_iterations": 2, "search_rollouts": 4}  # fmt: skip
-
+QUICK_TASKS = {"metatest": {"tasks": ["interp-default", "extrap-mixed"]}}
 
 def run_config(env: str, method: str, long: bool, seed: int, run_dir: Path, quick: bool) -> dict:
     """The config one run uses, as a dict."""
@@ -74,9 +74,8 @@ def run_config(env: str, method: str, long: bool, seed: int, run_dir: Path, quic
     if quick and not dyna:
         quick_args = (QUICK_TEST_TIME if method in TEST_TIME else QUICK_L2A if method == "l2a"
                       else QUICK_M_DPILCO if method == "m_dpilco"
-                      else {**QUICK_BASELINE, **(QUICK_LONG if long else {})})  # fmt: skip
-        conf = merge_config(conf, {"model": {"init_args": quick_args}})
-        conf["model"]["init_args"]["metatest_tasks"] = ["interp-default", "extrap-mixed"]
+                      else merge_config(QUICK_BASELINE, QUICK_LONG if long else {}))  # fmt: skip
+        conf = merge_config(conf, {"model": {"init_args": merge_config(quick_args, QUICK_TASKS)}})
     conf["seed_everything"] = seed  # every seed of the run (train.py links them), not the task set
     conf["trainer"]["enable_progress_bar"] = False
     conf["trainer"]["logger"]["init_args"].update(save_dir=str(run_dir), version="final")  # run_dir/<env>/final

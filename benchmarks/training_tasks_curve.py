@@ -1,6 +1,7 @@
 """The learning curve of a baseline that collects its own data (M-DPILCO, L2A), meta-tested on its *training* tasks.
 
     python benchmarks/training_tasks_curve.py --method m_dpilco --env cartpole_swingup [--set horizon=60 ...]
+        [--set budget.real_transitions=9600 ...]
         [--tasks 8] [--episodes 10] [--every 9600] [--seed 0]
 
 The learner trains as ``train.py fit`` would (in-process, no logger or checkpoint), but each meta-test —
@@ -22,11 +23,11 @@ import pytorch_lightning as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from training_tasks_metatest import parse_setting  # noqa: E402
+from training_tasks_metatest import parse_setting, settings_of  # noqa: E402
 
 from modules.methods.l2a.learner import L2A  # noqa: E402
 from modules.methods.m_dpilco import MDPILCO  # noqa: E402
-from train import compose_config, quiet_lightning_notes  # noqa: E402
+from train import compose_config, merge_config, quiet_lightning_notes  # noqa: E402
 
 LEARNERS = {"m_dpilco": MDPILCO, "l2a": L2A}
 
@@ -68,9 +69,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     quiet_lightning_notes()
-    config = compose_config(ROOT / f"conf/baselines/{args.env}_{args.method}.yaml")["model"]["init_args"]
-    config.update(args.set)
-    config.update(env=args.env, seed=args.seed, eval_every_transitions=args.every, metatest_episodes=args.episodes)
+    config = compose_config(ROOT / f"conf/baselines/{args.env}_{args.method}.yaml")["model"].get("init_args", {})
+    config = merge_config(config, settings_of(args.set))
+    config = merge_config(config, {"env": args.env, "seed": args.seed,
+                                   "metatest": {"every_transitions": args.every, "episodes": args.episodes}})
     print(f"{args.method} on {args.env}'s first {args.tasks} training tasks: {config}", flush=True)
     pl.seed_everything(args.seed, verbose=False)
     learner = on_training_tasks(LEARNERS[args.method], args.tasks)(**config)

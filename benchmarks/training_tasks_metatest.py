@@ -2,7 +2,7 @@
 
     python benchmarks/training_tasks_metatest.py --ckpt runs/acrobot/version_0/checkpoints/last.ckpt [--ckpt ...]
         [--context 50] [--episodes 50] [--seed 123] [--tasks N]
-        [--method gssm_aps|gssm_nonamortized|gssm_mpc] [--set mpc_horizon=40 ...]
+        [--method gssm_aps|gssm_nonamortized|gssm_mpc] [--set mpc.horizon=40 ...]
 
 DESIGN §6's protocol — ``--context`` online steps with the stochastic policy while ``z_c`` is
 re-inferred as the context grows, then ``--episodes`` mean-action episodes per task with ``z_c``
@@ -11,7 +11,8 @@ from that context, no gradient step — run on the training tasks the checkpoint
 test tasks. Budgets and schedules are chosen on this number: the Dyna loop's ``real/reward_per_step``
 is collected by the exploring policy (action std ≥ its floor) and stayed flat on acrobot while the
 mean-action policy still improved (README, *What was tried*). With ``--method`` a test-time method
-(:class:`modules.GSSMTestTimeMethod`, its settings changed by ``--set name=value``) runs
+(:class:`modules.GSSMTestTimeMethod`, its settings changed by ``--set name=value``, a block's field
+as ``block.field=value``) runs
 the same protocol on the checkpoint's GSSM: how its planning and search settings were chosen.
 """
 
@@ -32,6 +33,7 @@ from latent_probe import run_label  # noqa: E402
 from evaluation.protocol import run_meta_test  # noqa: E402
 from modules.methods.gssm_aps.dyna_checkpoint import load_dyna_checkpoint  # noqa: E402
 from modules.methods.gssm_test_time.test_time_method import GSSMTestTimeMethod  # noqa: E402
+from train import merge_config  # noqa: E402
 
 
 def training_tasks_reward(path: str, context: int, episodes: int, seed: int, method: str = "gssm_aps",
@@ -49,21 +51,33 @@ def training_tasks_reward(path: str, context: int, episodes: int, seed: int, met
             results, _ = run_meta_test(family, train_tasks, method, run.aps.policy, episodes, seed, infer,
                                        n_context=context)  # fmt: skip
     else:
-        module = GSSMTestTimeMethod(env=family.name, method=method, checkpoint=path, metatest_context=context,
-                                metatest_episodes=episodes, seed=seed, **(settings or {}))  # fmt: skip
+        given = merge_config({"metatest": {"context": context, "episodes": episodes}}, settings or {})
+        module = GSSMTestTimeMethod(env=family.name, method=method, checkpoint=path, seed=seed, **given)
         module.setup("test")
-        results = module.meta_test_tasks(train_tasks)
-        compute = module.compute_per_task_and_action()
+        results = module.run_protocol(train_tasks)
+        compute = module.test_compute()
     per_task = {r.task: r.reward_per_step for r in results if r.method == method}
     return {"env": family.name, "tasks": len(train_tasks), "reward_per_step": sum(per_task.values()) / len(per_task),
             "per_task": per_task, "compute": compute}  # fmt: skip
 
 
-def parse_setting(text: str) -> tuple[str, object]:
+def parse_setting(text: str) -> dict:
+    """``name=value`` as ``{name: value}``, ``block.field=value`` as ``{block: {field: value}}``."""
     name, sep, value = text.partition("=")
     if not sep:
-        raise argparse.ArgumentTypeError(f"--set {text!r}: expected name=value, e.g. mpc_horizon=40")
-    return name, yaml.safe_load(value)
+        raise argparse.ArgumentTypeError(f"--set {text!r}: expected name=value, e.g. mpc.horizon=40")
+    setting = yaml.safe_load(value)
+    for key in reversed(name.split(".")):
+        setting = {key: setting}
+    return setting
+
+
+def settings_of(parsed: list[dict]) -> dict:
+    """The ``--set`` settings merged into one nested dict."""
+    merged: dict = {}
+    for setting in parsed:
+        merged = merge_config(merged, setting)
+    return merged
 
 
 def main() -> None:
@@ -77,11 +91,11 @@ def main() -> None:
     parser.add_argument("--set", type=parse_setting, nargs="*", default=[], dest="settings",
                         help="a test-time method's setting, name=value (GSSMTestTimeMethod's arguments)")
     args = parser.parse_args()
-    print(f"{args.method} {dict(args.settings)}")
+    settings = settings_of(args.settings)
+    print(f"{args.method} {settings}")
     print("| checkpoint | env | training tasks | mean per-step reward | test-time compute |\n|---|---|---:|---:|---|")
     for path in args.ckpt:
-        r = training_tasks_reward(path, args.context, args.episodes, args.seed, args.method, args.tasks,
-                                  dict(args.settings))  # fmt: skip
+        r = training_tasks_reward(path, args.context, args.episodes, args.seed, args.method, args.tasks, settings)
         compute = ", ".join(f"{k} {v:.4f}" for k, v in r["compute"].items()) or "—"
         print(f"| {run_label(path)} ({path}) | {r['env']} | {r['tasks']} | {r['reward_per_step']:.3f} | {compute} |",
               flush=True)

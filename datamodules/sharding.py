@@ -10,6 +10,18 @@ from torch.utils.data import IterableDataset
 from datamodules.collection import Transitions
 
 
+def rank_share(tasks: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """The tasks of ``tasks`` (global indices ``[K]``) that ``rank`` runs, in order: those with
+    ``index % W == rank``. The one rule by which the training tasks, an iteration's collection and
+    the test tasks are split across ranks (empty where a rank has none).
+
+    Example:
+        >>> rank_share(torch.tensor([1, 2, 3, 4, 6]), 0, 2), rank_share(torch.arange(3), 1, 4)
+        (tensor([2, 4, 6]), tensor([1]))
+    """
+    return tasks[tasks % world_size == rank]
+
+
 def shard_tasks(num_tasks: int, rank: int, world_size: int, what: str = "tasks") -> torch.Tensor:
     """Task indices of ``rank``: ``rank, rank + W, rank + 2W, ...`` (disjoint, covering all).
 
@@ -21,14 +33,14 @@ def shard_tasks(num_tasks: int, rank: int, world_size: int, what: str = "tasks")
             f"cannot shard {num_tasks} {what} over {world_size} ranks: every rank needs at least one; "
             f"use at most {num_tasks} devices×nodes or more {what}"
         )
-    return torch.arange(rank, num_tasks, world_size)
+    return rank_share(torch.arange(num_tasks), rank, world_size)
 
 
 def round_robin_tasks(iteration: int, per_iteration: int | None, num_tasks: int) -> torch.Tensor:
     """The training tasks collected at ``iteration`` (1, 2, ...), sorted ``[K]``: ``per_iteration`` of
     them round robin, iteration ``i`` starting at task ``(i − 1)·K mod T``, so every task gets as many
     episodes as the others over ``T / K`` iterations; None (or ``K ≥ T``): all. The same tasks on any
-    number of ranks; each rank collects those of its :func:`shard_tasks` (``tasks % W == rank``).
+    number of ranks; each rank collects its :func:`rank_share` of them (``tasks % W == rank``).
 
     Example:
         >>> round_robin_tasks(3, 4, 6), round_robin_tasks(1, None, 3)
@@ -79,11 +91,11 @@ def gather_shards(
 
 
 class TaskIndexShard(IterableDataset):
-    """One batch: the indices ``rank, rank + W, ...`` of ``num_tasks`` (the test loop's trigger, the
-    same single batch on every rank)."""
+    """One batch: the indices of ``num_tasks`` test tasks that ``rank`` meta-tests (:func:`rank_share`;
+    the test loop's trigger, a single batch on every rank, empty where the rank has none)."""
 
     def __init__(self, num_tasks: int, rank: int, world: int):
-        self.indices = torch.arange(num_tasks)[rank::world]
+        self.indices = rank_share(torch.arange(num_tasks), rank, world)
 
     def __iter__(self):
         yield self.indices

@@ -11,7 +11,7 @@ from evaluation.protocol import (
     select_tasks,
     summarise,
 )
-from evaluation.reports import log_final_hparams, publish_meta_test, split_means, write_reports, write_test_compute
+from evaluation.reports import log_final_hparams, publish_meta_test, split_means, write_reports
 from evaluation.rollout_strip import rollout_strip
 
 __all__ = [
@@ -28,5 +28,4 @@ __all__ = [
     "split_means",
     "summarise",
     "write_reports",
-    "write_test_compute",
 ]

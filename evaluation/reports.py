@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger
 
 from common.tensorboard_writing import epoch_log_step, tensorboard_logger
 from envs import Task
@@ -61,15 +60,17 @@ def write_reports(results: list[TaskResult], directory: str | Path, header: str)
 
 def publish_meta_test(
     trainer: pl.Trainer, results: list[TaskResult], tasks: list[Task], method: str, header: str,
-    real_transitions: int,
+    real_transitions: int, compute: dict[str, float] | None = None,
 ) -> dict[str, float]:  # fmt: skip
-    """Gather every rank's ``results`` (rank ``r`` ran ``tasks[r::W]``) on rank 0, which writes
-    ``metatest.json``/``.md`` into the log directory, appends the split means to
-    ``metatest_history.jsonl`` (one line per evaluation: the learning curve against
-    ``real_transitions``) and the table as TensorBoard text. Call on every rank (the log directory is
-    a broadcast); returns the ``metatest/...`` scalars of ``method`` on rank 0 (the caller logs
-    them), an empty dict elsewhere."""
-    log_dir = trainer.log_dir or trainer.default_root_dir
+    """Gather every rank's ``results`` (rank ``r`` ran its :func:`datamodules.sharding.rank_share` of
+    ``tasks``) on rank 0, which writes ``metatest.json``/``.md`` into the log directory, appends the
+    split means to ``metatest_history.jsonl`` (one line per evaluation: the learning curve against
+    ``real_transitions``), the table as TensorBoard text and, given the method's test-time
+    ``compute`` (``{"time/...": seconds}``, already summed over ranks), ``test_compute.json``. The one
+    publishing path of every method's meta-test. Call on every rank (the log directory is a
+    broadcast); returns the ``metatest/...`` scalars of ``method`` and the compute on rank 0 (the
+    caller logs them), an empty dict elsewhere."""
+    log_dir = Path(trainer.log_dir or trainer.default_root_dir)
     if trainer.world_size > 1:
         gathered: list[list] = [[] for _ in range(trainer.world_size)]
         torch.distributed.all_gather_object(gathered, results)
@@ -80,7 +81,7 @@ def publish_meta_test(
     results = sorted(results, key=lambda r: (r.method != method, position[r.task]))
     markdown = write_reports(results, log_dir, header)
     summaries = split_means(results)
-    with open(Path(log_dir) / "metatest_history.jsonl", "a") as history:
+    with open(log_dir / "metatest_history.jsonl", "a") as history:
         history.write(json.dumps({"real_transitions": real_transitions, "summary": summaries}) + "\n")
     summary = summaries[method]
     ours = [r for r in results if r.method == method]
@@ -95,24 +96,20 @@ def publish_meta_test(
     tb = tensorboard_logger(trainer)
     if tb is not None:
         tb.experiment.add_text("metatest/table", markdown, epoch_log_step(trainer))
-    return scalars
-
-
-def write_test_compute(trainer: pl.Trainer, method: str, compute: dict[str, float]) -> None:
-    """Rank 0 writes a method's test-time compute (``{"time/...": seconds}``) to ``test_compute.json`` in
-    the log directory. Call on every rank (the log directory is a broadcast)."""
-    log_dir = Path(trainer.log_dir or trainer.default_root_dir)
-    if trainer.is_global_zero:
+    if compute:
         (log_dir / "test_compute.json").write_text(json.dumps({"method": method, **compute}, indent=1))
+    return {**scalars, **(compute or {})}
 
 
-def log_final_hparams(module: pl.LightningModule, latest: dict[str, float], real_transitions: int) -> None:
-    """Rank 0 (the logger is rank 0's): a learner's settings in TensorBoard's *HParams* tab with its final
-    meta-test per split (``latest``: the ``metatest/...`` scalars of :func:`publish_meta_test`)."""
-    if not isinstance(module.logger, TensorBoardLogger) or not latest:
+def log_final_hparams(trainer: pl.Trainer, params: dict, latest: dict[str, float], real_transitions: int) -> None:
+    """Rank 0: a run's settings ``params`` (nested mappings are flattened) in TensorBoard's *HParams*
+    tab with its final meta-test per split (``latest``: the ``metatest/...`` scalars of
+    :func:`publish_meta_test`; nothing without a meta-test or a ``TensorBoardLogger``)."""
+    tb = tensorboard_logger(trainer)
+    if tb is None or not trainer.is_global_zero or not latest:
         return
     metrics = {f"hparams/final_metatest_{split}_reward_per_step": latest[key]
                for split in ("interpolation", "extrapolation")
                if (key := f"metatest/{split}/reward_per_step") in latest}  # fmt: skip
     metrics["hparams/real_transitions"] = float(real_transitions)
-    module.logger.log_hyperparams(dict(module.hparams), metrics)
+    tb.log_hyperparams(params, metrics)

@@ -165,5 +165,5 @@ def test_ppo_settings_come_as_one_block_and_an_unknown_one_is_named():
     assert (aps.ppo.ppo_epochs, aps.ppo.num_minibatches, aps.ppo.lr) == (3, 4, 0.01)
     assert aps.hparams.ppo["ppo_epochs"] == 3  # plain data in the checkpoint's hyperparameters
     assert aps.configure_optimizers().param_groups[0]["lr"] == 0.01
-    with pytest.raises(ValueError, match=r"unknown PPO setting\(s\) \['ppo_epoch'\]"):
+    with pytest.raises(ValueError, match=r"unknown PPOSettings field\(s\) \['ppo_epoch'\]"):
         APSModule(env="acrobot", latent_dim=2, ppo={"ppo_epoch": 3})

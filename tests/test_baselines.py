@@ -16,9 +16,9 @@ from modules.policies.pe_encoder import ProbabilisticContextEncoder
 
 # a tiny budget: 2 PPO iterations of 2 episodes × 200 steps, meta-test on 2 tasks × 2 episodes
 TINY = [
-    "--model.real_transitions", "800", "--model.envs_per_iteration", "2", "--model.hidden_dim", "16",
-    "--model.latent_dim", "3", "--model.metatest_episodes", "2", "--model.metatest_context", "5",
-    "--model.metatest_tasks", "[interp-default, extrap-mixed]", "--trainer.enable_progress_bar", "false",
+    "--model.budget.real_transitions", "800", "--model.envs_per_iteration", "2", "--model.hidden_dim", "16",
+    "--model.latent_dim", "3", "--model.metatest.episodes", "2", "--model.metatest.context", "5",
+    "--model.metatest.tasks", "[interp-default, extrap-mixed]", "--trainer.enable_progress_bar", "false",
     "--trainer.logger.init_args.version", "fixed",
 ]  # fmt: skip
 
@@ -52,7 +52,7 @@ def test_unknown_method_and_task_names_are_rejected():
     with pytest.raises(ValueError, match="'ppo'"):
         ModelFreePPO(method="ppo")
     with pytest.raises(ValueError, match="nope"):
-        ModelFreePPO(metatest_tasks=["nope"])
+        ModelFreePPO(metatest={"tasks": ["nope"]})
 
 
 @pytest.mark.slow

@@ -42,8 +42,8 @@ def test_two_process_ddp_fit_then_test(tmp_path):
 
     # a test-time method on the same checkpoint: each rank searches its shard's task policies
     run_cli(tmp_path, "test", "--config", str(ROOT / "conf/baselines/acrobot_gssm_nonamortized.yaml"), *DDP,
-            "--model.checkpoint", str(log_dir / "checkpoints/last.ckpt"), "--model.metatest_episodes", "2",
-            "--model.metatest_context", "5", "--model.search_iterations", "2", "--model.search_rollouts", "8",
+            "--model.checkpoint", str(log_dir / "checkpoints/last.ckpt"), "--model.metatest.episodes", "2",
+            "--model.metatest.context", "5", "--model.search_iterations", "2", "--model.search_rollouts", "8",
             timeout=400)  # fmt: skip
     searched = tmp_path / "runs/gssm_nonamortized/acrobot/version_0"
     names = [r["task"] for r in json.loads((searched / "metatest.json").read_text())["tasks"]

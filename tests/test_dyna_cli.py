@@ -366,8 +366,8 @@ def test_the_training_tasks_benchmark_runs_the_meta_test_protocol_on_the_checkpo
 @pytest.mark.parametrize("method", ["gssm_mpc", "gssm_nonamortized"])
 def test_a_test_time_method_meta_tests_a_main_job_checkpoint(fitted, tmp_path, method):
     ckpt = str(fitted / LOG / "checkpoints/last.ckpt")
-    tiny = ("--model.metatest_episodes", "2", "--model.metatest_context", "5", "--model.mpc_samples", "4",
-            "--model.mpc_horizon", "3", "--model.search_iterations", "2", "--model.search_rollouts", "8")  # fmt: skip
+    tiny = ("--model.metatest.episodes", "2", "--model.metatest.context", "5", "--model.mpc.samples", "4",
+            "--model.mpc.horizon", "3", "--model.search_iterations", "2", "--model.search_rollouts", "8")  # fmt: skip
     run_cli(tmp_path, "test", "--config", str(ROOT / f"conf/baselines/acrobot_{method}.yaml"),
             "--model.checkpoint", ckpt, *tiny)  # fmt: skip
     log_dir = tmp_path / f"runs/{method}/acrobot/version_0"

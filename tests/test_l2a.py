@@ -12,7 +12,7 @@ from envs.rollout import Trajectory
 from modules.methods.l2a.agent import L2AAgent, last_transitions
 from modules.methods.l2a.learner import L2A
 from modules.models.adaptive_dynamics import AdaptiveDynamics
-from modules.policies.mppi import MPPI
+from modules.policies.mppi import MPPI, MPPISettings
 
 
 def linear_windows(tasks: int, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +78,8 @@ def test_evaluation_adapts_to_the_context_then_the_episode_so_far(meta_trained, 
     """At step ``t`` the rows of task ``i`` adapt to the last ``recent`` of: task ``i``'s context, then their
     own episode's ``(s_k, a_k, s_{k+1} − s_k)``, ``k < t``."""
     monkeypatch.setitem(envs.FAMILIES, "toy_reach", ReachZeroToyFamily)
-    agent = L2AAgent(meta_trained, ReachZeroToyFamily(), torch.zeros(2, 1), MPPI(1, horizon=2, samples=4), recent=4)
+    planner = MPPI(1, MPPISettings(horizon=2, samples=4))
+    agent = L2AAgent(meta_trained, ReachZeroToyFamily(), torch.zeros(2, 1), planner, recent=4)
     seen = {}
     monkeypatch.setattr(agent, "plan", lambda obs, x, y, mask, generator=None: seen.update(x=x, y=y, mask=mask) or obs)
     cx = torch.arange(6.0).view(2, 3, 1).expand(-1, -1, 2) * torch.tensor([1.0, 0.0])  # s = 0..5, a = 0
@@ -109,7 +110,7 @@ def test_the_agent_plans_in_the_model_adapted_to_each_tasks_transitions(meta_tra
     g = torch.Generator().manual_seed(3)
     s, a = torch.randn(2, 20, 1, generator=g), torch.rand(2, 20, 1, generator=g) * 2 - 1
     cx, cy = torch.cat([s, a], -1), torch.tensor([1.5, -1.5])[:, None, None] * a
-    planner = MPPI(1, horizon=5, samples=128, iterations=2, temperature=0.1)
+    planner = MPPI(1, MPPISettings(horizon=5, samples=128, iterations=2, temperature=0.1))
     agent = L2AAgent(meta_trained, ReachZeroToyFamily(), torch.zeros(2, 1), planner)
     with pytest.raises(RuntimeError, match="before infer_latent"):
         agent.act(torch.ones(2, 1), torch.zeros(2, 0))
@@ -128,7 +129,7 @@ def test_bad_l2a_settings_and_another_envs_checkpoint_are_refused_by_name():
     with pytest.raises(ValueError, match="recent=0"):
         L2A(recent=0)
     with pytest.raises(ValueError, match="random_steps_per_task=20"):
-        L2A(random_steps_per_task=20)
+        L2A(collection={"random_steps_per_task": 20})
 
 
 @pytest.mark.slow
@@ -139,11 +140,12 @@ def test_l2a_fits_and_tests_from_the_command_line(tmp_path):
     from cli_runner import ROOT, run_cli
 
     config = str(ROOT / "conf/baselines/acrobot_l2a.yaml")
-    tiny = ["--model.real_transitions", "700", "--model.num_train_tasks", "3", "--model.random_steps_per_task", "40",
-            "--model.tasks_per_iteration", "3", "--model.hidden_dim", "16", "--model.steps_per_iteration", "5",
-            "--model.meta_batch", "4", "--model.mpc_horizon", "3", "--model.mpc_samples", "4",
-            "--model.metatest_episodes", "2", "--model.metatest_context", "5",
-            "--model.metatest_tasks", "[interp-default, extrap-mixed]", "--trainer.enable_progress_bar", "false",
+    tiny = ["--model.budget.real_transitions", "700", "--model.budget.num_train_tasks", "3",
+            "--model.collection.random_steps_per_task", "40", "--model.collection.tasks_per_iteration", "3",
+            "--model.hidden_dim", "16", "--model.steps_per_iteration", "5",
+            "--model.meta_batch", "4", "--model.mpc.horizon", "3", "--model.mpc.samples", "4",
+            "--model.metatest.episodes", "2", "--model.metatest.context", "5",
+            "--model.metatest.tasks", "[interp-default, extrap-mixed]", "--trainer.enable_progress_bar", "false",
             "--trainer.logger.init_args.version", "fixed"]  # fmt: skip
     run_cli(tmp_path, "fit", "--config", config, *tiny)
     log_dir = tmp_path / "runs/l2a/acrobot/fixed"
@@ -171,10 +173,11 @@ def test_l2a_under_two_process_ddp_shards_tasks_and_reports_once(tmp_path):
     from cli_runner import ROOT, run_cli
 
     ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
-    tiny = ["--model.real_transitions", "900", "--model.num_train_tasks", "4", "--model.random_steps_per_task", "40",
-            "--model.tasks_per_iteration", "4", "--model.hidden_dim", "16", "--model.steps_per_iteration", "3",
-            "--model.meta_batch", "4", "--model.mpc_horizon", "3", "--model.mpc_samples", "4",
-            "--model.metatest_episodes", "2", "--model.metatest_context", "5", "--trainer.enable_progress_bar", "false",
+    tiny = ["--model.budget.real_transitions", "900", "--model.budget.num_train_tasks", "4",
+            "--model.collection.random_steps_per_task", "40", "--model.collection.tasks_per_iteration", "4",
+            "--model.hidden_dim", "16", "--model.steps_per_iteration", "3",
+            "--model.meta_batch", "4", "--model.mpc.horizon", "3", "--model.mpc.samples", "4",
+            "--model.metatest.episodes", "2", "--model.metatest.context", "5", "--trainer.enable_progress_bar", "false",
             "--trainer.logger.init_args.version", "fixed"]  # fmt: skip
     run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/baselines/acrobot_l2a.yaml"), *ddp, *tiny, timeout=400)
     log_dir = tmp_path / "runs/l2a/acrobot/fixed"
@@ -184,15 +187,3 @@ def test_l2a_under_two_process_ddp_shards_tasks_and_reports_once(tmp_path):
     assert state["l2a"]["real_transitions"] == 4 * 40 + 4 * 200  # both ranks counted: 2 tasks each
     assert state["l2a"]["buffer"]["size"].tolist() == [240] * 4  # every task's data, gathered from both ranks
 
-
-def test_a_checkpoint_with_another_buffer_bound_loads_with_its_own_capacity():
-    from datamodules.task_buffers import MultiTaskBuffer
-
-    saved = MultiTaskBuffer(16, 5000, 6, 1)
-    saved.add(torch.arange(16), torch.ones(16, 240, 6), torch.zeros(16, 240, 1), torch.zeros(16, 240),
-              torch.ones(16, 240, 6), torch.zeros(16, 240, dtype=torch.bool))  # fmt: skip
-    agent = L2A(env="acrobot", hidden_dim=8)
-    state = {"buffer": saved.state_dict(), "real_transitions": 3840, "iterations": 2}
-    agent.on_load_checkpoint({"hyper_parameters": {"env": "acrobot"}, "l2a": state})
-    assert agent.buffer.capacity == 5000 and agent.buffer.size.tolist() == [240] * 16
-    assert agent.real_transitions == 3840 and agent.iterations == 2

@@ -191,7 +191,7 @@ def test_bad_m_dpilco_settings_and_another_envs_checkpoint_are_refused_by_name()
                                                                                torch.zeros(2, 4, 4))  # fmt: skip
 
 
-TINY = {"l2a": (L2A, {"hidden_dim": 8, "steps_per_iteration": 3, "meta_batch": 4, "mpc_horizon": 3, "mpc_samples": 4}),
+TINY = {"l2a": (L2A, {"hidden_dim": 8, "steps_per_iteration": 3, "meta_batch": 4, "mpc": {"horizon": 3, "samples": 4}}),
         "m_dpilco": (MDPILCO, {"hidden_dim": 8, "members": 2, "model_steps": 3, "policy_steps": 2, "policy_rollouts": 4,
                                "horizon": 3})}  # fmt: skip
 
@@ -199,8 +199,8 @@ TINY = {"l2a": (L2A, {"hidden_dim": 8, "steps_per_iteration": 3, "meta_batch": 4
 def tiny_learner(method: str, **settings):
     torch.manual_seed(0)  # the same initial weights every time
     cls, sizes = TINY[method]
-    return cls(env="acrobot", real_transitions=10**6, num_train_tasks=2, random_steps_per_task=40,
-               tasks_per_iteration=2, **sizes, **settings)  # fmt: skip
+    return cls(env="acrobot", budget={"real_transitions": 10**6, "num_train_tasks": 2},
+               collection={"random_steps_per_task": 40, "tasks_per_iteration": 2}, **sizes, **settings)  # fmt: skip
 
 
 def fit(module, epochs: int, root, ckpt_path=None):
@@ -247,11 +247,12 @@ def test_m_dpilco_fits_and_tests_from_the_command_line(tmp_path):
     from cli_runner import ROOT, run_cli
 
     config = str(ROOT / "conf/baselines/acrobot_m_dpilco.yaml")
-    tiny = ["--model.real_transitions", "700", "--model.num_train_tasks", "3", "--model.random_steps_per_task", "40",
-            "--model.tasks_per_iteration", "3", "--model.hidden_dim", "16", "--model.members", "2",
+    tiny = ["--model.budget.real_transitions", "700", "--model.budget.num_train_tasks", "3",
+            "--model.collection.random_steps_per_task", "40", "--model.collection.tasks_per_iteration", "3",
+            "--model.hidden_dim", "16", "--model.members", "2",
             "--model.model_steps", "5", "--model.policy_steps", "3", "--model.policy_rollouts", "8",
-            "--model.horizon", "4", "--model.infer_steps", "3", "--model.metatest_episodes", "2",
-            "--model.metatest_context", "5", "--model.metatest_tasks", "[interp-default, extrap-mixed]",
+            "--model.horizon", "4", "--model.infer_steps", "3", "--model.metatest.episodes", "2",
+            "--model.metatest.context", "5", "--model.metatest.tasks", "[interp-default, extrap-mixed]",
             "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.version", "fixed"]  # fmt: skip
     run_cli(tmp_path, "fit", "--config", config, *tiny)
     log_dir = tmp_path / "runs/m_dpilco/acrobot/fixed"
@@ -282,11 +283,12 @@ def test_m_dpilco_under_two_process_ddp_shards_tasks_and_reports_once(tmp_path):
 
     ddp = ["--trainer.strategy", "ddp_find_unused_parameters_true", "--trainer.devices", "2",
            "--trainer.accelerator", "cpu"]  # fmt: skip
-    tiny = ["--model.real_transitions", "900", "--model.num_train_tasks", "4", "--model.random_steps_per_task", "40",
-            "--model.tasks_per_iteration", "4", "--model.hidden_dim", "16", "--model.members", "2",
+    tiny = ["--model.budget.real_transitions", "900", "--model.budget.num_train_tasks", "4",
+            "--model.collection.random_steps_per_task", "40", "--model.collection.tasks_per_iteration", "4",
+            "--model.hidden_dim", "16", "--model.members", "2",
             "--model.model_steps", "3", "--model.policy_steps", "2", "--model.policy_rollouts", "8",
-            "--model.horizon", "3", "--model.infer_steps", "2", "--model.metatest_episodes", "2",
-            "--model.metatest_context", "5", "--trainer.enable_progress_bar", "false",
+            "--model.horizon", "3", "--model.infer_steps", "2", "--model.metatest.episodes", "2",
+            "--model.metatest.context", "5", "--trainer.enable_progress_bar", "false",
             "--trainer.logger.init_args.version", "fixed"]  # fmt: skip
     run_cli(tmp_path, "fit", "--config", str(ROOT / "conf/baselines/acrobot_m_dpilco.yaml"), *ddp, *tiny, timeout=400)
     log_dir = tmp_path / "runs/m_dpilco/acrobot/fixed"
@@ -305,7 +307,8 @@ def test_the_training_task_curve_meta_tests_training_tasks_only(tmp_path):
 
     from cli_runner import ROOT
 
-    tiny = ["real_transitions=1300", "num_train_tasks=3", "random_steps_per_task=40", "tasks_per_iteration=3",
+    tiny = ["budget.real_transitions=1300", "budget.num_train_tasks=3", "collection.random_steps_per_task=40",
+            "collection.tasks_per_iteration=3",
             "hidden_dim=8", "model_steps=3", "policy_steps=2", "policy_rollouts=8"]  # fmt: skip
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/training_tasks_curve.py"), "--method", "m_dpilco",
                            "--env", "acrobot", "--tasks", "2", "--episodes", "1", "--every", "700", "--set", *tiny],

@@ -71,7 +71,7 @@ def test_run_meta_test_infers_the_latent_from_the_whole_context_and_tests_a_rand
 
 
 def test_model_free_collection_masks_after_termination_and_counts_only_live_steps(family):
-    agent = ModelFreePPO(env="countdown", envs_per_iteration=4, num_train_tasks=3, hidden_dim=8)
+    agent = ModelFreePPO(env="countdown", envs_per_iteration=4, budget={"num_train_tasks": 3}, hidden_dim=8)
     r = agent.collect_rollouts()
     lifetimes = [agent.train_tasks[i].parameters["lifetime"] for i in range(3)]
     lengths = r.alive.sum(0)
@@ -84,9 +84,9 @@ def test_model_free_collection_masks_after_termination_and_counts_only_live_step
 
 
 def test_model_free_training_stops_at_the_iteration_that_spends_the_budget_then_meta_tests(family, tmp_path):
-    agent = ModelFreePPO(env="countdown", real_transitions=30, envs_per_iteration=2, num_train_tasks=3,
-                         hidden_dim=8, ppo={"ppo_epochs": 1, "num_minibatches": 2}, metatest_episodes=2,
-                         metatest_context=3)  # fmt: skip
+    agent = ModelFreePPO(env="countdown", budget={"real_transitions": 30, "num_train_tasks": 3}, envs_per_iteration=2,
+                         hidden_dim=8, ppo={"ppo_epochs": 1, "num_minibatches": 2},
+                         metatest={"episodes": 2, "context": 3})  # fmt: skip
     trainer = pl.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
     trainer.fit(agent)

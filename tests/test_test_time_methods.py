@@ -12,7 +12,7 @@ import envs
 from modules import APSModule, MetaDynamicsModel
 from modules.methods.gssm_test_time.model_predictive_agent import ModelPredictiveAgent
 from modules.methods.gssm_test_time.task_policy_search import TaskPolicySearch, stacked_mean_action
-from modules.policies.mppi import MPPI
+from modules.policies.mppi import MPPI, MPPISettings
 
 
 class ReachZeroToyFamily(LinearToyFamily):
@@ -46,7 +46,7 @@ def test_mppi_beats_random_actions_in_the_true_model():
     w, steps = 0.5, 10
     start = torch.randn(32, 1, generator=torch.Generator().manual_seed(0)) * 2
     g = torch.Generator().manual_seed(1)
-    planner = MPPI(act_dim=1, horizon=8, samples=64, iterations=2, noise_std=0.5, temperature=0.1)
+    planner = MPPI(1, MPPISettings(horizon=8, samples=64, iterations=2, noise_std=0.5, temperature=0.1))
     mpc = closed_loop_return(lambda s: planner.plan(s, true_returns(w), g), w, start, steps)
     random = closed_loop_return(lambda s: torch.rand(s.shape, generator=g) * 2 - 1, w, start, steps)
     idle = closed_loop_return(torch.zeros_like, w, start, steps)
@@ -54,7 +54,7 @@ def test_mppi_beats_random_actions_in_the_true_model():
 
 
 def test_mppi_keeps_its_plan_as_a_warm_start_and_drops_it_for_a_new_batch():
-    planner = MPPI(act_dim=1, horizon=4, samples=32)
+    planner = MPPI(1, MPPISettings(horizon=4, samples=32))
     g = torch.Generator().manual_seed(0)
     planner.plan(torch.zeros(3, 1), true_returns(1.0), g)
     assert planner.mean_plan.shape == (3, 4, 1) and (planner.mean_plan[:, -1] == 0).all()  # shifted, 0 appended
@@ -63,7 +63,7 @@ def test_mppi_keeps_its_plan_as_a_warm_start_and_drops_it_for_a_new_batch():
     planner.reset()
     assert planner.mean_plan is None
     with pytest.raises(ValueError, match="temperature=0"):
-        MPPI(act_dim=1, temperature=0)
+        MPPI(1, MPPISettings(temperature=0))
 
 
 @pytest.fixture
@@ -82,8 +82,8 @@ def test_the_model_predictive_agent_plans_each_task_in_its_own_context(toy_model
     g = torch.Generator().manual_seed(3)
     obs, act = torch.randn(2, 30, 1, generator=g), torch.rand(2, 30, 1, generator=g) * 2 - 1
     cx, cy = torch.cat([obs, act], -1), w[:, None, None] * act
-    agent = ModelPredictiveAgent(model, family, torch.zeros(2, 1), MPPI(act_dim=1, horizon=5, samples=128,
-                                                                        iterations=2, temperature=0.1))  # fmt: skip
+    agent = ModelPredictiveAgent(model, family, torch.zeros(2, 1), MPPI(1, MPPISettings(
+        horizon=5, samples=128, iterations=2, temperature=0.1)))  # fmt: skip
     with pytest.raises(RuntimeError, match="before infer_latent"):
         agent.act(torch.zeros(2, 1), torch.zeros(2, 2))
     q = agent.infer_latent(cx, cy, torch.ones(2, 30, dtype=torch.bool))
@@ -133,3 +133,5 @@ def test_an_unknown_init_or_method_is_refused_by_name():
         GSSMTestTimeMethod(method="gssm_plan", checkpoint="x.ckpt")
     with pytest.raises(ValueError, match=r"needs --model\.checkpoint"):
         GSSMTestTimeMethod(method="gssm_mpc")
+    with pytest.raises(ValueError, match=r"trains nothing: metatest\.every_transitions=10 does not apply"):
+        GSSMTestTimeMethod(checkpoint="x.ckpt", metatest={"every_transitions": 10})

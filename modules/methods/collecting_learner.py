@@ -9,29 +9,30 @@ import pytorch_lightning as pl
 import torch
 
 from common.seeding import COLLECT_ENV, METATEST, derive_seed
+from common.validation import require_positive_integers
 from datamodules.collection import Transitions
-from datamodules.sharding import gather_shards, shard_tasks
+from datamodules.sharding import gather_shards, rank_share, round_robin_tasks, shard_tasks
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import Task, make_family
 from envs.rollout import StepPolicy, TaskVectorEnv, random_policy, rollout
 from evaluation import TaskResult, select_tasks
 from modules.methods.meta_tested_learner import MetaTestedLearner
+from modules.methods.settings import BudgetSettings, CollectionSettings, MetaTestSettings
 
 
 class CollectingLearner(MetaTestedLearner, pl.LightningModule):
     """A LightningModule whose epoch is one iteration: collect real transitions, then train on them.
 
-    A subclass calls :meth:`init_collection` in its ``__init__`` (after ``save_hyperparameters``, whose
-    ``env``, ``num_train_tasks``, ``task_seed``, ``metatest_tasks``, ``real_transitions``,
-    ``random_steps_per_task``, ``tasks_per_iteration``, ``eval_every_transitions``,
-    ``metatest_context``, ``metatest_episodes`` it reads) and gives :meth:`collection_policy`,
-    :meth:`run_protocol` and, where it has normalisers, :meth:`on_collected`.
+    A subclass calls :meth:`init_collection` in its ``__init__`` with its ``env`` and settings blocks
+    (:mod:`modules.methods.settings`) and gives :meth:`collection_policy`, :meth:`run_protocol` and,
+    where it has normalisers, :meth:`on_collected`.
 
-    - ``on_train_epoch_start`` (every rank): iteration 0 takes ``random_steps_per_task`` random steps in
-      each task of the rank's shard, later iterations one episode (``episode_length`` steps) in each of
-      the shard's next ``tasks_per_iteration / world`` tasks (round robin) with
-      :meth:`collection_policy`; the shares are all-gathered, so every rank's buffer (and the
-      checkpoint) holds every task's transitions.
+    - ``on_train_epoch_start`` (every rank): iteration 0 takes ``collection.random_steps_per_task``
+      random steps in every training task, later iterations one episode (``episode_length`` steps) in
+      each of the next ``collection.tasks_per_iteration`` tasks (:meth:`collection_tasks`: one global
+      round robin, the same tasks on any number of ranks) with :meth:`collection_policy`; each rank
+      collects its :func:`datamodules.sharding.rank_share` of them and the shares are all-gathered, so
+      every rank's buffer (and the checkpoint) holds every task's transitions.
     - ``on_train_epoch_end``: the meta-test when due (:class:`modules.methods.meta_tested_learner.MetaTestedLearner`);
       its extra compute — seconds over a count, summed over ranks into ``time/<COMPUTE_NAME>`` — is
       logged and written to ``test_compute.json`` by rank 0.
@@ -41,17 +42,23 @@ class CollectingLearner(MetaTestedLearner, pl.LightningModule):
 
     COMPUTE_NAME = ""  # e.g. "test_seconds_per_action": seconds per counted unit of test-time work
 
-    def init_collection(self) -> None:
-        hp = self.hparams
-        self.family = fam = make_family(hp.env)
-        self.train_tasks = fam.train_tasks(hp.num_train_tasks, hp.task_seed)
-        self.test_tasks = select_tasks(fam.test_tasks(), hp.metatest_tasks, fam.name)
-        per_iteration = min(hp.tasks_per_iteration, hp.num_train_tasks)
-        iterations = -(-max(hp.real_transitions - hp.num_train_tasks * hp.random_steps_per_task, 0)
+    def init_collection(self, env: str, budget: BudgetSettings, collection: CollectionSettings,
+                        metatest: MetaTestSettings) -> None:  # fmt: skip
+        """Settle the settings blocks, the training and test tasks and a buffer that holds the whole budget."""
+        self.budget, self.collection, self.metatest = budget, collection, metatest
+        self.family = fam = make_family(env)
+        tasks, random_steps = budget.num_train_tasks, collection.random_steps_per_task
+        self.train_tasks = fam.train_tasks(tasks, budget.task_seed)
+        require_positive_integers(type(self).__name__, real_transitions=budget.real_transitions,
+                                  random_steps_per_task=random_steps,
+                                  tasks_per_iteration=collection.tasks_per_iteration or tasks)  # fmt: skip
+        self.test_tasks = select_tasks(fam.test_tasks(), metatest.tasks, fam.name)
+        per_iteration = min(collection.tasks_per_iteration or tasks, tasks)
+        iterations = -(-max(budget.real_transitions - tasks * random_steps, 0)
                        // (per_iteration * fam.episode_length))  # fmt: skip
-        episodes_per_task = -(-iterations * per_iteration // hp.num_train_tasks) + 1  # round robin: at most this many
-        capacity = hp.random_steps_per_task + episodes_per_task * fam.episode_length  # the ring never wraps
-        self.buffer = MultiTaskBuffer(hp.num_train_tasks, capacity, fam.obs_dim, fam.act_dim)
+        episodes_per_task = -(-iterations * per_iteration // tasks) + 1  # round robin: at most this many
+        capacity = random_steps + episodes_per_task * fam.episode_length  # the ring never wraps
+        self.buffer = MultiTaskBuffer(tasks, capacity, fam.obs_dim, fam.act_dim)
         self.real_transitions = self._transitions_before = self.iterations = 0
         self._results: list[TaskResult] = []
         self._compute = torch.zeros(2, dtype=torch.float64)  # the meta-test's extra seconds and their count
@@ -86,28 +93,27 @@ class CollectingLearner(MetaTestedLearner, pl.LightningModule):
         rank, world = self.rank_world()
         return shard_tasks(len(self.train_tasks), rank, world, "training tasks")
 
-    def collection_tasks(self, rank: int, world: int) -> torch.Tensor:
-        """The training tasks ``rank`` collects in this iteration (sorted): its whole shard at iteration 0,
-        then the next ``tasks_per_iteration / world`` of it, round robin."""
-        shard = shard_tasks(len(self.train_tasks), rank, world, "training tasks")
+    def collection_tasks(self) -> torch.Tensor:
+        """The training tasks collected in this iteration, over all ranks, sorted ``[K]``: every one at
+        iteration 0, then :func:`datamodules.sharding.round_robin_tasks`."""
         if self.iterations == 0:
-            return shard
-        per_rank = min(self.hparams.tasks_per_iteration // world, len(shard))
-        start = ((self.iterations - 1) * per_rank) % len(shard)
-        return shard[(start + torch.arange(per_rank)) % len(shard)].sort().values
+            return torch.arange(len(self.train_tasks))
+        return round_robin_tasks(self.iterations, self.collection.tasks_per_iteration, len(self.train_tasks))
 
     @torch.no_grad()
     def on_train_epoch_start(self) -> None:
-        hp, fam = self.hparams, self.family
+        fam, tasks = self.family, len(self.train_tasks)
         rank, world = self.rank_world()
-        if len(self.train_tasks) % world or hp.tasks_per_iteration % world:
-            raise ValueError(f"{self.METHOD} on {world} ranks: num_train_tasks={len(self.train_tasks)} and "
-                             f"tasks_per_iteration={hp.tasks_per_iteration} must be multiples of the number of ranks")
-        mine = self.collection_tasks(rank, world)
-        collected = torch.cat([self.collection_tasks(r, world) for r in range(world)]).sort().values
-        seed = derive_seed(COLLECT_ENV, hp.seed, self.iterations, rank) % 2**31
+        per_iteration = min(self.collection.tasks_per_iteration or tasks, tasks)
+        if tasks % world or per_iteration % world:
+            raise ValueError(f"{self.METHOD} on {world} ranks: num_train_tasks={tasks} and "
+                             f"tasks_per_iteration={per_iteration} must be multiples of the number of ranks")
+        collected = self.collection_tasks()
+        mine = rank_share(collected, rank, world)
+        seed = derive_seed(COLLECT_ENV, self.hparams.seed, self.iterations, rank) % 2**31
         if self.iterations == 0:
-            steps, policy = hp.random_steps_per_task, random_policy(fam.act_dim, torch.Generator().manual_seed(seed))
+            steps = self.collection.random_steps_per_task
+            policy = random_policy(fam.act_dim, torch.Generator().manual_seed(seed))
         else:
             steps, policy = fam.episode_length, self.collection_policy(mine, seed)
         env = TaskVectorEnv(fam, [self.train_tasks[i] for i in mine.tolist()], seed)
@@ -140,9 +146,8 @@ class CollectingLearner(MetaTestedLearner, pl.LightningModule):
         self.meta_test_when_due()
 
     def metatest_header(self) -> str:
-        hp = self.hparams
         return (f"{self.family.name}, {self.METHOD}, iteration {self.iterations}, {self.real_transitions} real "
-                f"training transitions, {hp.metatest_context} context steps, {hp.metatest_episodes} episodes per task")
+                f"training transitions, {self.metatest.protocol()}")
 
     def test_compute(self) -> dict[str, float]:
         """``time/<COMPUTE_NAME>``: the meta-test's extra seconds over their count, summed over ranks."""
@@ -162,9 +167,5 @@ class CollectingLearner(MetaTestedLearner, pl.LightningModule):
         if saved != self.hparams.env:
             raise ValueError(f"checkpoint was made for env={saved!r}, this run has env={self.hparams.env!r}")
         state = checkpoint[self.METHOD]
-        capacity = state["buffer"]["obs"].shape[1]
-        if capacity != self.buffer.capacity:  # written with another bound (L2A's changed on 2026-11-29)
-            fam = self.family
-            self.buffer = MultiTaskBuffer(len(self.train_tasks), capacity, fam.obs_dim, fam.act_dim)
         self.buffer.load_state_dict(state["buffer"])
         self.real_transitions, self.iterations = state["real_transitions"], state["iterations"]

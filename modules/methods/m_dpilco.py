@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 from torch.distributions import Normal
@@ -17,11 +18,13 @@ from envs import Task, TaskFamily
 from envs.rollout import StepPolicy, agent_policy, rollout
 from evaluation import TaskResult, run_meta_test
 from modules.methods.collecting_learner import CollectingLearner
+from modules.methods.settings import BudgetSettings, CollectionSettings, MetaTestSettings
 from modules.models.embedded_dynamics import EmbeddedDynamics
 from modules.models.model_env import ModelEnv, embedded_dynamics_next_state
 from modules.policies.embedded_policy import EmbeddedPolicy
 
 MODEL, POLICY = 0, 1  # the two phases of an iteration
+DEFAULT_METATEST = MetaTestSettings(every_transitions=9600)  # the learning curve: every 3 iterations of 16 episodes
 
 
 class PhaseStream(IterableDataset):
@@ -53,10 +56,10 @@ class MDPILCO(CollectingLearner):
     """Meta Deep PILCO on a task family's training tasks, meta-tested by DESIGN §6; one epoch = one iteration.
 
     Each iteration collects real transitions (``on_train_epoch_start``) — iteration 0
-    ``random_steps_per_task`` random steps in every task, later one episode (``episode_length`` steps)
-    in each of the next ``tasks_per_iteration`` tasks (round robin), acting with ``π(a | s, μ_j)`` plus
-    exploration noise; every rank collects in its shard and the shares are all-gathered — then, in
-    ``training_step`` (manual optimisation, two Adams):
+    ``collection.random_steps_per_task`` random steps in every task, later one episode
+    (``episode_length`` steps) in each of the next ``collection.tasks_per_iteration`` tasks (round
+    robin), acting with ``π(a | s, μ_j)`` plus exploration noise; every rank collects its share and
+    the shares are all-gathered — then, in ``training_step`` (manual optimisation, two Adams):
 
     1. ``model_steps`` steps of :meth:`EmbeddedDynamics.loss` — the dynamics ensemble and every
        training task's ``q(h_j)`` by their negative ELBO;
@@ -73,9 +76,13 @@ class MDPILCO(CollectingLearner):
     (:meth:`EmbeddedDynamics.infer`; re-inferred before each context step, as the protocol asks); the
     policy takes no gradient step and acts with the mean of ``q(h)``. ``test_compute.json`` holds that
     inference's seconds per test task. The run stops at the end of the iteration that reaches
-    ``real_transitions``; a resumed run continues from its checkpoint (buffers, weights, optimisers,
+    ``budget.real_transitions``; a resumed run continues from its checkpoint (buffers, weights, optimisers,
     counters) as the uninterrupted run would (every draw is seeded per iteration). Under DDP the two
     phases touch different parameters: use ``strategy: ddp_find_unused_parameters_true``.
+
+    Args:
+        budget, collection, metatest: :mod:`modules.methods.settings` blocks (or dicts of some of their
+            fields: the rest keep this class's defaults).
 
     Example:
         >>> MDPILCO(env="acrobot", hidden_dim=16).hparams.horizon
@@ -88,11 +95,8 @@ class MDPILCO(CollectingLearner):
     def __init__(
         self,
         env: str = "acrobot",
-        real_transitions: int = 48_000,
-        num_train_tasks: int = 16,
-        task_seed: int = 0,
-        random_steps_per_task: int = 200,
-        tasks_per_iteration: int = 16,
+        budget: BudgetSettings = BudgetSettings(),
+        collection: CollectionSettings = CollectionSettings(),
         embedding_dim: int = 4,
         members: int = 4,
         hidden_dim: int = 200,
@@ -110,27 +114,26 @@ class MDPILCO(CollectingLearner):
         exploration_std: float = 0.2,
         infer_steps: int = 50,
         infer_lr: float = 0.1,
-        eval_every_transitions: int = 0,
-        metatest_context: int = 50,
-        metatest_episodes: int = 50,
-        metatest_tasks: list[str] | None = None,
+        metatest: MetaTestSettings = DEFAULT_METATEST,
         seed: int = 0,
     ):
         super().__init__()
-        require_positive_integers("MDPILCO", real_transitions=real_transitions, tasks_per_iteration=tasks_per_iteration,
-                                  random_steps_per_task=random_steps_per_task, model_steps=model_steps,
-                                  model_batch=model_batch, policy_steps=policy_steps, horizon=horizon,
+        budget, collection = BudgetSettings.of(budget), CollectionSettings.of(collection)
+        metatest = MetaTestSettings.of(metatest, DEFAULT_METATEST)
+        require_positive_integers("MDPILCO", model_steps=model_steps, model_batch=model_batch,
+                                  policy_steps=policy_steps, horizon=horizon,
                                   policy_rollouts=policy_rollouts)  # fmt: skip
         if policy_rollouts % members:
             raise ValueError(f"MDPILCO policy_rollouts={policy_rollouts} must be a multiple of members={members}")
         if not 0 < discount <= 1:
             raise ValueError(f"MDPILCO discount={discount}; expected 0 < discount <= 1")
+        self.init_collection(env, budget, collection, metatest)
+        budget, collection, metatest = map(asdict, (budget, collection, metatest))  # plain data: weights_only
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.init_collection()
         fam = self.family
-        self.model = EmbeddedDynamics(fam.obs_dim, fam.act_dim, num_train_tasks, embedding_dim, members, hidden_dim,
-                                      layers)  # fmt: skip
+        self.model = EmbeddedDynamics(fam.obs_dim, fam.act_dim, len(self.train_tasks), embedding_dim, members,
+                                      hidden_dim, layers)  # fmt: skip
         self.policy = EmbeddedPolicy(fam.obs_dim, fam.act_dim, embedding_dim, policy_hidden_dim,
                                      exploration_std=exploration_std)  # fmt: skip
         self.register_buffer("train_params", fam.params_tensor(self.train_tasks), persistent=False)
@@ -226,8 +229,8 @@ class MDPILCO(CollectingLearner):
             seconds += time.perf_counter() - start
             return posterior
 
-        results, _ = run_meta_test(self.family, tasks, self.METHOD, self.policy, hp.metatest_episodes, seed,
-                                   infer_latent, hp.metatest_context)  # fmt: skip
+        results, _ = run_meta_test(self.family, tasks, self.METHOD, self.policy, self.metatest.episodes, seed,
+                                   infer_latent, self.metatest.context)  # fmt: skip
         self._compute += torch.tensor([seconds, len(tasks)], dtype=torch.float64)
         return results
 

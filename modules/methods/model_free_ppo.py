@@ -15,11 +15,14 @@ from envs import make_family
 from envs.rollout import TaskVectorEnv, Trajectory, rollout
 from evaluation import TaskResult, run_meta_test, select_tasks
 from modules.methods.meta_tested_learner import MetaTestedLearner
+from modules.methods.settings import BudgetSettings, MetaTestSettings
 from modules.policies.actor_critic import ActorCritic
 from modules.policies.pe_encoder import ProbabilisticContextEncoder
 from modules.policies.ppo import PPOLearner, PPOSettings, Rollouts
 
 METHODS = ("dr_ppo", "pe_ppo")
+DEFAULT_PPO = PPOSettings(ppo_epochs=10, num_minibatches=32, lr=3e-4)  # CleanRL's: 32 minibatches of 100 steps
+DEFAULT_METATEST = MetaTestSettings(every_transitions=16_000)  # every 5 iterations of 16 episodes
 
 
 class ModelFreePPO(MetaTestedLearner, PPOLearner):
@@ -37,19 +40,20 @@ class ModelFreePPO(MetaTestedLearner, PPOLearner):
     Each epoch is one PPO iteration (:class:`~modules.policies.ppo.PPOLearner`): every rank runs
     ``envs_per_iteration`` full episodes in parallel, each in a training task drawn uniformly
     (seeded by run seed, iteration and rank). Steps after an early termination are masked out and not
-    counted. The budget ``real_transitions`` counts the transitions used, over all ranks; the run stops
-    at the end of the iteration that spends it (set ``trainer.max_epochs: -1``), with a meta-test every
-    ``eval_every_transitions`` and at the end. The policy's input normaliser is updated after each
+    counted. The budget ``budget.real_transitions`` counts the transitions used, over all ranks; the run
+    stops at the end of the iteration that spends it (set ``trainer.max_epochs: -1``), with a meta-test
+    every ``metatest.every_transitions`` and at the end. The policy's input normaliser is updated after each
     collection, and the behaviour log-probabilities and values are recomputed under it, so each
     iteration's PPO starts at ratio 1.
     ``train.py test --ckpt_path`` meta-tests a checkpoint.
 
     Args:
-        num_train_tasks, task_seed: the training tasks (``family.train_tasks(num_train_tasks, task_seed)``,
-            as the GSSM datamodule draws them).
+        budget, metatest: :mod:`modules.methods.settings` blocks (or dicts of some of their fields: the
+            rest keep this class's defaults); the training tasks are
+            ``family.train_tasks(budget.num_train_tasks, budget.task_seed)``, as the GSSM datamodule draws them.
         context_capacity: transitions kept per training task for PE contexts.
         ppo: :class:`modules.policies.ppo.PPOSettings` (or a dict of some of its fields), shared with APS;
-            the baseline configs set CleanRL's step size 3e-4.
+            here CleanRL's step size 3e-4 and its 10 epochs × 32 minibatches.
 
     Example:
         >>> agent = ModelFreePPO(env="acrobot", method="pe_ppo", latent_dim=3, hidden_dim=16)
@@ -61,42 +65,37 @@ class ModelFreePPO(MetaTestedLearner, PPOLearner):
         self,
         env: str = "acrobot",
         method: Literal["dr_ppo", "pe_ppo"] = "dr_ppo",
-        real_transitions: int = 86_400,
+        budget: BudgetSettings = BudgetSettings(),
         envs_per_iteration: int = 16,
-        num_train_tasks: int = 16,
-        task_seed: int = 0,
         latent_dim: int = 8,
         context_size: int = 50,
         context_capacity: int = 2_000,
         kl_weight: float = 0.1,
         hidden_dim: int = 64,
         init_log_std: float = -0.5,
-        ppo: PPOSettings | None = None,
-        eval_every_transitions: int = 0,
-        metatest_context: int = 50,
-        metatest_episodes: int = 50,
-        metatest_tasks: list[str] | None = None,
+        ppo: PPOSettings = DEFAULT_PPO,
+        metatest: MetaTestSettings = DEFAULT_METATEST,
         seed: int = 0,
     ):
-        settings = PPOSettings.of(ppo)
-        ppo = asdict(settings)  # saved as plain data: checkpoints load with weights_only
-        super().__init__(settings)
+        super().__init__(PPOSettings.of(ppo, DEFAULT_PPO))
+        self.budget, self.metatest = BudgetSettings.of(budget), MetaTestSettings.of(metatest, DEFAULT_METATEST)
         if method not in METHODS:
             raise ValueError(f"unknown model-free method {method!r}; expected one of {METHODS}")
-        if real_transitions < 1 or envs_per_iteration < 1:
-            raise ValueError(
-                f"real_transitions={real_transitions} and envs_per_iteration={envs_per_iteration} must be ≥ 1"
-            )
+        if self.budget.real_transitions < 1 or envs_per_iteration < 1:
+            raise ValueError(f"real_transitions={self.budget.real_transitions} and envs_per_iteration="
+                             f"{envs_per_iteration} must be ≥ 1")  # fmt: skip
+        budget, ppo, metatest = map(asdict, (self.budget, self.ppo, self.metatest))  # plain data: weights_only
         self.save_hyperparameters()
         self.family = make_family(env)
-        self.train_tasks = self.family.train_tasks(num_train_tasks, task_seed)
-        self.test_tasks = select_tasks(self.family.test_tasks(), metatest_tasks, self.family.name)
+        self.train_tasks = self.family.train_tasks(self.budget.num_train_tasks, self.budget.task_seed)
+        self.test_tasks = select_tasks(self.family.test_tasks(), self.metatest.tasks, self.family.name)
         obs_dim, act_dim = self.family.obs_dim, self.family.act_dim
         self.encoder = None
         if method == "pe_ppo":
             self.encoder = ProbabilisticContextEncoder(obs_dim + act_dim, obs_dim, latent_dim, hidden_dim)
         self.policy = ActorCritic(obs_dim, latent_dim if self.encoder else 0, act_dim, hidden_dim, init_log_std)
-        self.contexts = MultiTaskBuffer(num_train_tasks, context_capacity, obs_dim, act_dim) if self.encoder else None
+        tasks = len(self.train_tasks)
+        self.contexts = MultiTaskBuffer(tasks, context_capacity, obs_dim, act_dim) if self.encoder else None
         self.real_transitions = self._transitions_before = 0
         self._context: tuple[torch.Tensor, ...] = ()
         self.METHOD = method  # the meta-test's name: dr_ppo or pe_ppo
@@ -202,19 +201,16 @@ class ModelFreePPO(MetaTestedLearner, PPOLearner):
         try:
             results, _ = run_meta_test(
                 self.family, [self.test_tasks[i] for i in indices], hp.method, self.policy,
-                hp.metatest_episodes, seed=derive_seed(METATEST, hp.seed, self.iterations, rank),
-                infer_latent=self.encoder, n_context=hp.metatest_context,  # None for DR-PPO
+                self.metatest.episodes, seed=derive_seed(METATEST, hp.seed, self.iterations, rank),
+                infer_latent=self.encoder, n_context=self.metatest.context,  # None for DR-PPO
             )  # fmt: skip
         finally:
             self.train(was_training)
         return results
 
     def metatest_header(self) -> str:
-        hp = self.hparams
-        return (
-            f"{self.family.name}, {hp.method}, PPO iteration {self.iterations}, {self.real_transitions} real "
-            f"training transitions, {hp.metatest_context} context steps, {hp.metatest_episodes} episodes per task"
-        )
+        return (f"{self.family.name}, {self.METHOD}, PPO iteration {self.iterations}, {self.real_transitions} real "
+                f"training transitions, {self.metatest.protocol()}")
 
     # ---- checkpoint -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

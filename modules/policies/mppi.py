@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
+from common.settings import Settings
 from common.validation import require_positive_integers
 from envs.rollout import GivenStartEnv, rollout
 
@@ -26,6 +28,23 @@ def open_loop_returns(env: GivenStartEnv) -> SequenceReturns:
     return returns
 
 
+@dataclass(frozen=True)
+class MPPISettings(Settings):
+    """MPPI's settings, one block in a config (``mpc: {horizon: 40}``).
+
+    Attributes:
+        horizon: planned steps ``H``; samples: ``K`` candidate sequences per state per round;
+        iterations: rounds per :meth:`MPPI.plan` call; noise_std: the candidates' Gaussian noise;
+        temperature: MPPI's λ, in units of the return: lower is greedier.
+    """
+
+    horizon: int = 20
+    samples: int = 64
+    iterations: int = 1
+    noise_std: float = 0.5
+    temperature: float = 0.03
+
+
 class MPPI:
     """Plans ``horizon`` actions for ``N`` states at once and returns the first of each plan.
 
@@ -37,31 +56,23 @@ class MPPI:
     (a new batch of episodes), as does a call with another number of states.
 
     Args:
-        act_dim: action size ``A``; horizon: ``H``; samples: ``K`` candidates per state per round.
-        temperature: MPPI's λ, in units of the return: lower is greedier.
+        act_dim: action size ``A``; settings: :class:`MPPISettings`.
 
     Example:
-        >>> planner = MPPI(act_dim=1, horizon=5, samples=64)
+        >>> planner = MPPI(act_dim=1, settings=MPPISettings(horizon=5))
         >>> go_right = lambda obs, actions: actions.sum((0, 2))  # the return: the sum of the actions
         >>> planner.plan(torch.zeros(3, 2), go_right, torch.Generator().manual_seed(0)).shape
         torch.Size([3, 1])
     """
 
-    def __init__(
-        self,
-        act_dim: int,
-        horizon: int = 20,
-        samples: int = 64,
-        iterations: int = 1,
-        noise_std: float = 0.5,
-        temperature: float = 0.03,
-    ):
+    def __init__(self, act_dim: int, settings: MPPISettings = MPPISettings()):
+        horizon, samples, iterations = settings.horizon, settings.samples, settings.iterations
         require_positive_integers("MPPI", horizon=horizon, samples=samples, iterations=iterations)
-        for name, value in (("noise_std", noise_std), ("temperature", temperature)):
+        for name, value in (("noise_std", settings.noise_std), ("temperature", settings.temperature)):
             if not value > 0:
                 raise ValueError(f"MPPI {name}={value}; expected a positive number")
         self.act_dim, self.horizon, self.samples, self.iterations = act_dim, horizon, samples, iterations
-        self.noise_std, self.temperature = noise_std, temperature
+        self.noise_std, self.temperature = settings.noise_std, settings.temperature
         self.mean_plan: torch.Tensor | None = None  # [N, H, A]
 
     def reset(self) -> None:

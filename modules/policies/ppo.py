@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from common.epoch_means import EpochMeans
 from common.seeding import PPO_MINIBATCHES, derive_seed
+from common.settings import Settings
 from modules.policies.actor_critic import ActorCritic
 
 
@@ -79,11 +80,11 @@ def generalized_advantages(
     return advantages, advantages + value[:-1]
 
 
-@dataclass
-class PPOSettings:
+@dataclass(frozen=True)
+class PPOSettings(Settings):
     """Clipped PPO with GAE (CleanRL's names): the hyperparameters APS and the model-free learners
     share. A config gives them as one block, ``ppo: {ppo_epochs: 8, lr: 0.001, ...}``; fields left
-    out keep these defaults.
+    out keep the defaults of the class that takes the block (:class:`common.settings.Settings`).
 
     Attributes:
         ppo_epochs: passes over each iteration's rollouts; num_minibatches: minibatches per pass.
@@ -99,26 +100,6 @@ class PPOSettings:
     entropy_coef: float = 0.0
     value_coef: float = 0.5
     lr: float = 1e-3
-
-    @classmethod
-    def of(cls, value: PPOSettings | dict[str, Any] | None) -> PPOSettings:
-        """``value`` as settings: a dict (a checkpoint's or a config's hyperparameters) overrides the
-        class defaults; None gives them.
-
-        Raises:
-            ValueError: naming an unknown field.
-
-        Example:
-            >>> PPOSettings.of({"ppo_epochs": 8}).num_minibatches
-            4
-        """
-        if isinstance(value, cls):
-            return value
-        given = dict(value or {})
-        unknown = sorted(set(given) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown PPO setting(s) {unknown}; expected names in {[f.name for f in fields(cls)]}")
-        return cls(**given)
 
 
 class MinibatchIndexStream(IterableDataset):

@@ -38,9 +38,10 @@ class ModelPredictiveAgent(nn.Module):
 
     Example:
         >>> from envs import make_family
+        >>> from modules.policies.mppi import MPPISettings
         >>> fam = make_family("acrobot")
         >>> agent = ModelPredictiveAgent(MetaDynamicsModel(env="acrobot", hidden_dim=16, latent_dim=2), fam,
-        ...                              torch.ones(3, 4), MPPI(act_dim=1, horizon=4, samples=8))
+        ...                              torch.ones(3, 4), MPPI(1, MPPISettings(horizon=4, samples=8)))
         >>> latent = agent.infer_latent(torch.zeros(3, 5, 7), torch.zeros(3, 5, 6), torch.ones(3, 5, dtype=torch.bool))
         >>> agent.act(torch.zeros(6, 6), latent.mean.repeat_interleave(2, 0)).shape
         torch.Size([6, 1])

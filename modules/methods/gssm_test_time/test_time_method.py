@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 
 from common.seeding import METATEST, derive_seed
-from datamodules.sharding import TaskIndexShard
 from envs import Task, make_family
-from evaluation import TaskResult, publish_meta_test, run_meta_test, select_tasks, write_test_compute
+from evaluation import TaskResult, run_meta_test, select_tasks
 from modules.methods.gssm_aps.dyna_checkpoint import DynaCheckpoint, load_dyna_checkpoint
 from modules.methods.gssm_test_time.model_predictive_agent import ModelPredictiveAgent
 from modules.methods.gssm_test_time.task_policy_search import TaskPolicySearch
-from modules.policies.mppi import MPPI
+from modules.methods.meta_tested_learner import MetaTested
+from modules.methods.settings import MetaTestSettings
+from modules.policies.mppi import MPPI, MPPISettings
 
 METHODS = ("gssm_mpc", "gssm_nonamortized")
+DEFAULT_METATEST = MetaTestSettings(episodes=10)  # MPC is slow per action: 10 evaluation episodes per test task
 
 
-class GSSMTestTimeMethod(pl.LightningModule):
+class GSSMTestTimeMethod(MetaTested, pl.LightningModule):
     """The meta-test (DESIGN §6) of a method that uses the GSSM of a main-job ``checkpoint`` at test
     time, run by ``python train.py test --config conf/baselines/<env>_<method>.yaml
     --model.checkpoint <runs/<env>/.../last.ckpt>``; it trains nothing.
@@ -32,14 +34,17 @@ class GSSMTestTimeMethod(pl.LightningModule):
       amortized policy collects the online context, then each test task gets its own policy from
       ``search_iterations`` PPO iterations on imagined rollouts of that task alone.
 
-    Each rank runs its shard of the test tasks (``r, r + W, ...``) in ``test_step``; rank 0 writes
-    ``metatest.json``/``.md`` and ``test_compute.json`` (the method's extra compute: seconds per test
-    task and per action, over all ranks' tasks) into the log directory.
+    Each rank runs its share of the test tasks in ``test_step``
+    (:class:`modules.methods.meta_tested_learner.MetaTested`); rank 0 writes ``metatest.json``/``.md``
+    and ``test_compute.json`` (the method's extra compute: seconds per test task and per action, over
+    all ranks' tasks) into the log directory.
 
     Args:
         checkpoint: a main-job (Dyna) checkpoint of ``env``; its GSSM and its APS policy are used.
-        metatest_episodes: evaluation episodes per test task (MPC is slow per action: fewer).
-        mpc_*: :class:`modules.policies.mppi.MPPI`'s settings; search_*: :class:`TaskPolicySearch`'s.
+        metatest: :class:`modules.methods.settings.MetaTestSettings` (or a dict of some of its fields),
+            10 evaluation episodes per test task (MPC is slow per action); ``every_transitions`` does not
+            apply (nothing is trained).
+        mpc: :class:`modules.policies.mppi.MPPISettings`; search_*: :class:`TaskPolicySearch`'s settings.
 
     Example:
         >>> GSSMTestTimeMethod(env="acrobot", method="gssm_mpc", checkpoint="last.ckpt").hparams.method
@@ -51,14 +56,8 @@ class GSSMTestTimeMethod(pl.LightningModule):
         env: str = "acrobot",
         method: str = "gssm_mpc",
         checkpoint: str | None = None,
-        metatest_context: int = 50,
-        metatest_episodes: int = 50,
-        metatest_tasks: list[str] | None = None,
-        mpc_horizon: int = 20,
-        mpc_samples: int = 64,
-        mpc_iterations: int = 1,
-        mpc_noise_std: float = 0.5,
-        mpc_temperature: float = 0.03,
+        metatest: MetaTestSettings = DEFAULT_METATEST,
+        mpc: MPPISettings = MPPISettings(),
         search_iterations: int = 10,
         search_rollouts: int = 256,
         search_init: str = "amortized",
@@ -70,11 +69,18 @@ class GSSMTestTimeMethod(pl.LightningModule):
             raise ValueError(f"unknown test-time method {method!r}; expected one of {METHODS}")
         if checkpoint is None:
             raise ValueError(f"{method} needs --model.checkpoint: a main-job (train.py fit) checkpoint of {env}")
+        self.metatest, self.mpc = MetaTestSettings.of(metatest, DEFAULT_METATEST), MPPISettings.of(mpc)
+        if self.metatest.every_transitions:
+            raise ValueError(f"{method} trains nothing: metatest.every_transitions={self.metatest.every_transitions} "
+                             "does not apply")  # fmt: skip
+        metatest, mpc = asdict(self.metatest), asdict(self.mpc)  # plain data: checkpoints load with weights_only
         self.save_hyperparameters()
+        self.METHOD = method
         self.family = make_family(env)
-        self.test_tasks = select_tasks(self.family.test_tasks(), metatest_tasks, self.family.name)
+        self.test_tasks = select_tasks(self.family.test_tasks(), self.metatest.tasks, self.family.name)
         self.run: DynaCheckpoint | None = None
         self._results: list[TaskResult] = []
+        self._latest_metatest: dict[str, float] = {}
         self._compute = {"seconds": 0.0, "tasks": 0, "actions": 0}
 
     def setup(self, stage: str) -> None:
@@ -83,15 +89,16 @@ class GSSMTestTimeMethod(pl.LightningModule):
             self.run = load_dyna_checkpoint(self.hparams.checkpoint, self.hparams.env)
             self.gssm, self.aps = self.run.model, self.run.aps  # submodules: moved to the device with this one
 
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(TaskIndexShard(len(self.test_tasks), self.trainer.global_rank, self.trainer.world_size),
-                          batch_size=None)  # fmt: skip
+    @property
+    def real_transitions(self) -> int:
+        """The real training transitions of the checkpoint's run."""
+        return self.run.real_transitions
 
-    def test_step(self, indices: torch.Tensor, batch_idx: int) -> None:
-        self._results += self.meta_test_tasks([self.test_tasks[i] for i in indices.tolist()], indices.tolist())
+    def meta_test_tasks(self, indices: list[int]) -> list[TaskResult]:
+        return self.run_protocol([self.test_tasks[i] for i in indices], indices)
 
     @torch.no_grad()
-    def meta_test_tasks(self, tasks: list[Task], indices: list[int] | None = None) -> list[TaskResult]:
+    def run_protocol(self, tasks: list[Task], indices: list[int] | None = None) -> list[TaskResult]:
         """The protocol of this method on ``tasks`` (this rank's share, at ``indices`` of the task list;
         any tasks of the family, e.g. the training tasks a benchmark tunes on), adding its compute to the
         totals."""
@@ -104,12 +111,10 @@ class GSSMTestTimeMethod(pl.LightningModule):
         params = self.family.params_tensor(tasks).to(self.device)
         self.gssm.eval()
         if hp.method == "gssm_mpc":
-            planner = MPPI(self.family.act_dim, hp.mpc_horizon, hp.mpc_samples, hp.mpc_iterations, hp.mpc_noise_std,
-                           hp.mpc_temperature)  # fmt: skip
-            agent = ModelPredictiveAgent(self.gssm, self.family, params, planner, seed=derive_seed(METATEST, hp.seed, 0,
-                                                                                                   rank, 1))
-            results, _ = run_meta_test(self.family, tasks, hp.method, agent, hp.metatest_episodes, seed,
-                                       agent.infer_latent, hp.metatest_context,
+            agent = ModelPredictiveAgent(self.gssm, self.family, params, MPPI(self.family.act_dim, self.mpc),
+                                         seed=derive_seed(METATEST, hp.seed, 0, rank, 1))  # fmt: skip
+            results, _ = run_meta_test(self.family, tasks, hp.method, agent, self.metatest.episodes, seed,
+                                       agent.infer_latent, self.metatest.context,
                                        adapt=lambda cx, cy, latent, episodes: agent.evaluation_policy(latent, episodes))
             self._compute["seconds"] += agent.seconds
             self._compute["actions"] += agent.actions
@@ -117,29 +122,19 @@ class GSSMTestTimeMethod(pl.LightningModule):
             search = TaskPolicySearch(self.gssm, self.aps, hp.search_iterations, hp.search_rollouts, hp.search_init,
                                       hp.max_grad_norm, seed)  # fmt: skip
             results, _ = run_meta_test(
-                self.family, tasks, hp.method, self.aps.policy, hp.metatest_episodes, seed,
-                lambda cx, cy, mask: self.gssm.infer_context(cx, cy, mask).q_zc, hp.metatest_context,
+                self.family, tasks, hp.method, self.aps.policy, self.metatest.episodes, seed,
+                lambda cx, cy, mask: self.gssm.infer_context(cx, cy, mask).q_zc, self.metatest.context,
                 adapt=lambda cx, cy, latent, episodes: search.adapt(cx, cy, latent, episodes, params, indices),
             )  # fmt: skip
             self._compute["seconds"] += search.seconds
         self._compute["tasks"] += len(tasks)
         return results
 
-    def on_test_epoch_end(self) -> None:
-        hp = self.hparams
-        header = (
-            f"{self.family.name}, {hp.method} on {Path(hp.checkpoint).name} ({self.run.real_transitions} real training "
-            f"transitions), {hp.metatest_context} context steps, {hp.metatest_episodes} episodes per task"
-        )
-        scalars = publish_meta_test(self.trainer, self._results, self.test_tasks, hp.method, header,
-                                    self.run.real_transitions)  # fmt: skip
-        compute = self.compute_per_task_and_action()
-        for name, value in {**scalars, **compute}.items():
-            self.log(name, value, rank_zero_only=True)
-        write_test_compute(self.trainer, hp.method, compute)
-        self._results = []
+    def metatest_header(self) -> str:
+        return (f"{self.family.name}, {self.METHOD} on {Path(self.hparams.checkpoint).name} ({self.real_transitions} "
+                f"real training transitions), {self.metatest.protocol()}")
 
-    def compute_per_task_and_action(self) -> dict[str, float]:
+    def test_compute(self) -> dict[str, float]:
         """The method's extra test-time compute in seconds, over all ranks' tasks: per test task (the
         per-task search; MPC's planning over the whole protocol) and per action (MPC's planning time
         over the env rows it planned for)."""

@@ -41,8 +41,10 @@ class L2AAgent(nn.Module):
 
     Example:
         >>> from envs import make_family
+        >>> from modules.policies.mppi import MPPISettings
         >>> fam = make_family("acrobot")
-        >>> agent = L2AAgent(AdaptiveDynamics(6, 1, hidden_dim=8), fam, torch.ones(2, 4), MPPI(1, horizon=3, samples=4))
+        >>> planner = MPPI(1, MPPISettings(horizon=3, samples=4))
+        >>> agent = L2AAgent(AdaptiveDynamics(6, 1, hidden_dim=8), fam, torch.ones(2, 4), planner)
         >>> q = agent.infer_latent(torch.zeros(2, 5, 7), torch.zeros(2, 5, 6), torch.ones(2, 5, dtype=torch.bool))
         >>> agent.act(torch.zeros(2, 6), q.mean).shape
         torch.Size([2, 1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
@@ -15,8 +16,11 @@ from envs.rollout import StepPolicy
 from evaluation import TaskResult, run_meta_test
 from modules.methods.collecting_learner import CollectingLearner
 from modules.methods.l2a.agent import L2AAgent
+from modules.methods.settings import BudgetSettings, CollectionSettings, MetaTestSettings
 from modules.models.adaptive_dynamics import AdaptiveDynamics
-from modules.policies.mppi import MPPI
+from modules.policies.mppi import MPPI, MPPISettings
+
+DEFAULT_METATEST = MetaTestSettings(episodes=10)  # MPC is slow per action: 10 evaluation episodes per test task
 
 
 class WindowStream(IterableDataset):
@@ -43,9 +47,9 @@ class L2A(CollectingLearner):
 
     Each iteration (``on_train_epoch_start``, :class:`modules.methods.collecting_learner.CollectingLearner`) collects
     real transitions — iteration 0
-    ``random_steps_per_task`` random steps in every task, later ``episode_length`` steps (one episode,
-    or more after an early termination) in each of the next ``tasks_per_iteration`` tasks (round
-    robin) with the :class:`modules.methods.l2a.agent.L2AAgent` adapting online to its last ``recent``
+    ``collection.random_steps_per_task`` random steps in every task, later ``episode_length`` steps (one
+    episode, or more after an early termination) in each of the next ``collection.tasks_per_iteration``
+    tasks (round robin) with the :class:`modules.methods.l2a.agent.L2AAgent` adapting online to its last ``recent``
     transitions; every rank collects in its shard of the tasks and the
     shares are all-gathered, so every rank (and the checkpoint) holds every task's data — then
     ``steps_per_iteration`` MAML steps (``training_step``): windows of ``recent + query`` consecutive
@@ -56,11 +60,16 @@ class L2A(CollectingLearner):
     collected so far; ``refit_normalizers=False`` fits them on iteration 0's random data only, which on
     acrobot let the normalised MSE rise from 0.15 to 5–75 (the controller's Δs are several times the
     random data's), hence the default. The run stops at the end of the iteration that reaches
-    ``real_transitions``. A resumed run continues from its checkpoint (buffers, weights, counters) as the
+    ``budget.real_transitions``. A resumed run continues from its checkpoint (buffers, weights, counters) as the
     uninterrupted run would (every draw is seeded per iteration). The meta-test also writes
     ``test_compute.json``: the planning and adaptation time per action.
     The meta-test collects the online context with the agent (adapting as the context grows), then
-    evaluates ``metatest_episodes`` episodes per task, adapting online in each.
+    evaluates ``metatest.episodes`` episodes per task, adapting online in each.
+
+    Args:
+        budget, collection, metatest: :mod:`modules.methods.settings` blocks (or dicts of some of their
+            fields: the rest keep this class's defaults); mpc: the planner's
+            :class:`modules.policies.mppi.MPPISettings`.
 
     Example:
         >>> L2A(env="acrobot", hidden_dim=16).hparams.recent
@@ -73,11 +82,8 @@ class L2A(CollectingLearner):
     def __init__(
         self,
         env: str = "acrobot",
-        real_transitions: int = 48_000,
-        num_train_tasks: int = 16,
-        task_seed: int = 0,
-        random_steps_per_task: int = 200,
-        tasks_per_iteration: int = 16,
+        budget: BudgetSettings = BudgetSettings(),
+        collection: CollectionSettings = CollectionSettings(),
         hidden_dim: int = 128,
         layers: int = 2,
         inner_lr: float = 0.01,
@@ -85,39 +91,32 @@ class L2A(CollectingLearner):
         recent: int = 16,
         query: int = 16,
         meta_batch: int = 32,
-        steps_per_iteration: int = 200,
+        steps_per_iteration: int = 500,  # acrobot's training tasks plateau after 3 iterations of 500, 7 of 200
         lr: float = 1e-3,
         refit_normalizers: bool = True,
-        mpc_horizon: int = 20,
-        mpc_samples: int = 64,
-        mpc_iterations: int = 1,
-        mpc_noise_std: float = 0.5,
-        mpc_temperature: float = 0.03,
-        eval_every_transitions: int = 0,
-        metatest_context: int = 50,
-        metatest_episodes: int = 10,
-        metatest_tasks: list[str] | None = None,
+        mpc: MPPISettings = MPPISettings(),
+        metatest: MetaTestSettings = DEFAULT_METATEST,
         seed: int = 0,
     ):
         super().__init__()
-        require_positive_integers("L2A", real_transitions=real_transitions, tasks_per_iteration=tasks_per_iteration,
-                                  recent=recent, query=query, meta_batch=meta_batch,
+        budget, collection = BudgetSettings.of(budget), CollectionSettings.of(collection)
+        metatest, self.mpc = MetaTestSettings.of(metatest, DEFAULT_METATEST), MPPISettings.of(mpc)
+        require_positive_integers("L2A", recent=recent, query=query, meta_batch=meta_batch,
                                   steps_per_iteration=steps_per_iteration)  # fmt: skip
-        if random_steps_per_task < recent + query:
-            raise ValueError(f"random_steps_per_task={random_steps_per_task} must hold one window of recent + query = "
-                             f"{recent + query} transitions")  # fmt: skip
+        if collection.random_steps_per_task < recent + query:
+            raise ValueError(f"random_steps_per_task={collection.random_steps_per_task} must hold one window of "
+                             f"recent + query = {recent + query} transitions")  # fmt: skip
+        self.init_collection(env, budget, collection, metatest)
+        budget, collection, metatest, mpc = map(asdict, (budget, collection, metatest, self.mpc))  # weights_only data
         self.save_hyperparameters()
-        self.init_collection()
         fam = self.family
         self.model = AdaptiveDynamics(fam.obs_dim, fam.act_dim, hidden_dim, layers, inner_lr, inner_steps)
 
     # ---- the agent and its data -------------------------------------------------------------
     def agent(self, tasks: list[Task], seed: int) -> L2AAgent:
-        hp = self.hparams
-        planner = MPPI(self.family.act_dim, hp.mpc_horizon, hp.mpc_samples, hp.mpc_iterations, hp.mpc_noise_std,
-                       hp.mpc_temperature)  # fmt: skip
+        planner = MPPI(self.family.act_dim, self.mpc)
         params = self.family.params_tensor(tasks).to(self.device)
-        return L2AAgent(self.model, self.family, params, planner, hp.recent, seed)
+        return L2AAgent(self.model, self.family, params, planner, self.hparams.recent, seed)
 
     def collection_policy(self, tasks: torch.Tensor, seed: int) -> StepPolicy:
         """The controller, adapting online to each task's episode so far."""
@@ -160,10 +159,9 @@ class L2A(CollectingLearner):
     # ---- meta-test --------------------------------------------------------------------------
     def run_protocol(self, tasks: list[Task], seed: int, agent_seed: int) -> list[TaskResult]:
         """The agent collects the online context, adapting as it grows, then adapts online in every episode."""
-        hp = self.hparams
         agent = self.agent(tasks, agent_seed)
-        results, _ = run_meta_test(self.family, tasks, self.METHOD, agent, hp.metatest_episodes, seed,
-                                   agent.infer_latent, hp.metatest_context,
+        results, _ = run_meta_test(self.family, tasks, self.METHOD, agent, self.metatest.episodes, seed,
+                                   agent.infer_latent, self.metatest.context,
                                    adapt=lambda cx, cy, latent, episodes: agent.evaluation_policy(cx, cy, episodes))
         self._compute += torch.tensor([agent.seconds, agent.actions], dtype=torch.float64)
         return results

@@ -1,0 +1,63 @@
+"""The method contract's settings blocks: the training budget, the collection schedule and the meta-test.
+
+Each is one block in a config (``budget: {real_transitions: 48000}``, ``metatest: {episodes: 10}``);
+a class takes it with its own default instance, so the fields a config leaves out keep that class's
+defaults (:class:`common.settings.Settings`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.settings import Settings
+
+
+@dataclass(frozen=True)
+class BudgetSettings(Settings):
+    """The training tasks a learner meets and the real transitions it may spend in them.
+
+    Attributes:
+        num_train_tasks, task_seed: the training tasks, ``family.train_tasks(num_train_tasks, task_seed)``.
+        real_transitions: the real-transition budget over all ranks; the run stops at the end of the
+            iteration that spends it.
+
+    Example:
+        >>> BudgetSettings.of({"real_transitions": 800})
+        BudgetSettings(num_train_tasks=16, task_seed=0, real_transitions=800)
+    """
+
+    num_train_tasks: int = 16
+    task_seed: int = 0
+    real_transitions: int = 48_000
+
+
+@dataclass(frozen=True)
+class CollectionSettings(Settings):
+    """When a model-based learner collects: ``random_steps_per_task`` uniform-random steps in every
+    training task at iteration 0, then one episode in each of ``tasks_per_iteration`` tasks per
+    iteration, round robin (:func:`datamodules.sharding.round_robin_tasks`; None: every task)."""
+
+    random_steps_per_task: int = 200
+    tasks_per_iteration: int | None = None
+
+
+@dataclass(frozen=True)
+class MetaTestSettings(Settings):
+    """DESIGN §6's meta-test: ``context`` online context transitions and ``episodes`` evaluation
+    episodes per test task, on the test tasks named in ``tasks`` (None: all); a learner meta-tests
+    each time its real transitions cross a multiple of ``every_transitions`` (0: only after the last
+    iteration) and after the last iteration."""
+
+    context: int = 50
+    episodes: int = 50
+    tasks: list[str] | None = None
+    every_transitions: int = 0
+
+    def protocol(self) -> str:
+        """The protocol as a report's header states it.
+
+        Example:
+            >>> MetaTestSettings(episodes=10).protocol()
+            '50 context steps, 10 episodes per task'
+        """
+        return f"{self.context} context steps, {self.episodes} episodes per task"
