@@ -103,7 +103,7 @@ class MbmrlCLI(LightningCLI):
             return
         if subcommand == "fit":  # a resume writes into its run folder's checkpoints/ on purpose
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-        if path == "last":  # the requeue idiom (README): the first start has no checkpoint yet, as expected
+        if path == "last":  # the requeue idiom (docs/OPERATIONS.md): the first start has no checkpoint yet, as expected
             warnings.filterwarnings("ignore", message=r'.*ckpt_path="last"\) is set, but there is no last checkpoint')
         if path in LIGHTNING_CKPT_KEYWORDS:
             return

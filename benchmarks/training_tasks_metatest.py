@@ -10,7 +10,7 @@ from that context, no gradient step — run on the training tasks the checkpoint
 (its datamodule's ``num_train_tasks`` and ``task_seed``; the first ``--tasks`` of them), never on the
 test tasks. Budgets and schedules are chosen on this number: the Dyna loop's ``real/reward_per_step``
 is collected by the exploring policy (action std ≥ its floor) and stayed flat on acrobot while the
-mean-action policy still improved (README, *What was tried*). With ``--method`` a test-time method
+mean-action policy still improved (docs/TUNING.md, *What was tried*). With ``--method`` a test-time method
 (:class:`modules.GSSMTestTimeMethod`, its settings changed by ``--set name=value``, a block's field
 as ``block.field=value``) runs
 the same protocol on the checkpoint's GSSM: how its planning and search settings were chosen.

@@ -1,0 +1,183 @@
+"""The exact-model ceiling and the no-adaptation floor of every test task (docs/DESIGN.md §9).
+
+Per task of a classic family: MPPI over the family's own equations (:meth:`TaskFamily.simulate`,
+equal to ``env.step``) with the task's **true** physics, executed in the real env through the
+meta-test's own episode loop (:func:`evaluation.protocol.evaluation_returns`, the real reward) —
+the *ceiling*; the same planner with the physics of the training range's centre for every task —
+the *floor* (what a controller that ignores the task gets); and a uniform-random policy. The
+ceiling is run again with twice the compute (twice the candidates per round and twice the rounds);
+``doubling_gain`` says how far from converged it is (DESIGN §9 asks < 0.01 per step).
+
+    python benchmarks/ceiling.py                                 # both families, test tasks
+    python benchmarks/ceiling.py --tasks train --envs acrobot    # choose settings on training tasks
+
+Writes ``docs/results/ceiling_<env>.json`` (``--out`` to change the folder), read by the reports'
+normalised score ``(method − random) / (ceiling − random)`` and adaptation gain
+``(method − floor) / (ceiling − floor)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from envs import Task, TaskFamily, make_family  # noqa: E402
+from envs.acrobot import GRAVITY, LINK_COM_POS_2, LINK_LENGTH_2, LINK_MOI  # noqa: E402
+from envs.rollout import StepPolicy, Trajectory  # noqa: E402
+from evaluation.protocol import evaluation_returns  # noqa: E402
+from modules.policies.mppi import MPPI, MPPISettings  # noqa: E402
+
+
+@dataclass(frozen=True)
+class PlannerSettings(MPPISettings):
+    """MPPI's settings over the exact equations, plus acrobot's shaped terminal term."""
+
+    energy_weight: float = 0.0  # acrobot: −w·|E − E_top| / E_top at the horizon's end rewards pumping
+
+    def doubled(self) -> PlannerSettings:
+        return PlannerSettings(**{**asdict(self), "samples": 2 * self.samples, "iterations": 2 * self.iterations})
+
+
+def acrobot_energy_gap(obs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """``|E − E_top| / E_top`` of acrobot states ``obs [..., 6]``: the mechanical energy (the
+    Lagrangian's kinetic term of :meth:`AcrobotEnv.dsdt` plus gravity) against resting upright."""
+    family = make_family("acrobot")
+    col = lambda name: params[..., family.param_names.index(name)].double()  # noqa: E731
+    m1, m2, l1 = col("link1_mass"), col("link2_mass"), col("link1_length")
+    lc1, lc2, i1, i2 = 0.5 * l1, LINK_COM_POS_2, LINK_MOI * m1 * l1**2, LINK_MOI * m2 * LINK_LENGTH_2**2
+    c1, s1, c2, s2, dtheta1, dtheta2 = obs.double().unbind(-1)
+    d11 = m1 * lc1**2 + m2 * (l1**2 + lc2**2 + 2 * l1 * lc2 * c2) + i1 + i2
+    d12 = m2 * (lc2**2 + l1 * lc2 * c2) + i2
+    d22 = m2 * lc2**2 + i2
+    kinetic = 0.5 * d11 * dtheta1**2 + d12 * dtheta1 * dtheta2 + 0.5 * d22 * dtheta2**2
+    potential = -(m1 * lc1 + m2 * l1) * GRAVITY * c1 - m2 * lc2 * GRAVITY * (c1 * c2 - s1 * s2)
+    top = (m1 * lc1 + m2 * l1 + m2 * lc2) * GRAVITY
+    return (kinetic + potential - top).abs() / top
+
+    def doubled(self) -> PlannerSettings:
+        return PlannerSettings(**{**asdict(self), "samples": 2 * self.samples, "iterations": 2 * self.iterations})
+
+
+# chosen on 6 training tasks (``--tasks train``, 1 episode each; docs/TUNING.md), never on the test tasks
+SETTINGS = {
+    "cartpole_swingup": PlannerSettings(horizon=50, samples=400, iterations=3, noise_std=0.5, temperature=0.3),
+    "acrobot": PlannerSettings(horizon=40, samples=800, iterations=4, noise_std=0.7, temperature=0.3,
+                               energy_weight=2.0),
+}
+
+
+def centre_physics(family: TaskFamily) -> dict[str, float]:
+    """The centre of the training ranges: the one model a non-adaptive controller would use."""
+    return {name: (low + high) / 2 for name, (low, high) in family.train_ranges.items()}
+
+
+def exact_planner(family: TaskFamily, physics: torch.Tensor, episodes: int, settings: PlannerSettings,
+                  seed: int) -> StepPolicy:  # fmt: skip
+    """A step policy for the ``T × episodes`` envs of :func:`evaluation_returns` (env ``i·E + e`` runs
+    task ``i``) that plans with physics ``physics [T, P]`` by MPPI over :meth:`TaskFamily.simulate`."""
+    planner = MPPI(family.act_dim, settings)
+    params = physics.repeat_interleave(episodes, 0).repeat_interleave(settings.samples, 0)  # row n·K + k
+    generator = torch.Generator().manual_seed(seed)
+
+    def returns(start: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        obs, alive = start, torch.ones(start.shape[0])
+        total = torch.zeros(start.shape[0], dtype=torch.float64)
+        for action in actions:  # sequential in time; every candidate of every env in one tensor
+            nxt = family.simulate(obs, action, params)
+            total += alive * family.reward(obs, action, nxt, params).double()
+            alive = alive * ~family.terminated(nxt, params)
+            obs = nxt
+        if settings.energy_weight:
+            total -= alive * settings.energy_weight * acrobot_energy_gap(obs, params)
+        return total.float()
+
+    def act(obs: torch.Tensor, t: int, trajectory: Trajectory) -> tuple[torch.Tensor, dict]:
+        return planner.plan(obs, returns, generator), {}
+
+    return act
+
+
+def random_policy(family: TaskFamily, seed: int) -> StepPolicy:
+    rng = np.random.default_rng(seed)
+    return lambda obs, t, trajectory: (
+        torch.as_tensor(rng.uniform(-1, 1, size=(obs.shape[0], family.act_dim)).astype(np.float32)), {})
+
+
+def per_step(family: TaskFamily, tasks: list[Task], episodes: int, seed: int, policy: StepPolicy) -> list[float]:
+    """Mean reward per step of each task (the meta-test's measure: return / episode length)."""
+    returns = evaluation_returns(family, tasks, episodes, seed, policy)
+    return (returns.mean(1) / family.episode_length).tolist()
+
+
+def measure(env: str, tasks_kind: str, episodes: int, seed: int, settings: PlannerSettings,
+            doubling: bool) -> dict:  # fmt: skip
+    family = make_family(env)
+    tasks = family.test_tasks() if tasks_kind == "test" else family.train_tasks(6, seed=1000 + seed)
+    true = family.params_tensor(tasks)
+    centre = family.params_tensor([family.make_task("centre", "interpolation", **centre_physics(family))])
+    runs = {"ceiling": (true, settings), "floor": (centre.expand_as(true), settings)}
+    if doubling:
+        runs["ceiling_doubled"] = (true, settings.doubled())
+    result: dict = {"random": per_step(family, tasks, episodes, seed, random_policy(family, seed))}
+    seconds = {}
+    for name, (physics, s) in runs.items():
+        t0 = time.perf_counter()
+        result[name] = per_step(family, tasks, episodes, seed, exact_planner(family, physics, episodes, s, seed))
+        seconds[name] = time.perf_counter() - t0
+        print(f"{env} {name}: " + " ".join(f"{t.name} {v:.3f}" for t, v in zip(tasks, result[name], strict=True))
+              + f" ({seconds[name]:.0f} s)", flush=True)  # fmt: skip
+    per_task = {t.name: {"split": t.split, "params": t.parameters, **{k: v[i] for k, v in result.items()}}
+                for i, t in enumerate(tasks)}  # fmt: skip
+    splits = {}
+    for split in ("interpolation", "extrapolation"):
+        rows = [r for r in per_task.values() if r["split"] == split]
+        if rows:
+            splits[split] = {k: float(np.mean([r[k] for r in rows])) for k in result}
+    if doubling:
+        for r in [*per_task.values(), *splits.values()]:
+            r["doubling_gain"] = r["ceiling_doubled"] - r["ceiling"]
+    return {"env": env, "tasks": tasks_kind, "episodes": episodes, "seed": seed, "settings": asdict(settings),
+            "centre_physics": centre_physics(family), "per_task": per_task, "splits": splits,
+            "seconds": seconds}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--envs", nargs="+", default=list(SETTINGS))
+    parser.add_argument("--tasks", choices=("test", "train"), default="test",
+                        help="train: 6 training tasks, to choose the planner's settings")  # fmt: skip
+    parser.add_argument("--episodes", type=int, default=5, help="evaluation episodes per task and run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-doubling", action="store_true", help="skip the run with twice the compute")
+    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="override a planner setting")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/results", help="folder of the JSON results")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # small tensors: one thread is faster, and two runs share the 2 cores
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    for env in args.envs:
+        overrides = {k: type(getattr(SETTINGS[env], k))(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+        settings = PlannerSettings(**{**asdict(SETTINGS[env]), **overrides})
+        result = measure(env, args.tasks, args.episodes, args.seed, settings, doubling=not args.no_doubling)
+        for split, row in result["splits"].items():
+            print(f"{env} {split}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
+        result.update(commit=commit.stdout.strip(), command=" ".join(sys.argv),
+                      machine=f"{platform.machine()}, {torch.get_num_threads()} threads")  # fmt: skip
+        if args.tasks == "test" and not args.set:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"ceiling_{env}.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
