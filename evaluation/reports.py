@@ -14,6 +14,7 @@ import torch
 from common.tensorboard_writing import epoch_log_step, tensorboard_logger
 from envs import Task
 from evaluation.protocol import TaskResult
+from evaluation.reference_scores import SCORES, Reference, load_references, split_scores, task_scores
 
 
 def split_means(results: list[TaskResult]) -> dict[str, dict[str, float | None]]:
@@ -29,30 +30,44 @@ def split_means(results: list[TaskResult]) -> dict[str, dict[str, float | None]]
     return out
 
 
-def write_reports(results: list[TaskResult], directory: str | Path, header: str) -> str:
-    """Write ``metatest.json`` and ``metatest.md`` into ``directory``; return the markdown."""
+def write_reports(results: list[TaskResult], directory: str | Path, header: str,
+                  references: dict[tuple[str, str], Reference] | None = None) -> str:  # fmt: skip
+    """Write ``metatest.json`` and ``metatest.md`` into ``directory``; return the markdown. With the
+    tasks' exact-model ``references`` (:mod:`evaluation.reference_scores`) both also give each task's
+    and split's normalised score and adaptation gain."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     summary = split_means(results)
-    (directory / "metatest.json").write_text(
-        json.dumps({"header": header, "summary": summary, "tasks": [asdict(r) for r in results]}, indent=2)
-    )
+    scores = task_scores(results, references or {})
+    splits = split_scores(results, scores)
+    (directory / "metatest.json").write_text(json.dumps(
+        {"header": header, "summary": summary, "tasks": [asdict(r) for r in results],
+         "scores": {"per_task": scores, "splits": splits}}, indent=2))  # fmt: skip
+    show = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     lines = [
         f"# Meta-test — {header}",
         "",
-        "| method | task | split | parameters | return (mean ± std) | per-step reward |",
+        "| method | task | split | parameters | return (mean ± std) | per-step reward | normalised | adaptation gain |",
     ]
-    lines.append("|---|---|---|---|---:|---:|")
+    lines.append("|---|---|---|---|---:|---:|---:|---:|")
     for r in results:
         params = ", ".join(f"{k}={v:g}" for k, v in r.params.items())
+        score = scores.get(r.method, {}).get(r.task, {})
         lines.append(
             f"| {r.method} | {r.task} | {r.split} | {params} | {r.return_mean:.2f} ± {r.return_std:.2f} | "
-            f"{r.reward_per_step:.3f} |"
+            f"{r.reward_per_step:.3f} | {' | '.join(show(score.get(k)) for k in SCORES)} |"
         )
     lines += ["", "| method | interpolation | extrapolation | all |", "|---|---:|---:|---:|"]
     for method, s in summary.items():
-        cells = " | ".join("n/a" if s[k] is None else f"{s[k]:.3f}" for k in ("interpolation", "extrapolation", "all"))
-        lines.append(f"| {method} | {cells} |")
+        lines.append(f"| {method} | {' | '.join(show(s[k]) for k in ('interpolation', 'extrapolation', 'all'))} |")
+    if splits:
+        lines += ["", "Against the exact-model planner (ceiling: true physics; floor: the train-range centre's), "
+                  "`(method − random) / (ceiling − random)` and `(method − floor) / (ceiling − floor)`:", "",
+                  "| method | score | interpolation | extrapolation | all |", "|---|---|---:|---:|---:|"]  # fmt: skip
+        for method, by_split in splits.items():
+            for k in SCORES:
+                cells = " | ".join(show(by_split.get(s, {}).get(k)) for s in ("interpolation", "extrapolation", "all"))
+                lines.append(f"| {method} | {k.replace('_', ' ')} | {cells} |")
     markdown = "\n".join(lines) + "\n"
     (directory / "metatest.md").write_text(markdown)
     return markdown
@@ -79,8 +94,10 @@ def publish_meta_test(
         return {}
     position = {t.name: i for i, t in enumerate(tasks)}
     results = sorted(results, key=lambda r: (r.method != method, position[r.task]))
-    markdown = write_reports(results, log_dir, header)
+    references = load_references(tasks[0].family) if tasks else {}
+    markdown = write_reports(results, log_dir, header, references)
     summaries = split_means(results)
+    splits = split_scores(results, task_scores(results, references)).get(method, {})
     with open(log_dir / "metatest_history.jsonl", "a") as history:
         history.write(json.dumps({"real_transitions": real_transitions, "summary": summaries}) + "\n")
     summary = summaries[method]
@@ -92,6 +109,7 @@ def publish_meta_test(
         **{f"metatest/{s}/reward_per_step": v for s, v in summary.items() if s != "all" and v is not None},
         **{f"metatest/{s}/random_reward_per_step": v for s, v in random.items() if s != "all" and v is not None},
         **{f"metatest/task/{r.task}": r.return_mean for r in ours},
+        **{f"metatest/{s}/{k}": v for s, row in splits.items() if s != "all" for k, v in row.items()},
     }
     tb = tensorboard_logger(trainer)
     if tb is not None:
