@@ -73,8 +73,8 @@ class DynaProgress:
         aps.load_state_dict(state["aps"])
         aps.load_optimizer_state_dict(state["aps_optimizer"])
         aps.iterations = state["aps_iterations"]
-        self.completed, self.metrics = state.get("completed", "iteration"), dict(state.get("metrics", {}))
-        self.seconds_total = state.get("seconds_total", 0.0)
+        self.completed, self.metrics = state["completed"], dict(state["metrics"])
+        self.seconds_total = state["seconds_total"]
         self._rng = (state["torch_rng"], state["cuda_rng"])
 
     # ---- resume -------------------------------------------------------------------------------
