@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from envs import Task, TaskFamily, make_family  # noqa: E402
-from envs.acrobot import GRAVITY, LINK_COM_POS_2, LINK_LENGTH_2, LINK_MOI  # noqa: E402
+from envs.acrobot import GRAVITY, LINK_COM_POS_2, LINK_LENGTH_2, LINK_MOI, AcrobotFamily  # noqa: E402
 from envs.rollout import StepPolicy, Trajectory  # noqa: E402
-from evaluation.protocol import evaluation_returns  # noqa: E402
+from evaluation.protocol import evaluation_returns, uniform_random_policy  # noqa: E402
 from modules.policies.mppi import MPPI, MPPISettings  # noqa: E402
 
 
@@ -53,8 +53,7 @@ class PlannerSettings(MPPISettings):
 def acrobot_energy_gap(obs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """``|E − E_top| / E_top`` of acrobot states ``obs [..., 6]``: the mechanical energy (the
     Lagrangian's kinetic term of :meth:`AcrobotEnv.dsdt` plus gravity) against resting upright."""
-    family = make_family("acrobot")
-    col = lambda name: params[..., family.param_names.index(name)].double()  # noqa: E731
+    col = lambda name: params[..., AcrobotFamily.param_names.index(name)].double()  # noqa: E731
     m1, m2, l1 = col("link1_mass"), col("link2_mass"), col("link1_length")
     lc1, lc2, i1, i2 = 0.5 * l1, LINK_COM_POS_2, LINK_MOI * m1 * l1**2, LINK_MOI * m2 * LINK_LENGTH_2**2
     c1, s1, c2, s2, dtheta1, dtheta2 = obs.double().unbind(-1)
@@ -106,12 +105,6 @@ def exact_planner(family: TaskFamily, physics: torch.Tensor, episodes: int, sett
     return act
 
 
-def random_policy(family: TaskFamily, seed: int) -> StepPolicy:
-    rng = np.random.default_rng(seed)
-    return lambda obs, t, trajectory: (
-        torch.as_tensor(rng.uniform(-1, 1, size=(obs.shape[0], family.act_dim)).astype(np.float32)), {})
-
-
 def per_step(family: TaskFamily, tasks: list[Task], episodes: int, seed: int, policy: StepPolicy) -> list[float]:
     """Mean reward per step of each task (the meta-test's measure: return / episode length)."""
     returns = evaluation_returns(family, tasks, episodes, seed, policy)
@@ -127,7 +120,7 @@ def measure(env: str, tasks_kind: str, episodes: int, seed: int, settings: Plann
     runs = {"ceiling": (true, settings), "floor": (centre.expand_as(true), settings)}
     if doubling:
         runs["ceiling_doubled"] = (true, settings.doubled())
-    result: dict = {"random": per_step(family, tasks, episodes, seed, random_policy(family, seed))}
+    result: dict = {"random": per_step(family, tasks, episodes, seed, uniform_random_policy(family.act_dim, seed))}
     seconds = {}
     for name, (physics, s) in runs.items():
         t0 = time.perf_counter()

@@ -146,11 +146,7 @@ def run_meta_test(
     else:
         cx, cy = collect_online_context(family, tasks, infer_latent, policy, n_context, seed, progress)
         latent = infer_latent(cx, cy, torch.ones(cx.shape[:2], dtype=torch.bool, device=device)).mean  # [T, Z]
-    rng = np.random.default_rng(seed)
-
-    def random_act(obs: torch.Tensor, t: int, trajectory: Trajectory) -> tuple[torch.Tensor, dict]:
-        return torch.as_tensor(rng.uniform(-1, 1, size=(obs.shape[0], family.act_dim)).astype(np.float32)), {}
-
+    random_act = uniform_random_policy(family.act_dim, seed)
     if adapt is None:
         evaluation_policy = agent_policy(policy, latent.repeat_interleave(episodes, dim=0), deterministic=True)
     else:
@@ -160,6 +156,16 @@ def run_meta_test(
         returns = evaluation_returns(family, tasks, episodes, seed + 1, act, progress)
         results += summarise(name, tasks, returns, family.episode_length, z)
     return results, latent
+
+
+def uniform_random_policy(act_dim: int, seed: int) -> StepPolicy:
+    """Actions uniform in ``[-1, 1]^A`` from a numpy generator seeded with ``seed``: the report's random reference."""
+    rng = np.random.default_rng(seed)
+
+    def act(obs: torch.Tensor, t: int, trajectory: Trajectory) -> tuple[torch.Tensor, dict]:
+        return torch.as_tensor(rng.uniform(-1, 1, size=(obs.shape[0], act_dim)).astype(np.float32)), {}
+
+    return act
 
 
 def select_tasks(tasks: list[Task], names: list[str] | None, family: str) -> list[Task]:

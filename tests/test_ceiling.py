@@ -9,9 +9,10 @@ import torch
 from cli_runner import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from ceiling import PlannerSettings, acrobot_energy_gap, exact_planner, per_step, random_policy
+from ceiling import PlannerSettings, acrobot_energy_gap, exact_planner, per_step
 
 from envs import make_family
+from evaluation.protocol import uniform_random_policy
 
 
 def test_the_energy_gap_is_conserved_without_torque_and_zero_resting_upright():
@@ -34,5 +35,5 @@ def test_the_exact_planner_swings_the_cartpole_up_where_a_random_policy_does_not
     tasks = fam.test_tasks()[:1]
     settings = PlannerSettings(horizon=25, samples=64, iterations=1, noise_std=0.5, temperature=0.3)
     planned = per_step(fam, tasks, 1, 0, exact_planner(fam, fam.params_tensor(tasks), 1, settings, seed=0))
-    random = per_step(fam, tasks, 1, 0, random_policy(fam, 0))
+    random = per_step(fam, tasks, 1, 0, uniform_random_policy(fam.act_dim, 0))
     assert planned[0] > random[0] + 0.3, (planned, random)
