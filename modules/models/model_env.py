@@ -162,3 +162,21 @@ def embedded_dynamics_next_state(model: EmbeddedDynamics, h: torch.Tensor) -> Ne
         return obs + model.delta_each(x, h_each).reshape_as(obs), None
 
     return next_state
+
+
+def exact_next_state(family: TaskFamily, params: torch.Tensor) -> NextState:
+    """The family's own equations (:meth:`TaskFamily.simulate`) with physics ``params [B, P]``, in the
+    dtype of the states: the perfect model the gap ladder's first rung optimises a policy in.
+
+    Example:
+        >>> from envs import make_family
+        >>> fam = make_family("acrobot")
+        >>> step = exact_next_state(fam, fam.params_tensor(fam.test_tasks()[:2]))
+        >>> step(torch.tensor([[1.0, 0, 1, 0, 0, 0]] * 2), torch.zeros(2, 1))[0].shape
+        torch.Size([2, 6])
+    """
+
+    def next_state(obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return family.simulate(obs, action, params).to(obs.dtype), None
+
+    return next_state

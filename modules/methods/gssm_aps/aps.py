@@ -126,7 +126,7 @@ class APSModule(PPOLearner):
         # built here, not in __init__: a LightningModule constructed while LightningCLI
         # instantiates this one would inherit this one's hyperparameters (Lightning 2.6)
         if self.source is None and self.hparams.dynamics_checkpoint is not None:
-            self.source = self._source_from_checkpoint(self.hparams.dynamics_checkpoint, self.hparams.env)
+            self.source = self.source_from_checkpoint(self.hparams.dynamics_checkpoint, self.hparams.env)
 
     def on_fit_start(self) -> None:
         if self.source is not None:
@@ -192,7 +192,7 @@ class APSModule(PPOLearner):
         return ckpt
 
     @classmethod
-    def _source_from_checkpoint(cls, path: str, env: str) -> ImaginationSource:
+    def source_from_checkpoint(cls, path: str, env: str) -> ImaginationSource:
         from datamodules.transition_datamodule import TransitionDataModule
 
         ckpt = cls._checkpoint(path, env)

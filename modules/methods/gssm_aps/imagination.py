@@ -1,4 +1,4 @@
-"""`imagine`: PPO rollouts of a policy in the meta dynamics model."""
+"""`imagine`: PPO rollouts of a policy in the meta dynamics model; `policy_rollouts`: the same in any model env."""
 
 from __future__ import annotations
 
@@ -49,6 +49,25 @@ def imagine(
     """
     next_state = meta_dynamics_next_state(model, encoding, latent, rollouts_per_context, sample_next, generator)
     env = ModelEnv(next_state, family, params, uncertainty_penalty, uncertainty_cut)
+    return policy_rollouts(env, policy, start_obs, latent, horizon, generator)
+
+
+@torch.no_grad()
+def policy_rollouts(
+    env: ModelEnv,
+    policy: ActorCritic,
+    start_obs: torch.Tensor,
+    latent: torch.Tensor,
+    horizon: int,
+    generator: torch.Generator | None = None,
+) -> Rollouts:
+    """``horizon`` steps of the stochastic policy in ``env`` from ``start_obs [B, O]``, trajectory ``b``
+    acting on ``[s, latent[b]]``, with the log-probabilities and values PPO needs. An env without
+    heads (exact equations) records zero disagreement and penalty.
+
+    Raises:
+        FloatingPointError: if the env produced NaN/inf states (checked once, after the rollout).
+    """
 
     def act(obs: torch.Tensor, t: int, trajectory: Trajectory) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         dist, value = policy(obs, latent)
@@ -66,6 +85,7 @@ def imagine(
             "unstable here: shorten the policy horizon or train the model longer first"
         )
     info = traj.info
+    no_heads = torch.zeros_like(traj.reward)
     return Rollouts(
         obs=traj.obs,
         action=traj.action,
@@ -75,7 +95,7 @@ def imagine(
         terminated=traj.terminated,
         value=torch.cat([info["value"], final_value[None]]),
         latent=latent,
-        disagreement=info["disagreement"],
-        penalty=info["penalty"] * traj.alive,
+        disagreement=info.get("disagreement", no_heads),
+        penalty=info.get("penalty", no_heads) * traj.alive,
         truncated=traj.truncated,
     )
