@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import math
 
-import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.classic_env import ClassicControlEnv
 from envs.family import TaskFamily
-from envs.parametric_env import ParametricEnv
 from envs.rendering import draw_segments
 from envs.task import Task
 
@@ -45,7 +44,7 @@ def _wrap(x: float) -> float:
     return x
 
 
-class AcrobotEnv(ParametricEnv):
+class AcrobotEnv(ClassicControlEnv):
     """Continuous-torque acrobot; physics given as keyword arguments.
 
     Example:
@@ -57,14 +56,7 @@ class AcrobotEnv(ParametricEnv):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 5}
     defaults = {"link1_mass": 1.0, "link2_mass": 1.0, "link1_length": 1.0}
-
-    def __init__(self, render_mode: str | None = None, **params: float):
-        super().__init__(**params)
-        self.render_mode = render_mode
-        high = np.array([1.0, 1.0, 1.0, 1.0, MAX_VEL_1, MAX_VEL_2], dtype=np.float32)
-        self.observation_space = gym.spaces.Box(-high, high, dtype=np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
-        self.state: np.ndarray | None = None
+    obs_high = np.array([1.0, 1.0, 1.0, 1.0, MAX_VEL_1, MAX_VEL_2], dtype=np.float32)
 
     def _apply_params(self, params: dict[str, float]) -> None:
         self.m1, self.m2 = params["link1_mass"], params["link2_mass"]
@@ -73,10 +65,8 @@ class AcrobotEnv(ParametricEnv):
         self.I1 = LINK_MOI * self.m1 * self.l1**2
         self.I2 = LINK_MOI * self.m2 * LINK_LENGTH_2**2
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        self.state = self.np_random.uniform(-0.1, 0.1, size=4).astype(np.float32).astype(np.float64)
-        return self._obs(), {}
+    def _initial_state(self) -> np.ndarray:
+        return self.np_random.uniform(-0.1, 0.1, size=4).astype(np.float32).astype(np.float64)
 
     def dsdt(self, s: np.ndarray, torque: float) -> np.ndarray:
         """Gymnasium's ``_dsdt`` ("book" dynamics) with this env's masses, length and inertia."""
@@ -97,7 +87,7 @@ class AcrobotEnv(ParametricEnv):
         ddtheta1 = -(d2 * ddtheta2 + phi1) / d1
         return np.array([dtheta1, dtheta2, ddtheta1, ddtheta2])
 
-    def integrate(self, s: np.ndarray, torque: float) -> np.ndarray:
+    def _advance(self, s: np.ndarray, torque: float) -> np.ndarray:
         """One RK4 step of ``DT`` then gymnasium's wrapping and velocity limits."""
         h = DT / 2.0
         k1 = self.dsdt(s, torque)
@@ -110,20 +100,14 @@ class AcrobotEnv(ParametricEnv):
         ns[3] = min(max(ns[3], -MAX_VEL_2), MAX_VEL_2)
         return ns
 
-    def step(self, action):
-        assert self.state is not None, "call reset() before step()"
-        self.state = self.integrate(self.state, float(self._check_action(action)[0]))
-        obs = self._obs()
-        reward = float(_reward(obs[None].astype(np.float64), self.l1)[0])
-        return obs, reward, False, False, {}
+    def _step_reward(self, obs: np.ndarray) -> float:
+        return float(_reward(obs[None].astype(np.float64), self.l1)[0])
 
     def _obs(self) -> np.ndarray:
         t1, t2, dt1, dt2 = self.state
         return np.array([math.cos(t1), math.sin(t1), math.cos(t2), math.sin(t2), dt1, dt2], dtype=np.float32)
 
-    def render(self):
-        if self.render_mode != "rgb_array" or self.state is None:
-            return None
+    def _draw(self) -> np.ndarray:
         t1, t2 = self.state[0], self.state[1]
         p1 = (self.l1 * math.sin(t1), -self.l1 * math.cos(t1))
         p2 = (p1[0] + LINK_LENGTH_2 * math.sin(t1 + t2), p1[1] - LINK_LENGTH_2 * math.cos(t1 + t2))
@@ -171,18 +155,13 @@ class AcrobotFamily(TaskFamily):
         ]
 
     def reward(self, obs, action, next_obs, params):
-        link1_length = params[..., self.param_names.index("link1_length")]
-        return _reward(next_obs, link1_length)
-
-    def terminated(self, next_obs, params):
-        return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
+        return _reward(next_obs, self.param(params, "link1_length"))
 
     def simulate(self, obs, action, params):
         """One RK4 step of ``DT`` of :meth:`AcrobotEnv.dsdt` for a batch, then the wrapping and limits."""
         c1, s1, c2, s2, dtheta1, dtheta2 = obs.double().unbind(-1)
         state = torch.stack([torch.atan2(s1, c1), torch.atan2(s2, c2), dtheta1, dtheta2], dim=-1)
-        col = lambda name: params[..., self.param_names.index(name)].double()  # noqa: E731
-        m1, m2, l1 = col("link1_mass"), col("link2_mass"), col("link1_length")
+        m1, m2, l1 = (self.param(params, name).double() for name in ("link1_mass", "link2_mass", "link1_length"))
         lc1, lc2, i1, i2 = 0.5 * l1, LINK_COM_POS_2, LINK_MOI * m1 * l1**2, LINK_MOI * m2 * LINK_LENGTH_2**2
         torque = action[..., 0].double().clamp(-1.0, 1.0)
 

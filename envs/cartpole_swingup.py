@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import math
 
-import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.classic_env import ClassicControlEnv
 from envs.family import TaskFamily
-from envs.parametric_env import ParametricEnv
 from envs.rendering import draw_segments
 from envs.task import Task
 
@@ -40,7 +39,7 @@ MAX_X_DOT = 20.0
 MAX_THETA_DOT = 10 * math.pi
 
 
-class CartPoleSwingUpEnv(ParametricEnv):
+class CartPoleSwingUpEnv(ClassicControlEnv):
     """Continuous-force cart-pole swing-up; physics given as keyword arguments.
 
     Example:
@@ -52,15 +51,8 @@ class CartPoleSwingUpEnv(ParametricEnv):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 25}
     defaults = {"pole_half_length": 0.5, "pole_mass": 0.1, "cart_mass": 1.0}
-
-    def __init__(self, render_mode: str | None = None, **params: float):
-        super().__init__(**params)
-        self.render_mode = render_mode
-        # x stays within one step of the track end: |x| <= 2.4 + 2·0.04·20 < 5
-        high = np.array([5.0, MAX_X_DOT, 1.0, 1.0, MAX_THETA_DOT], dtype=np.float32)
-        self.observation_space = gym.spaces.Box(-high, high, dtype=np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
-        self.state: np.ndarray | None = None
+    # x stays within one step of the track end: |x| <= 2.4 + 2·0.04·20 < 5
+    obs_high = np.array([5.0, MAX_X_DOT, 1.0, 1.0, MAX_THETA_DOT], dtype=np.float32)
 
     def _apply_params(self, params: dict[str, float]) -> None:
         self.length = params["pole_half_length"]
@@ -69,11 +61,8 @@ class CartPoleSwingUpEnv(ParametricEnv):
         self.total_mass = self.masspole + self.masscart
         self.polemass_length = self.masspole * self.length
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        noise = self.np_random.uniform(-0.05, 0.05, size=4)
-        self.state = np.array([0.0, 0.0, math.pi, 0.0]) + noise
-        return self._obs(), {}
+    def _initial_state(self) -> np.ndarray:
+        return np.array([0.0, 0.0, math.pi, 0.0]) + self.np_random.uniform(-0.05, 0.05, size=4)
 
     def euler_step(self, state: np.ndarray, force: float) -> np.ndarray:
         """One gymnasium ``CartPole`` Euler step of length ``tau`` from ``[x, ẋ, θ, θ̇]``."""
@@ -86,25 +75,25 @@ class CartPoleSwingUpEnv(ParametricEnv):
         xacc = temp - self.polemass_length * thetaacc * costheta / self.total_mass
         return np.array([x + TAU * x_dot, x_dot + TAU * xacc, theta + TAU * theta_dot, theta_dot + TAU * thetaacc])
 
-    def step(self, action):
-        assert self.state is not None, "call reset() before step()"
-        force = FORCE_MAG * float(self._check_action(action)[0])
+    def _advance(self, state: np.ndarray, action: float) -> np.ndarray:
+        force = FORCE_MAG * action
         for _ in range(SUBSTEPS):
-            self.state = self.euler_step(self.state, force)
-            self.state[1] = min(max(self.state[1], -MAX_X_DOT), MAX_X_DOT)
-            self.state[3] = min(max(self.state[3], -MAX_THETA_DOT), MAX_THETA_DOT)
-        obs = self._obs()
-        reward = float(_reward(obs[None].astype(np.float64))[0])
-        terminated = bool(abs(obs[0]) > X_THRESHOLD)
-        return obs, reward, terminated, False, {}
+            state = self.euler_step(state, force)
+            state[1] = min(max(state[1], -MAX_X_DOT), MAX_X_DOT)
+            state[3] = min(max(state[3], -MAX_THETA_DOT), MAX_THETA_DOT)
+        return state
+
+    def _step_reward(self, obs: np.ndarray) -> float:
+        return float(_reward(obs[None].astype(np.float64))[0])
+
+    def _step_terminated(self, obs: np.ndarray) -> bool:
+        return bool(abs(obs[0]) > X_THRESHOLD)
 
     def _obs(self) -> np.ndarray:
         x, x_dot, theta, theta_dot = self.state
         return np.array([x, x_dot, math.cos(theta), math.sin(theta), theta_dot], dtype=np.float32)
 
-    def render(self):
-        if self.render_mode != "rgb_array" or self.state is None:
-            return None
+    def _draw(self) -> np.ndarray:
         x, _, theta, _ = self.state
         tip = (x + 2 * self.length * math.sin(theta), 2 * self.length * math.cos(theta))
         return draw_segments(
@@ -160,8 +149,8 @@ class CartPoleSwingUpFamily(TaskFamily):
 
     def simulate(self, obs, action, params):
         """:data:`SUBSTEPS` Euler steps of :meth:`CartPoleSwingUpEnv.euler_step` for a batch, with its clips."""
-        col = lambda name: params[..., self.param_names.index(name)].double()  # noqa: E731
-        length, masspole, masscart = col("pole_half_length"), col("pole_mass"), col("cart_mass")
+        names = ("pole_half_length", "pole_mass", "cart_mass")
+        length, masspole, masscart = (self.param(params, name).double() for name in names)
         total_mass, polemass_length = masspole + masscart, masspole * length
         force = FORCE_MAG * action[..., 0].double().clamp(-1.0, 1.0)
         x, x_dot, cos_theta, sin_theta, theta_dot = obs.double().unbind(-1)

@@ -15,8 +15,8 @@ from envs.task import Task, validate_params
 class TaskFamily(ABC):
     """A distribution ``p(M)`` of MDPs sharing state and action spaces, differing in physics.
 
-    Subclasses set the class attributes and implement :meth:`test_tasks`, :meth:`reward`
-    and :meth:`terminated`. The batched torch ``reward``/``terminated`` must equal what
+    Subclasses set the class attributes and implement :meth:`test_tasks` and :meth:`reward`,
+    and :meth:`terminated` where an episode can end early. The batched torch ``reward``/``terminated`` must equal what
     ``env.step`` returns (tests check it), so imagined rollouts use the exact functions.
     They take the task's physics parameters ``params [..., P]`` (order :attr:`param_names`)
     because some rewards depend on them (acrobot's height is relative to its total length);
@@ -80,6 +80,10 @@ class TaskFamily(ABC):
         """Physics parameters of ``tasks`` as ``[T, P]`` float32, columns :attr:`param_names`."""
         return torch.stack([t.tensor(self.param_names) for t in tasks])
 
+    def param(self, params: torch.Tensor, name: str) -> torch.Tensor:
+        """The column ``name`` ``[...]`` of physics parameters ``params [..., P]``."""
+        return params[..., self.param_names.index(name)]
+
     # ---- environments --------------------------------------------------------------------
     def make_env(self, task: Task, seed: int | None = None) -> gym.Env:
         """A ``gymnasium.Env`` of ``task`` with a ``TimeLimit`` of :attr:`episode_length`.
@@ -121,9 +125,9 @@ class TaskFamily(ABC):
         """Reward ``[...]`` of transitions ``obs [..., O]``, ``action [..., A]``,
         ``next_obs [..., O]`` under physics ``params [..., P]`` (broadcast)."""
 
-    @abstractmethod
     def terminated(self, next_obs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """Boolean ``[...]``: does the episode end on arriving in ``next_obs``?"""
+        """Boolean ``[...]``: does the episode end on arriving in ``next_obs``? Never, by default."""
+        return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
 
     def simulate(self, obs: torch.Tensor, action: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """The env's own equations, batched in torch: the next observation ``[..., O]`` of ``obs

@@ -1,7 +1,13 @@
-"""`ScaleGridFamily`: task families whose tasks are (mass scale, damping scale) pairs on a grid."""
+"""`ScaleGridFamily`: task families whose tasks are (mass scale, damping scale) pairs on grids.
+
+The grids are the paper's MuJoCo protocol (DESIGN §5): train on {0.8, 0.9, 1.0, 1.1, 1.2}², test
+interpolation on the 4 × 4 grid between, {0.85, 0.95, 1.05, 1.15}², and extrapolation on CaDM's
+out-of-range sets, each set crossed with itself (a family's :attr:`extrapolation_sets`).
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import ClassVar
 
@@ -10,18 +16,20 @@ import torch
 
 from envs.family import TaskFamily
 from envs.scaled_mujoco import ScaledMujocoEnv
-from envs.task import Task
+from envs.task import Split, Task
 
 
 class ScaleGridFamily(TaskFamily):
-    """Train tasks are the grid ``train_scales × train_scales`` of (mass, damping) scales;
-    test tasks are ``interpolation_scales`` and, for each set of ``extrapolation_sets``, every
-    (mass, damping) pair of that set (both scales outside the train range)."""
+    """Train tasks are the grid ``train_scales²`` of (mass, damping) scales; test tasks are the
+    grid ``interpolation_scales²`` and, for each set of ``extrapolation_sets``, every (mass,
+    damping) pair of that set (both scales outside the train range)."""
 
     param_names = ("damping_scale", "mass_scale")
     defaults = ScaledMujocoEnv.defaults
-    train_scales: ClassVar[tuple[float, ...]]
-    interpolation_scales: ClassVar[tuple[tuple[float, float], ...]]
+    env_class: ClassVar[type[ScaledMujocoEnv]]
+    episode_length = 1000  # gymnasium's MuJoCo locomotion episode
+    train_scales: ClassVar[tuple[float, ...]] = (0.8, 0.9, 1.0, 1.1, 1.2)
+    interpolation_scales: ClassVar[tuple[float, ...]] = (0.85, 0.95, 1.05, 1.15)
     extrapolation_sets: ClassVar[tuple[tuple[float, ...], ...]]
 
     @property
@@ -34,32 +42,26 @@ class ScaleGridFamily(TaskFamily):
         lo, hi = min(self.train_scales), max(self.train_scales)
         return {"mass_scale": (lo, hi), "damping_scale": (lo, hi)}
 
+    def _grid(self, prefix: str, split: Split, scales: tuple[float, ...]) -> list[Task]:
+        """Every (mass, damping) pair of ``scales`` as a task, mass-major."""
+        return [
+            self.make_task(f"{prefix}-m{m:g}-d{d:g}", split, mass_scale=m, damping_scale=d)
+            for m, d in itertools.product(scales, scales)
+        ]
+
     def train_tasks(self, n: int, seed: int) -> list[Task]:
         """``n`` distinct grid points in a seeded random order (all of them for ``n = len(grid)``)."""
-        grid = [(m, d) for m in self.train_scales for d in self.train_scales]
+        grid = self._grid("train", "train", self.train_scales)
         if not 1 <= n <= len(grid):
             raise ValueError(f"{self.name}: number of training tasks must be in [1, {len(grid)}] (the grid), got {n}")
         order = np.random.default_rng(seed).permutation(len(grid))[:n]
-        return [
-            self.make_task(
-                f"train-m{grid[i][0]:g}-d{grid[i][1]:g}", "train", mass_scale=grid[i][0], damping_scale=grid[i][1]
-            )
-            for i in sorted(order)
-        ]
-
-    def terminated(self, next_obs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """These locomotion tasks never terminate (a fallen humanoid just stops earning its bonus)."""
-        return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
+        return [grid[i] for i in sorted(order)]
 
     def test_tasks(self) -> list[Task]:
-        tasks = [
-            self.make_task(f"interp-m{m:g}-d{d:g}", "interpolation", mass_scale=m, damping_scale=d)
-            for m, d in self.interpolation_scales
-        ]
+        tasks = self._grid("interp", "interpolation", self.interpolation_scales)
         for scales in self.extrapolation_sets:
-            tasks += [
-                self.make_task(f"extrap-m{m:g}-d{d:g}", "extrapolation", mass_scale=m, damping_scale=d)
-                for m in scales
-                for d in scales
-            ]
+            tasks += self._grid("extrap", "extrapolation", scales)
         return tasks
+
+    def reward(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor, params: torch.Tensor):
+        return self.env_class.step_reward(next_obs, self.env_class.ctrl_range * action)

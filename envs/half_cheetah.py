@@ -5,14 +5,12 @@
   so the batched reward is exact (gymnasium's own uses a finite difference of positions);
 * no termination; truncation after 1000 steps.
 
-Train tasks: mass scale × damping scale on the grid {0.75, 0.85, 1.0, 1.15, 1.25}². Test tasks:
-interpolation (0.8, 1.2), (0.95, 0.95), (1.1, 0.8), (1.2, 1.1); extrapolation: for each set
-{0.2, 0.3}, {0.4, 0.5}, {1.5, 1.6}, {1.7, 1.8}, every (mass, damping) pair of that set (16 tasks).
+Tasks: the grids of `ScaleGridFamily` (DESIGN §5); extrapolation: for each set {0.2, 0.3},
+{0.4, 0.5}, {1.5, 1.6}, {1.7, 1.8}, every (mass, damping) pair of that set (16 tasks).
 """
 
 from __future__ import annotations
 
-import numpy as np
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
 from envs.grid_family import ScaleGridFamily
@@ -26,20 +24,20 @@ class HalfCheetahTaskEnv(ScaledMujocoEnv, HalfCheetahEnv):
     """``HalfCheetah-v5`` with ``mass_scale`` and ``damping_scale`` keyword arguments.
 
     Example:
-        >>> env = HalfCheetahTaskEnv(mass_scale=1.15, damping_scale=0.85)
+        >>> env = HalfCheetahTaskEnv(mass_scale=1.1, damping_scale=0.9)
         >>> env.reset(seed=0)[0].shape
         (17,)
     """
+
+    ctrl_range = 1.0  # HalfCheetah's own control range
 
     def __init__(self, render_mode: str | None = None, **params: float):
         HalfCheetahEnv.__init__(self, render_mode=render_mode)
         ScaledMujocoEnv.__init__(self, **params)
 
-    def step(self, action):
-        a = self._check_action(action)
-        obs, _, terminated, truncated, info = HalfCheetahEnv.step(self, a)
-        reward = float(obs[VX_INDEX] - CTRL_COST * np.sum(a**2))
-        return obs, reward, terminated, truncated, info
+    @staticmethod
+    def step_reward(next_obs, ctrl):
+        return next_obs[..., VX_INDEX] - CTRL_COST * (ctrl**2).sum(-1)
 
 
 class HalfCheetahFamily(ScaleGridFamily):
@@ -50,10 +48,4 @@ class HalfCheetahFamily(ScaleGridFamily):
     env_class = HalfCheetahTaskEnv
     obs_dim = 17
     act_dim = 6
-    episode_length = 1000
-    train_scales = (0.75, 0.85, 1.0, 1.15, 1.25)
-    interpolation_scales = ((0.8, 1.2), (0.95, 0.95), (1.1, 0.8), (1.2, 1.1))
     extrapolation_sets = ((0.2, 0.3), (0.4, 0.5), (1.5, 1.6), (1.7, 1.8))
-
-    def reward(self, obs, action, next_obs, params):
-        return next_obs[..., VX_INDEX] - CTRL_COST * (action**2).sum(-1)

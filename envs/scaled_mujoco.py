@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import ClassVar
 
 import mujoco
 import numpy as np
@@ -35,11 +36,18 @@ class ScaledMujocoEnv(ParametricEnv):
 
     Every ``model.body_mass`` and ``model.dof_damping`` entry is the saved original times its
     scale (as in CaDM's environments: masses only, inertias unchanged), so setting a scale
-    back to 1 restores the original dynamics bit for bit. A subclass calls the gymnasium
-    env's ``__init__`` first, then ``ScaledMujocoEnv.__init__(self, **params)``.
+    back to 1 restores the original dynamics bit for bit. A subclass lists this mixin before the
+    gymnasium env, calls the gymnasium env's ``__init__`` first, then
+    ``ScaledMujocoEnv.__init__(self, **params)``, and sets :attr:`ctrl_range` and
+    :meth:`step_reward`.
+
+    ``step`` takes actions in [-1, 1], applies ``ctrl_range · a`` and replaces gymnasium's
+    reward by :meth:`step_reward`, the one function the family's batched reward calls too.
     """
 
     defaults = {"mass_scale": 1.0, "damping_scale": 1.0}
+    #: the applied control is ``ctrl_range · a`` for an action ``a`` in [-1, 1]
+    ctrl_range: ClassVar[float]
 
     def __init__(self, **params: float):
         self._original_mass = np.array(self.model.body_mass, copy=True)
@@ -49,3 +57,14 @@ class ScaledMujocoEnv(ParametricEnv):
     def _apply_params(self, params: dict[str, float]) -> None:
         self.model.body_mass[:] = self._original_mass * params["mass_scale"]
         self.model.dof_damping[:] = self._original_damping * params["damping_scale"]
+
+    @staticmethod
+    def step_reward(next_obs, ctrl):
+        """Reward ``[...]`` of arriving in ``next_obs [..., O]`` under the applied control ``ctrl
+        [..., A]``; numpy arrays or torch tensors."""
+        raise NotImplementedError
+
+    def step(self, action):
+        ctrl = self.ctrl_range * self._check_action(action)
+        obs, _, terminated, truncated, info = super().step(ctrl)
+        return obs, float(self.step_reward(obs, ctrl)), terminated, truncated, info

@@ -7,9 +7,8 @@ the observation (45 = ``qpos[2:]`` 22 + ``qvel`` 23), with scaled body masses an
   ``v_x = qvel[0]`` (obs index 22) and ``z = qpos[2]`` (obs index 0) of the next observation;
 * no termination (a fallen humanoid just stops earning the alive bonus); 1000 steps.
 
-Train tasks: mass scale × damping scale on the grid {0.8, 0.9, 1.0, 1.15, 1.25}². Test tasks:
-interpolation (0.85, 1.2), (0.95, 0.95), (1.1, 0.85), (1.2, 1.1); extrapolation: every
-(mass, damping) pair of each set {0.4, 0.5}, {0.6, 0.7}, {1.5, 1.6}, {1.7, 1.8} (16 tasks).
+Tasks: the grids of `ScaleGridFamily` (DESIGN §5); extrapolation: every (mass, damping) pair of
+each set {0.4, 0.5}, {0.6, 0.7}, {1.5, 1.6}, {1.7, 1.8} (16 tasks).
 """
 
 from __future__ import annotations
@@ -37,6 +36,8 @@ class SlimHumanoidTaskEnv(ScaledMujocoEnv, HumanoidEnv):
         (45,)
     """
 
+    ctrl_range = CTRL_RANGE
+
     def __init__(self, render_mode: str | None = None, **params: float):
         HumanoidEnv.__init__(
             self,
@@ -50,12 +51,11 @@ class SlimHumanoidTaskEnv(ScaledMujocoEnv, HumanoidEnv):
         self.action_space = spaces.Box(-1.0, 1.0, shape=(17,), dtype=np.float32)
         ScaledMujocoEnv.__init__(self, **params)
 
-    def step(self, action):
-        ctrl = CTRL_RANGE * self._check_action(action)
-        obs, _, terminated, truncated, info = HumanoidEnv.step(self, ctrl)
-        z = obs[Z_INDEX]
-        reward = float(VX_WEIGHT * obs[VX_INDEX] - CTRL_COST * np.sum(ctrl**2) + ALIVE_BONUS * (1.0 < z < 2.0))
-        return obs, reward, terminated, truncated, info
+    @staticmethod
+    def step_reward(next_obs, ctrl):
+        z = next_obs[..., Z_INDEX]
+        alive = (z > 1.0) & (z < 2.0)
+        return VX_WEIGHT * next_obs[..., VX_INDEX] - CTRL_COST * (ctrl**2).sum(-1) + ALIVE_BONUS * alive
 
 
 class SlimHumanoidFamily(ScaleGridFamily):
@@ -66,13 +66,4 @@ class SlimHumanoidFamily(ScaleGridFamily):
     env_class = SlimHumanoidTaskEnv
     obs_dim = 45
     act_dim = 17
-    episode_length = 1000
-    train_scales = (0.8, 0.9, 1.0, 1.15, 1.25)
-    interpolation_scales = ((0.85, 1.2), (0.95, 0.95), (1.1, 0.85), (1.2, 1.1))
     extrapolation_sets = ((0.4, 0.5), (0.6, 0.7), (1.5, 1.6), (1.7, 1.8))
-
-    def reward(self, obs, action, next_obs, params):
-        z = next_obs[..., Z_INDEX]
-        alive = ((z > 1.0) & (z < 2.0)).to(next_obs.dtype)
-        ctrl = CTRL_RANGE * action
-        return VX_WEIGHT * next_obs[..., VX_INDEX] - CTRL_COST * (ctrl**2).sum(-1) + ALIVE_BONUS * alive

@@ -74,18 +74,36 @@ def test_non_positive_scale_is_a_clear_error(name, bad):
         fam.make_task("x", "extrapolation", damping_scale=bad)
 
 
+EXTRAPOLATION_SETS = {
+    "half_cheetah": [(0.2, 0.3), (0.4, 0.5), (1.5, 1.6), (1.7, 1.8)],
+    "slim_humanoid": [(0.4, 0.5), (0.6, 0.7), (1.5, 1.6), (1.7, 1.8)],
+}
+
+
+def _pairs(scales):
+    return {(m, d) for m in scales for d in scales}
+
+
+def _scales(tasks):
+    return {(t.parameters["mass_scale"], t.parameters["damping_scale"]) for t in tasks}
+
+
 @pytest.mark.parametrize("name", MUJOCO)
-def test_task_grid_splits(name):
+def test_task_grids_are_the_papers_protocol(name):
     fam = envs.make_family(name)
     train, test = fam.train_tasks(25, seed=0), fam.test_tasks()
-    assert len(train) == 25 and len({t.params for t in train}) == 25
+    interp = [t for t in test if t.split == "interpolation"]
+    extrap = [t for t in test if t.split == "extrapolation"]
+    assert len(train) == 25 and _scales(train) == _pairs((0.8, 0.9, 1.0, 1.1, 1.2))
+    assert len(interp) == 16 and _scales(interp) == _pairs((0.85, 0.95, 1.05, 1.15))
+    assert len(extrap) == 16 and _scales(extrap) == set().union(*map(_pairs, EXTRAPOLATION_SETS[name]))
     assert fam.train_tasks(5, seed=3) == fam.train_tasks(5, seed=3) != fam.train_tasks(5, seed=4)
+    assert len({t.params for t in fam.train_tasks(7, seed=1)}) == 7
     assert not {t.params for t in train} & {t.params for t in test}
-    lo, hi = fam.train_ranges["mass_scale"]
-    for t in test:
-        inside = [lo <= v <= hi for v in t.parameters.values()]
+    assert fam.train_ranges == {"mass_scale": (0.8, 1.2), "damping_scale": (0.8, 1.2)}
+    for t in test:  # interpolation strictly inside the train box, extrapolation with both scales outside it
+        inside = [0.8 < v < 1.2 for v in t.parameters.values()]
         assert all(inside) if t.split == "interpolation" else not any(inside), t
-    assert sum(t.split == "extrapolation" for t in test) == 16
     with pytest.raises(ValueError, match=r"must be in \[1, 25\]"):
         fam.train_tasks(26, seed=0)
 
