@@ -79,9 +79,10 @@ def fit_set_regressor(transitions: torch.Tensor, params: torch.Tensor, steps: in
 
 
 def r2_max(train_transitions: torch.Tensor, train_params: torch.Tensor, test_transitions: torch.Tensor,
-           test_params: torch.Tensor, names: list[str], seed: int = 0) -> dict[str, float]:  # fmt: skip
+           test_params: torch.Tensor, names: list[str], seed: int = 0, steps: int = 3000,
+           hidden_dim: int = 128) -> dict[str, float]:  # fmt: skip
     """``{parameter: R²}`` on the test contexts of a :class:`SetRegressor` fitted on the training ones."""
-    pred = fit_set_regressor(train_transitions, train_params, seed=seed)(test_transitions).double()
+    pred = fit_set_regressor(train_transitions, train_params, steps, seed, hidden_dim)(test_transitions).double()
     p = test_params.double()
     sse = ((pred - p) ** 2).sum(0)
     sst = ((p - p.mean(0)) ** 2).sum(0)

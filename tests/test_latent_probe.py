@@ -107,3 +107,16 @@ def test_probe_of_a_tiny_model_reports_every_parameter_and_the_swaps():
     assert again["one_step"] == errors
     for name, scores in result["r2"].items():  # LAPACK's least squares may differ in the last bits
         assert again["r2"][name] == pytest.approx(scores, rel=1e-9)
+
+
+def test_the_set_encoder_recovers_a_parameter_the_contexts_reveal_and_not_one_they_hide():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from identifiability import r2_max
+
+    g = torch.Generator().manual_seed(0)
+    t, n = 400, 20
+    params = torch.rand(t, 2, generator=g) + 0.5  # column 0 scales the response, column 1 never shows
+    x = torch.randn(t, n, 1, generator=g)
+    sets = torch.cat([x, params[:, None, :1] * x], -1)  # y = p0 · x
+    r2 = r2_max(sets[:300], params[:300], sets[300:], params[300:], ["shown", "hidden"], seed=0, steps=400, hidden_dim=32)
+    assert r2["shown"] > 0.9 and r2["hidden"] < 0.2, r2
