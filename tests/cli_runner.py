@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,18 +23,20 @@ NOISE = (
 def run_cli(cwd: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
     """``python train.py *args`` in ``cwd``; with ``check`` it must succeed without noise.
 
-    ``tests/`` is on the child's ``PYTHONPATH`` so configs can name test-only callbacks.
+    ``tests/`` is on the child's ``PYTHONPATH`` so configs can name test-only callbacks. Past
+    ``timeout`` seconds the job and every process it started (DDP ranks) are killed.
     """
     paths = [str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    command = [sys.executable, str(ROOT / "train.py"), *args]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with subprocess.Popen(command, cwd=cwd, text=True, env=env, start_new_session=True, **pipes) as run:
+        try:
+            stdout, stderr = run.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGKILL)  # every DDP rank: a hung one would hold the pipes open
+            raise
+    proc = subprocess.CompletedProcess(command, run.returncode, stdout, stderr)
     output = proc.stdout + proc.stderr
     if check:
         assert proc.returncode == 0, output
