@@ -32,7 +32,7 @@ def require_finite_loss(
     """Raise ``FloatingPointError`` on every rank when the scalar ``loss`` is NaN/inf on any rank.
 
     ``module``: the LightningModule whose step this is; attached to a multi-rank trainer, every rank
-    must call this at the same step (one ``all_gather``); detached (None, or a module stepped by
+    must call this at the same step (one ``torch.distributed.all_gather``); detached (None, or a module stepped by
     hand on one rank's share of work) the check is this process's alone. The message is ``"{name} is
     {value} {where}"``, then ``on rank r of W`` (``ranks r, s of W``) under several ranks, the scalar
     ``terms`` in brackets, ``; {advice}``: value and terms those of the lowest rank that saw it, so
@@ -42,8 +42,10 @@ def require_finite_loss(
     values = torch.stack([loss.detach().float(), *(t.detach().float() for t in terms.values())])
     trainer = None if module is None or module._trainer is None else module.trainer
     world = 1 if trainer is None else trainer.world_size
-    if world > 1:
-        values = trainer.strategy.all_gather(values).view(world, -1)
+    if world > 1:  # torch's own all_gather: Lightning's goes through a deprecated torch function
+        gathered = [torch.empty_like(values) for _ in range(world)]
+        torch.distributed.all_gather(gathered, values)
+        values = torch.stack(gathered)
     else:
         values = values[None]
     bad = (~torch.isfinite(values[:, 0])).nonzero().flatten().tolist()
