@@ -24,9 +24,11 @@ from typing import Any
 import pytorch_lightning as pl
 import yaml
 from jsonargparse import Namespace
+from lightning_fabric.plugins import CheckpointIO
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from callbacks import DynaLoop
+from common.atomic_checkpoint_io import AtomicCheckpointIO
 from common.checkpoints import CheckpointError, load_checkpoint
 
 LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
@@ -121,9 +123,14 @@ class MbmrlCLI(LightningCLI):
             continue_run_folder(self.config[self.config["subcommand"]].trainer, *self._resume_from)
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
-        """The trainer, with the ``dyna`` loop among its callbacks where the config has one."""
+        """The trainer, with the ``dyna`` loop among its callbacks where the config has one, atomic
+        checkpoint writes and, unless the config says, a progress bar only on a terminal."""
         extra = [c for key in self._parser(self.subcommand).callback_keys if (c := self._get(self.config_init, key))]
-        return self._instantiate_trainer({**self._get(self.config_init, "trainer", default={}), **kwargs}, extra)
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        config["plugins"] = with_atomic_checkpoints(config.get("plugins"))
+        if config.get("enable_progress_bar") is None:  # a log file gets no bar refreshes (docs/OPERATIONS.md)
+            config["enable_progress_bar"] = sys.stdout.isatty()
+        return self._instantiate_trainer(config, extra)
 
     def instantiate_classes(self) -> None:
         """Build the classes; a bad value our code rejects is one ``error:`` line, not a traceback."""
@@ -268,6 +275,13 @@ def _base_of(path: Path) -> Path | None:
     content = yaml.safe_load(path.read_text())
     base = content.get("base") if isinstance(content, dict) else None
     return None if base is None else path.parent / base
+
+
+def with_atomic_checkpoints(plugins: Any) -> list[Any]:
+    """``plugins`` (a Trainer's, None, one or a list) with :class:`AtomicCheckpointIO` added unless
+    one of them is a ``CheckpointIO`` already."""
+    plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
+    return plugins if any(isinstance(p, CheckpointIO) for p in plugins) else [*plugins, AtomicCheckpointIO()]
 
 
 def first_missing_folder(path: Path) -> Path | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 
 from callbacks.preemption import save_last
+from common.clock import synchronized_clock
 from common.rng_state import restore_rng_state, rng_state
 from datamodules.collection import Transitions
 from modules.methods.gssm_aps.aps import APSModule
@@ -109,19 +109,19 @@ class DynaProgress:
         """The model's epoch begins; ``buffered``: the transitions in the buffers (the first time: iteration 0's)."""
         if self.real_transitions == 0:
             self.real_transitions = buffered
-        self.running, self._model_start = "model", time.perf_counter()
+        self.running, self._model_start = "model", synchronized_clock()
 
     def end_model_phase(self) -> None:
         self.iteration += 1
         self.completed = "model"
-        self.metrics = {"time/model_seconds": time.perf_counter() - self._model_start}
+        self.metrics = {"time/model_seconds": synchronized_clock() - self._model_start}
 
     @contextmanager
     def phase(self, name: str, clock: str) -> Iterator[None]:
         """Run a phase as ``running``; its wall time goes to ``time/{clock}_seconds``."""
-        self.running, start = name, time.perf_counter()
+        self.running, start = name, synchronized_clock()
         yield
-        self.metrics[f"time/{clock}_seconds"] = time.perf_counter() - start
+        self.metrics[f"time/{clock}_seconds"] = synchronized_clock() - start
 
     def record_collection(self, data: Transitions, returns: torch.Tensor) -> None:
         """The collected transitions ``[K, S, ·]`` (the same on every rank) and this rank's episode returns."""

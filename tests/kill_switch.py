@@ -1,11 +1,14 @@
-"""Test helper callbacks: a hard kill, a preemption signal and a non-finite model loss on cue."""
+"""Test helper callbacks: a hard kill, a crash mid checkpoint write, a preemption signal and a non-finite
+model loss on cue."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 
 import pytorch_lightning as pl
+import torch
 
 from callbacks import DynaLoop
 
@@ -41,14 +44,41 @@ class SignalDuringPolicy(pl.Callback):
         aps.on_train_epoch_end = end_of_ppo_iteration
 
 
-class NaNTargetsAtStep(pl.Callback):
-    """Poison the model's training batch at a given step (NaN targets → NaN loss)."""
+class KillWhileWriting(pl.Callback):
+    """SIGKILL half-way through the ``write``-th checkpoint file written at the end of Dyna iteration
+    ``iteration`` (``ModelCheckpoint`` writes its top-k file, then ``last.ckpt``), as a crash or a
+    preemption's kill during the write would."""
 
-    def __init__(self, step: int):
-        self.step = step
+    def __init__(self, iteration: int, write: int):
+        self.iteration, self.write = iteration, write
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # before ModelCheckpoint's, which Lightning runs last
+        if trainer.current_epoch + 1 != self.iteration:
+            return
+        real_save, calls = torch.save, []
+
+        def save(obj, file, *args, **kwargs):
+            calls.append(file)
+            if len(calls) < self.write:
+                return real_save(obj, file, *args, **kwargs)
+            whole = io.BytesIO()
+            real_save(obj, whole)
+            file.write(whole.getvalue()[: len(whole.getvalue()) // 2])
+            file.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        torch.save = save
+
+
+class NaNTargetsAtStep(pl.Callback):
+    """Poison the model's training batch at a given step (NaN targets → NaN loss), on every rank or
+    on ``rank`` only."""
+
+    def __init__(self, step: int, rank: int | None = None):
+        self.step, self.rank = step, rank
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and self.rank in (None, trainer.global_rank):
             batch["target_y"].fill_(float("nan"))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 
@@ -10,6 +9,8 @@ import torch
 from torch.distributions import Normal
 from torch.utils.data import DataLoader, IterableDataset
 
+from common.clock import synchronized_clock
+from common.finite_loss import require_finite_loss
 from common.sampling import sample_normal
 from common.seeding import IMAGINATION, STREAM, derive_seed
 from common.validation import require_positive_integers
@@ -170,9 +171,8 @@ class MDPILCO(CollectingLearner):
         is_model = int(phase) == MODEL
         optimizer = self.optimizers()[MODEL if is_model else POLICY]
         loss = self.model_step(slot, u) if is_model else self.policy_step(slot, u)
-        if not torch.isfinite(loss):
-            what = "model" if is_model else "policy"
-            raise FloatingPointError(f"M-DPILCO {what} loss is {loss.item()} at iteration {self.iterations}")
+        require_finite_loss(self, loss, f"M-DPILCO {'model' if is_model else 'policy'} loss",
+                            f"at iteration {self.iterations}")  # fmt: skip
         optimizer.zero_grad()
         self.manual_backward(loss)
         if not is_model:  # gradients through many model steps can explode
@@ -224,9 +224,9 @@ class MDPILCO(CollectingLearner):
 
         def infer_latent(context_x: torch.Tensor, context_y: torch.Tensor, mask: torch.Tensor) -> Normal:
             nonlocal seconds
-            start = time.perf_counter()
+            start = synchronized_clock()
             posterior = self.model.infer(context_x, context_y, mask, hp.infer_steps, hp.infer_lr, noise)
-            seconds += time.perf_counter() - start
+            seconds += synchronized_clock() - start
             return posterior
 
         results, _ = run_meta_test(self.family, tasks, self.METHOD, self.policy, self.metatest.episodes, seed,

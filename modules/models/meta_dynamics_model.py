@@ -36,6 +36,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from common.epoch_means import EpochMeans
+from common.finite_loss import require_finite_loss
 from common.sampling import sample_normal
 from common.seeding import MODEL_STEP, derive_seed
 from envs import make_family
@@ -220,12 +221,9 @@ class MetaDynamicsModel(pl.LightningModule):
         generator = torch.Generator(device=self.device)
         generator.manual_seed(derive_seed(MODEL_STEP, self.hparams.seed, self.global_step, self.global_rank))
         loss, terms = self.loss(batch, generator)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"model loss is {loss.item()} at step {self.global_step} "
-                f"(nll {terms['nll'].mean().item()}, kl {terms['kl'].mean().item()}); "
-                "check the data for NaN/inf or lower the learning rate"
-            )
+        require_finite_loss(self, loss, "model loss", f"at step {self.global_step}",
+                            {"nll": terms["nll"].mean(), "kl": terms["kl"].mean()},
+                            "check the data for NaN/inf or lower the learning rate")  # fmt: skip
         self.log("model/train/loss", loss, prog_bar=True, batch_size=batch["target_x"].shape[0], sync_dist=True)
         self._train_terms.add({name: value.mean() for name, value in terms.items()})
         return loss

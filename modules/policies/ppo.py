@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from common.epoch_means import EpochMeans
+from common.finite_loss import require_finite_loss
 from common.seeding import PPO_MINIBATCHES, derive_seed
 from common.settings import Settings
 from modules.policies.actor_critic import ActorCritic
@@ -219,8 +220,7 @@ class PPOLearner(pl.LightningModule):
     def training_step(self, index: torch.Tensor, batch_idx: int) -> torch.Tensor:
         mb = {k: v.index_select(0, index.to(v.device)) for k, v in self._batch.items()}  # 3× faster than v[index]
         loss, info = self.ppo_loss(mb)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"PPO loss is {loss.item()} at policy iteration {self.iterations}")
+        require_finite_loss(self, loss, "PPO loss", f"at policy iteration {self.iterations}")
         self._step_stats.add({"loss": loss, **info})
         return loss
 

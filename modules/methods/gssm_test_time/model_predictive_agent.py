@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 from torch.distributions import Normal
 
+from common.clock import synchronized_clock
 from envs import TaskFamily
 from envs.rollout import StepPolicy, agent_policy
 from modules.models.meta_dynamics_model import MetaDynamicsModel
@@ -80,11 +79,11 @@ class ModelPredictiveAgent(nn.Module):
         z_c = latent.repeat_interleave(self.planner.samples, dim=0)
         params = self.params.repeat_interleave(rows_per_task, dim=0)
 
-        start = time.perf_counter()
+        start = synchronized_clock()
         next_state = meta_dynamics_next_state(self.model, self.encoding, z_c, rows_per_task)
         returns = open_loop_returns(ModelEnv(next_state, self.family, params))
         action = self.planner.plan(obs, returns, self.noise if generator is None else generator)
-        self.seconds += time.perf_counter() - start
+        self.seconds += synchronized_clock() - start
         self.actions += obs.shape[0]
         return action
 

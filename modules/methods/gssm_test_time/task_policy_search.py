@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-import time
 
 import torch
 from torch.func import functional_call, stack_module_state
 
+from common.clock import synchronized_clock
 from common.seeding import TASK_SEARCH, derive_seed
 from common.validation import require_positive_integers
 from datamodules.task_buffers import MultiTaskBuffer
@@ -76,10 +76,10 @@ class TaskPolicySearch:
         """One task's policy from its context ``x [n, O + A]``, ``y [n, O]`` (raw units) and physics
         ``params [P]``; also the mean imagined return over the horizon at each iteration (before its
         update)."""
-        start = time.perf_counter()
+        start = synchronized_clock()
         with torch.inference_mode(False), torch.enable_grad():  # the meta-test runs under no_grad or inference mode
             policy, returns = self._search(context_x.clone(), context_y.clone(), params.clone(), task_index)
-        self.seconds += time.perf_counter() - start
+        self.seconds += synchronized_clock() - start
         self.searches += 1
         return policy, returns
 

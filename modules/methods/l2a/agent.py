@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 from torch.distributions import Normal
 
+from common.clock import synchronized_clock
 from envs import TaskFamily
 from envs.rollout import StepPolicy, Trajectory
 from modules.models.adaptive_dynamics import AdaptiveDynamics
@@ -69,7 +68,7 @@ class L2AAgent(nn.Module):
     def plan(self, obs: torch.Tensor, recent_x: torch.Tensor, recent_y: torch.Tensor, mask: torch.Tensor,
              generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
         """Actions ``[N, A]`` for ``obs [N, O]`` after adapting to each row's ``recent [N, m, ·]``."""
-        start = time.perf_counter()
+        start = synchronized_clock()
         with torch.inference_mode(False):  # torch.func.grad differentiates under no_grad, not in inference mode
             weights = self.model.adapt(recent_x.clone(), recent_y.clone(), mask.clone())
         k = self.planner.samples
@@ -78,7 +77,7 @@ class L2AAgent(nn.Module):
 
         adapted = ModelEnv(adaptive_dynamics_next_state(self.model, weights, k), self.family, params)
         action = self.planner.plan(obs, open_loop_returns(adapted), self.noise if generator is None else generator)
-        self.seconds += time.perf_counter() - start
+        self.seconds += synchronized_clock() - start
         self.actions += obs.shape[0]
         return action
 

@@ -8,6 +8,7 @@ from dataclasses import asdict
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from common.finite_loss import require_finite_loss
 from common.seeding import STREAM, derive_seed
 from common.validation import require_positive_integers
 from datamodules.collection import Transitions
@@ -147,8 +148,7 @@ class L2A(CollectingLearner):
         x, y = x.to(self.device), y.to(self.device)
         loss, unadapted = self.model.meta_loss(x[:, : hp.recent], y[:, : hp.recent], x[:, hp.recent :],
                                                y[:, hp.recent :])  # fmt: skip
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"L2A meta-loss is {loss.item()} at iteration {self.iterations}")
+        require_finite_loss(self, loss, "L2A meta-loss", f"at iteration {self.iterations}")
         self.log("model/train/adapted_mse", loss, on_step=False, on_epoch=True, sync_dist=True)
         self.log("model/train/unadapted_mse", unadapted, on_step=False, on_epoch=True, sync_dist=True)
         return loss
