@@ -68,3 +68,4 @@ def test_every_rung_runs_on_a_tiny_model_and_the_default_task_keeps_its_own_late
     row = result["per_task"]["interp-heavy-long"]
     assert set(RUNGS) <= set(row) and "normalised_score" in row["c_adaptation"]  # the committed ceiling scores it
     assert gap_ladder(model, aps.policy, fam, tasks, exact, settings) == ladder  # seeded throughout
+    assert result["raw"] == ladder  # kept, so a refined ceiling rescores it (--rescore)
