@@ -65,8 +65,8 @@ def test_the_policy_built_from_the_dyna_config_keeps_its_own_hyperparameters():
     cli = train.MbmrlCLI(pl.LightningModule, None, subclass_mode_model=True, run=False,
                          args=["--config", str(ROOT / "conf/acrobot.yaml"), "--config", str(TINY)])  # fmt: skip
     dyna = next(c for c in cli.trainer.callbacks if isinstance(c, DynaLoop))
-    aps = dyna.make_policy("acrobot", 2, seed=7)
-    assert (aps.hparams.horizon, aps.hparams.latent_dim, aps.hparams.seed) == (3, 2, 7)
+    aps = dyna.make_policy("acrobot", 2, 8, seed=7)
+    assert (aps.hparams.horizon, aps.hparams.latent_dim, aps.hparams.context_size, aps.hparams.seed) == (3, 2, 8, 7)
     assert "variant" not in aps.hparams  # nothing of the dynamics model's
 
 

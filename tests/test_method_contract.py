@@ -74,7 +74,7 @@ def test_the_classes_without_arguments_are_the_shipped_gssm_aps_of_acrobot(tmp_p
     loop = ours.pop()
     settings = [name for name in inspect.signature(DynaLoop).parameters if name != "policy"]
     assert {k: getattr(loop, k) for k in settings} == {k: getattr(DynaLoop(), k) for k in settings}
-    assert dict(loop.make_policy("acrobot", 8, seed=0).hparams) == dict(APSModule("acrobot", 8).hparams)
+    assert dict(loop.make_policy("acrobot", 8, 50, seed=0).hparams) == dict(APSModule("acrobot", 8, 50).hparams)
     assert all(vars(c) == vars(type(c)()) for c in ours)
 
 

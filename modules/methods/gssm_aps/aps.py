@@ -56,7 +56,8 @@ class APSModule(PPOLearner):
     each imagination, so sampling and updates share it.
 
     Args:
-        env: task family; latent_dim: size of ``z_c`` (the dynamics model's).
+        env: task family; latent_dim: size of ``z_c`` (the dynamics model's); context_size: the largest
+            context drawn (in the Dyna loop the data's ``context_max``, the one context size of training).
         context_sets_per_task: context subsets encoded per task and iteration; must divide
             ``rollouts_per_task``. Encoding a set costs ~16× an imagined step of one rollout at the
             acrobot sizes, so one set per rollout would dominate imagination; the latent is still
@@ -82,12 +83,12 @@ class APSModule(PPOLearner):
         self,
         env: str = "acrobot",
         latent_dim: int = 8,
+        context_size: int = 50,
         hidden_dim: int = 64,
         init_log_std: float = -0.5,
         min_action_std: float = 0.2,
         horizon: int = 50,
         rollouts_per_task: int = 64,
-        context_size: int = 50,
         context_min: int = 25,
         context_sets_per_task: int = 8,
         latent: str = "mean",
