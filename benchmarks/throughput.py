@@ -63,9 +63,9 @@ def matmul_gflops(device: str, n: int = 4096, repeats: int = 5) -> float:
 def acrobot_setup(quick: bool) -> tuple[dict, dict, TransitionDataModule]:
     """The main config, its APS arguments and its datamodule (``quick``: tiny sizes for the tests)."""
     conf = compose_config(ROOT / "conf/acrobot.yaml")
-    conf["model"]["init_args"]["env"] = conf["env"]  # train.py links env and seed; here they are set by hand
-    policy_conf = dict(conf["dyna"]["init_args"]["policy"]["init_args"])  # {class_path: modules.APSModule, init_args}
-    data_conf = {**conf["data"]["init_args"], "env": conf["env"], "seed": conf["seed_everything"]}
+    conf["model"].setdefault("init_args", {})["env"] = conf["env"]  # train.py links env and seed; here set by hand
+    policy_conf = dict(conf["dyna"]["init_args"]["policy"].get("init_args", {}))  # {class_path: modules.APSModule}
+    data_conf = {**conf["data"].get("init_args", {}), "env": conf["env"], "seed": conf["seed_everything"]}
     if quick:
         conf["model"]["init_args"]["hidden_dim"] = 16
         policy_conf.update(hidden_dim=16, rollouts_per_task=8, context_sets_per_task=2, horizon=4)
@@ -77,7 +77,7 @@ def imagination(devices: list[str], extra_sets: list[int], repeats: int, quick: 
     """Imagined transitions/s per device and context-set count, with the FLOP-bound limit."""
     conf, policy_conf, data = acrobot_setup(quick)
     x, y = data.model_training_data()
-    runs = [(d, policy_conf["context_sets_per_task"]) for d in devices]
+    runs = [(d, None) for d in devices]  # None: the config's context sets
     runs += [(d, sets) for d in devices for sets in extra_sets]
     gflops_of = {d: matmul_gflops(d, n=256 if quick else 4096) for d in devices}
     rows = []
@@ -85,8 +85,8 @@ def imagination(devices: list[str], extra_sets: list[int], repeats: int, quick: 
         model = MetaDynamicsModel(**conf["model"]["init_args"]).to(device).eval()
         model.x_normalizer.fit(x.to(device))
         model.y_normalizer.fit(y.to(device))
-        policy_args = {**policy_conf, "context_sets_per_task": sets}
-        aps = APSModule(env="acrobot", latent_dim=model.hparams.latent_dim, **policy_args).to(device)
+        policy_args = {**policy_conf, **({} if sets is None else {"context_sets_per_task": sets})}
+        aps = APSModule("acrobot", model.hparams.latent_dim, data.hparams.context_max, **policy_args).to(device)
         params = data.family.params_tensor(data.train_tasks)
         aps.source = ImaginationSource(model, data.buffer, torch.arange(len(data.train_tasks)), params)
         aps.imagine_batch()  # warm-up
@@ -103,9 +103,9 @@ def imagination(devices: list[str], extra_sets: list[int], repeats: int, quick: 
         flops = counter.get_total_flops() / rollouts.reward.numel()
         limit = gflops_of[device] * 1e9 / flops
         rows.append({
-            "device": device, "tasks": len(data.train_tasks), "rollouts_per_task": policy_args["rollouts_per_task"],
-            "context_sets": sets, "horizon": policy_args["horizon"], "transitions_per_s": rate,
-            "matmul_gflops": gflops_of[device], "flop_per_transition": flops, "limit": limit,
+            "device": device, "tasks": len(data.train_tasks), "rollouts_per_task": aps.hparams.rollouts_per_task,
+            "context_sets": aps.hparams.context_sets_per_task, "horizon": aps.hparams.horizon,
+            "transitions_per_s": rate, "matmul_gflops": gflops_of[device], "flop_per_transition": flops, "limit": limit,
         })  # fmt: skip
     return rows
 
@@ -118,7 +118,7 @@ def action_latency(repeats: int, quick: bool = False) -> dict:
     model = MetaDynamicsModel(**conf["model"]["init_args"]).eval()
     model.x_normalizer.fit(x)
     model.y_normalizer.fit(y)
-    aps = APSModule(env="acrobot", latent_dim=model.hparams.latent_dim, **policy_conf)
+    aps = APSModule("acrobot", model.hparams.latent_dim, data.hparams.context_max, **policy_conf)
     _, cx, cy = data.task_contexts(50)
     cx, cy, obs = cx[-1:], cy[-1:], cx[-1:, 0, : data.family.obs_dim]
     seconds = []

@@ -34,14 +34,14 @@ class DynaLoop(pl.Callback):
     (``last.ckpt`` written there) or at an iteration's start — exiting with 128 + the signal.
 
     Args:
-        policy: the :class:`APSModule` to train, without ``env`` and ``latent_dim`` (the model's): in a config
-            ``{class_path: modules.APSModule, init_args: {...}}``; None: APS's defaults. Its ``seed`` is the loop's.
+        policy: the :class:`APSModule` to train, without ``env``, ``latent_dim`` (the model's) and ``context_size``
+            (the data's ``context_max``, also the collection's context): in a config ``{class_path:
+            modules.APSModule, init_args: {...}}``; None: APS's defaults. Its ``seed`` is the loop's.
         policy_epochs: PPO iterations (imagination + updates) per Dyna iteration.
         max_grad_norm: gradient clipping of the policy updates.
         collect_steps_per_task: real steps per collected task and iteration.
         collect_tasks_per_iteration: training tasks collected per iteration, round robin; None: all. Under DDP
             with fewer than all, it and the number of tasks must both be multiples of the number of ranks.
-        context_size: transitions in the context ``z_c`` is inferred from when collecting.
         metatest_context: online context transitions per test task; metatest_episodes: evaluation
             episodes per test task; metatest_tasks: names of the test tasks to meta-test (None: all).
         verbose: the inner fits' Lightning banners and the phases' progress bars (else one line an iteration).
@@ -49,13 +49,12 @@ class DynaLoop(pl.Callback):
 
     def __init__(
         self,
-        policy: Callable[[str, int], APSModule] | None = None,
-        policy_epochs: int = 10,
+        policy: Callable[[str, int, int], APSModule] | None = None,
+        policy_epochs: int = 20,
         max_grad_norm: float = 0.5,
         collect_steps_per_task: int = 200,
         collect_tasks_per_iteration: int | None = None,
-        context_size: int = 50,
-        eval_every: int = 5,
+        eval_every: int = 3,
         metatest_context: int = 50,
         metatest_episodes: int = 50,
         metatest_tasks: list[str] | None = None,
@@ -64,7 +63,7 @@ class DynaLoop(pl.Callback):
     ):
         self.make_policy, self.aps, self.seed, self.verbose = policy or APSModule, None, seed, verbose
         self.policy_epochs, self.max_grad_norm, self.eval_every = policy_epochs, max_grad_norm, eval_every
-        self.collect_steps_per_task, self.context_size = collect_steps_per_task, context_size
+        self.collect_steps_per_task = collect_steps_per_task
         self.collect_tasks_per_iteration = collect_tasks_per_iteration
         self.metatest_context, self.metatest_episodes = metatest_context, metatest_episodes
         self.metatest_tasks, self.test_tasks, self.bars = metatest_tasks, [], False  # the last two: set up
@@ -75,7 +74,8 @@ class DynaLoop(pl.Callback):
         if not isinstance(pl_module, MetaDynamicsModel) or not isinstance(data, TransitionDataModule):
             raise TypeError("DynaLoop needs a MetaDynamicsModel fitted on a TransitionDataModule")
         if self.aps is None:
-            self.aps = self.make_policy(pl_module.hparams.env, pl_module.hparams.latent_dim, seed=self.seed)
+            hp = pl_module.hparams
+            self.aps = self.make_policy(hp.env, hp.latent_dim, data.hparams.context_max, seed=self.seed)
         self.test_tasks = select_tasks(data.test_tasks, self.metatest_tasks, data.family.name)  # a bad name fails now
         self.bars = self.verbose and trainer.is_global_zero and trainer.progress_bar_callback is not None
         check_collection_schedule(self.collect_tasks_per_iteration, len(data.train_tasks), trainer.world_size)
@@ -126,8 +126,9 @@ class DynaLoop(pl.Callback):
             self.preemption.safe_point(trainer)
         with p.phase("collect", clock="collect"):
             tasks = round_robin_tasks(p.iteration, self.collect_tasks_per_iteration, len(data.train_tasks))
-            collected = collect_with_policy(gssm, self.aps, data, tasks, self.collect_steps_per_task, self.context_size,
-                                            self.seed, p.iteration, rank, world, self.bars)  # fmt: skip
+            collected = collect_with_policy(gssm, self.aps, data, tasks, self.collect_steps_per_task,
+                                            data.hparams.context_max, self.seed, p.iteration, rank, world,
+                                            self.bars)  # fmt: skip
         p.record_collection(*collected)
         if p.iteration % self.eval_every == 0 or p.iteration >= trainer.max_epochs:
             with p.phase("meta-test", clock="eval"):

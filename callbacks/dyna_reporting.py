@@ -12,7 +12,7 @@ from common.tensorboard_writing import epoch_log_step, tensorboard_logger
 
 # The Dyna loop's own settings, in the HParams tab's "dyna" group.
 DYNA_SETTINGS = ("policy_epochs", "max_grad_norm", "collect_steps_per_task", "collect_tasks_per_iteration",
-                 "context_size", "eval_every", "metatest_context", "metatest_episodes")  # fmt: skip
+                 "eval_every", "metatest_context", "metatest_episodes")  # fmt: skip
 # Scalars also written against real transitions (x axis) under ``by_real_transitions/``.
 BY_REAL_TRANSITIONS = (
     "policy/imagined_reward_per_step",

@@ -18,7 +18,7 @@ SPLIT_STYLE = {"train": ("o", "C0"), "interpolation": ("s", "C1"), "extrapolatio
 
 class TaskLatentLogger(pl.Callback):
     """After each validation, on rank 0 only: the mean of ``q(z_c | C_k)`` for every train and
-    test task ``k`` (a fixed context of ``context_size`` transitions from its buffer), logged as
+    test task ``k`` (a fixed context of the data's ``context_max`` transitions from its buffer), logged as
 
     * ``model/latent`` embedding in TensorBoard's *Projector*, with task name, split and physics
       parameters as metadata: one embedding, rewritten at each validation (the latest), in
@@ -31,16 +31,13 @@ class TaskLatentLogger(pl.Callback):
     the other ranks do not wait for it.
     """
 
-    def __init__(self, context_size: int = 50):
-        self.context_size = context_size
-
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         tb = tensorboard_logger(trainer)
         if tb is None:
             return
-        tasks, cx, cy = trainer.datamodule.task_contexts(self.context_size)
+        tasks, cx, cy = trainer.datamodule.task_contexts(trainer.datamodule.hparams.context_max)
         with torch.no_grad():
             means = pl_module.infer_context(cx.to(pl_module.device), cy.to(pl_module.device)).q_zc.mean.cpu()
         names = trainer.datamodule.family.param_names

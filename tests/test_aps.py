@@ -17,7 +17,7 @@ from modules.policies.ppo import generalized_advantages
 def tiny_source(env: str = "acrobot", tasks: int = 3) -> ImaginationSource:
     torch.manual_seed(0)
     fam = envs.make_family(env)
-    model = MetaDynamicsModel(env, hidden_dim=16, latent_dim=3, num_heads=2).eval()
+    model = MetaDynamicsModel(env, hidden_dim=16, latent_dim=3, num_heads=2, ensemble_size=1).eval()
     buf = MultiTaskBuffer(tasks, 40, fam.obs_dim, fam.act_dim)
     obs = torch.randn(tasks, 40, fam.obs_dim) * 0.3
     act = torch.rand(tasks, 40, fam.act_dim) * 2 - 1
@@ -38,7 +38,8 @@ def tiny_source(env: str = "acrobot", tasks: int = 3) -> ImaginationSource:
 def test_imagined_rollouts_have_the_documented_shapes_and_exact_rewards():
     src = tiny_source()
     aps = APSModule("acrobot", latent_dim=3, hidden_dim=16, horizon=7, rollouts_per_task=6, context_size=10,
-                     context_sets_per_task=3)
+                     context_min=1, context_sets_per_task=3, min_action_std=0.0, latent="sample", next_state="sample",
+                     uncertainty_cut=None)  # fmt: skip
     aps.source = src
     r = aps.imagine_batch()
     b = 3 * 6
@@ -120,7 +121,7 @@ def test_gae_does_not_bootstrap_through_a_termination():
 def test_ppo_moves_the_mean_action_to_the_known_optimum():
     """A one-step bandit, r = −(a − 0.6)²: PPO's mean action must go from ≈0 to ≈0.6."""
     torch.manual_seed(0)
-    aps = APSModule("acrobot", latent_dim=2, hidden_dim=32, ppo={"lr": 3e-3})
+    aps = APSModule("acrobot", latent_dim=2, hidden_dim=32, min_action_std=0.0, ppo={"lr": 3e-3})
     opt = aps.configure_optimizers()
     probe = torch.randn(256, 6), torch.zeros(256, 2)
     with torch.no_grad():
@@ -162,7 +163,7 @@ def test_optimizer_state_survives_a_new_fit():
 
 def test_ppo_settings_come_as_one_block_and_an_unknown_one_is_named():
     aps = APSModule(env="acrobot", latent_dim=2, hidden_dim=8, ppo={"ppo_epochs": 3, "lr": 0.01})
-    assert (aps.ppo.ppo_epochs, aps.ppo.num_minibatches, aps.ppo.lr) == (3, 4, 0.01)
+    assert (aps.ppo.ppo_epochs, aps.ppo.num_minibatches, aps.ppo.lr) == (3, 8, 0.01)  # APS's 8 minibatches kept
     assert aps.hparams.ppo["ppo_epochs"] == 3  # plain data in the checkpoint's hyperparameters
     assert aps.configure_optimizers().param_groups[0]["lr"] == 0.01
     with pytest.raises(ValueError, match=r"unknown PPOSettings field\(s\) \['ppo_epoch'\]"):

@@ -43,10 +43,10 @@ def test_the_loop_adds_episodes_only_to_the_tasks_of_the_iteration(tmp_path):
                                 val_batches=1)  # fmt: skip
     model = MetaDynamicsModel("acrobot", hidden_dim=8, latent_dim=2, num_heads=2, message_passing_rounds=1,
                               ensemble_size=2)  # fmt: skip
-    policy = partial(APSModule, hidden_dim=8, horizon=2, rollouts_per_task=4, context_size=8, context_min=2,
+    policy = partial(APSModule, hidden_dim=8, horizon=2, rollouts_per_task=4, context_min=2,
                      context_sets_per_task=2, ppo=PPOSettings(ppo_epochs=1, num_minibatches=1))  # fmt: skip
     loop = DynaLoop(policy, policy_epochs=1, collect_steps_per_task=30, collect_tasks_per_iteration=2,
-                    context_size=8, eval_every=100, metatest_context=2, metatest_episodes=1,
+                    eval_every=100, metatest_context=2, metatest_episodes=1,
                     metatest_tasks=["interp-default"])  # fmt: skip
     pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,

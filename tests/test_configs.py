@@ -45,7 +45,7 @@ def test_the_dyna_policy_block_is_an_aps_module_with_every_setting_shown(env, ca
 
 def test_an_unknown_policy_setting_is_refused_with_its_name(tmp_path, capsys):
     config = train.compose_config(ROOT / "conf/acrobot.yaml")
-    config["dyna"]["init_args"]["policy"]["init_args"]["horizn"] = 30
+    config["dyna"]["init_args"]["policy"]["init_args"] = {"horizn": 30}
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(config))
     with pytest.raises(SystemExit) as stop:
@@ -65,8 +65,8 @@ def test_the_policy_built_from_the_dyna_config_keeps_its_own_hyperparameters():
     cli = train.MbmrlCLI(pl.LightningModule, None, subclass_mode_model=True, run=False,
                          args=["--config", str(ROOT / "conf/acrobot.yaml"), "--config", str(TINY)])  # fmt: skip
     dyna = next(c for c in cli.trainer.callbacks if isinstance(c, DynaLoop))
-    aps = dyna.make_policy("acrobot", 2, seed=7)
-    assert (aps.hparams.horizon, aps.hparams.latent_dim, aps.hparams.seed) == (3, 2, 7)
+    aps = dyna.make_policy("acrobot", 2, 8, seed=7)
+    assert (aps.hparams.horizon, aps.hparams.latent_dim, aps.hparams.context_size, aps.hparams.seed) == (3, 2, 8, 7)
     assert "variant" not in aps.hparams  # nothing of the dynamics model's
 
 
@@ -74,22 +74,24 @@ def test_a_family_file_is_the_shared_base_plus_its_own_lines():
     acrobot, cartpole = (train.compose_config(ROOT / f"conf/{env}.yaml") for env in ("acrobot", "cartpole_swingup"))
     assert acrobot["env"] == "acrobot" and cartpole["env"] == "cartpole_swingup"
     ppo = cartpole["dyna"]["init_args"]["policy"]["init_args"]["ppo"]
-    assert ppo["entropy_coef"] == 0.02 and ppo["ppo_epochs"] == 8  # one setting overridden, the rest kept
+    assert ppo == {"entropy_coef": 0.02}  # one setting overridden, the rest the class defaults
     cartpole["env"] = "acrobot"
-    cartpole["dyna"]["init_args"]["policy"]["init_args"]["ppo"]["entropy_coef"] = 0.0
-    schedule = {("trainer", "max_epochs"): (28, 14), ("dyna", "init_args", "policy_epochs"): (10, 20),
+    del cartpole["dyna"]["init_args"]["policy"]["init_args"]
+    schedule = {("trainer", "max_epochs"): (28, 14), ("dyna", "init_args", "policy_epochs"): (10, None),
                 ("dyna", "init_args", "collect_tasks_per_iteration"): (8, None),
-                ("dyna", "init_args", "eval_every"): (7, 3), ("data", "init_args", "batches_per_epoch"): (300, 600)}
+                ("dyna", "init_args", "eval_every"): (7, None),
+                ("data", "init_args", "batches_per_epoch"): (300, None)}  # fmt: skip
     for path, values in schedule.items():  # cart-pole's finer Dyna schedule
         *parents, key = path
         cp, ac = cartpole, acrobot
         for p in parents:
-            cp, ac = cp[p], ac[p]
+            cp, ac = cp[p], ac.get(p, {})
         assert (cp[key], ac.get(key)) == values, path
         if key in ac:
             cp[key] = ac[key]
         else:
             del cp[key]
+    assert cartpole["data"].pop("init_args") == {}
     assert cartpole == acrobot  # nothing else differs
     assert (ROOT / "conf/cartpole_swingup.yaml").read_text().count("\n") < 30
 

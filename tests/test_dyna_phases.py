@@ -26,10 +26,11 @@ def tiny_parts(env: str = "acrobot") -> tuple[TransitionDataModule, MetaDynamics
     """Two training tasks with 20 random steps each, a model whose normalisers are fitted on them, an APS."""
     torch.manual_seed(0)
     data = TransitionDataModule(env, num_train_tasks=2, random_steps_per_task=20, val_steps_per_task=0)
-    model = MetaDynamicsModel(env, hidden_dim=8, latent_dim=2, num_heads=2, message_passing_rounds=1)
+    model = MetaDynamicsModel(env, hidden_dim=8, latent_dim=2, num_heads=2, message_passing_rounds=1, ensemble_size=1)
     model.fit_normalizers(*data.model_training_data())
     aps = APSModule(env, latent_dim=2, hidden_dim=8, horizon=2, rollouts_per_task=4, context_size=8, context_min=2,
-                    context_sets_per_task=2, ppo=PPOSettings(ppo_epochs=1, num_minibatches=1))  # fmt: skip
+                    context_sets_per_task=2, ppo=PPOSettings(ppo_epochs=1, num_minibatches=1), min_action_std=0.0,
+                    latent="sample", next_state="sample", uncertainty_cut=None)  # fmt: skip
     return data, model, aps
 
 

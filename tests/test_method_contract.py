@@ -17,14 +17,13 @@ import yaml
 from cli_runner import ROOT
 
 import train
+from callbacks import DynaLoop, HeldOutEarlyStopping, NormalizerFitting, TaskLatentLogger
 from common.settings import Settings
+from datamodules import TransitionDataModule
 from datamodules.sharding import rank_share
-from modules import L2A, MDPILCO, GSSMTestTimeMethod, ModelFreePPO
+from modules import L2A, MDPILCO, APSModule, GSSMTestTimeMethod, MetaDynamicsModel, ModelFreePPO
 from modules.methods.settings import MetaTestSettings
 
-# Rebuilt with the Dyna loop (issue 25): their defaults are not yet conf/gssm_aps.yaml's, which repeats some.
-DEFAULTS_NOT_YET_THE_CONFIGS = {"callbacks.DynaLoop", "modules.APSModule", "modules.MetaDynamicsModel",
-                                "datamodules.TransitionDataModule"}  # fmt: skip
 # the acrobot config of each method and the arguments it gives its class (all else is the class default)
 ACROBOT = {
     "acrobot_dr_ppo": (ModelFreePPO, {}),
@@ -57,11 +56,38 @@ def test_a_method_class_without_arguments_is_its_shipped_acrobot_algorithm(name,
     assert type(cli.model) is cls and built == expected
 
 
+def test_the_classes_without_arguments_are_the_shipped_gssm_aps_of_acrobot(tmp_path):
+    """conf/acrobot.yaml over conf/gssm_aps.yaml names the classes and gives none of them an argument."""
+    path = ROOT / "conf/acrobot.yaml"
+    composed = train.compose_config(path)
+    assert [composed[group].get("init_args", {}) for group in ("model", "data")] == [{}, {}]
+    assert composed["dyna"]["init_args"] == {"policy": {"class_path": "modules.APSModule"}}
+    ours = [c for c in composed["trainer"]["callbacks"] if c["class_path"].startswith("callbacks.")]
+    assert all("init_args" not in c for c in ours)
+    cli = train.MbmrlCLI(pl.LightningModule, None, subclass_mode_model=True, run=False,
+                         args=["--config", str(path), "--trainer.logger.init_args.save_dir", str(tmp_path)])
+    public = lambda hparams: {k: v for k, v in hparams.items() if not k.startswith("_")}  # noqa: E731
+    assert public(cli.model.hparams) == dict(MetaDynamicsModel(env="acrobot").hparams)
+    assert public(cli.datamodule.hparams) == dict(TransitionDataModule(env="acrobot").hparams)
+    ours = [c for c in cli.trainer.callbacks if type(c).__module__.startswith("callbacks.")]  # built
+    assert [type(c) for c in ours] == [NormalizerFitting, HeldOutEarlyStopping, TaskLatentLogger, DynaLoop]
+    loop = ours.pop()
+    settings = [name for name in inspect.signature(DynaLoop).parameters if name != "policy"]
+    assert {k: getattr(loop, k) for k in settings} == {k: getattr(DynaLoop(), k) for k in settings}
+    assert dict(loop.make_policy("acrobot", 8, 50, seed=0).hparams) == dict(APSModule("acrobot", 8, 50).hparams)
+    assert all(vars(c) == vars(type(c)()) for c in ours)
+
+
 def class_defaults(cls: type) -> dict:
     """``cls.__init__``'s defaults, a settings block as its fields."""
     return {name: asdict(p.default) if isinstance(p.default, Settings) else p.default
             for name, p in inspect.signature(cls.__init__).parameters.items()
             if p.default is not inspect.Parameter.empty}  # fmt: skip
+
+
+def class_of(class_path: str) -> type:
+    package, name = class_path.rsplit(".", 1)
+    return getattr(importlib.import_module(package), name)
 
 
 def repeats(given: dict, before: dict, where: str) -> list[str]:
@@ -75,6 +101,21 @@ def repeats(given: dict, before: dict, where: str) -> list[str]:
     return out
 
 
+def class_repeats(own: dict, base: dict, composed: dict, where: str) -> list[str]:
+    """The init arguments of the class spec ``own`` (``{class_path, init_args}``) equal to its base's or to
+    the class defaults, and so on into a class spec it holds (the Dyna loop's policy)."""
+    if composed.get("class_path") is None:
+        return []
+    own_args, base_args = own.get("init_args") or {}, base.get("init_args") or {}
+    composed_args = composed.get("init_args") or {}
+    nested = {key for key, value in own_args.items() if isinstance(value, dict) and "class_path" in composed_args[key]}
+    before = {**class_defaults(class_of(composed["class_path"])), **base_args}
+    found = repeats({k: v for k, v in own_args.items() if k not in nested}, before, f"{where}.init_args")
+    for key in nested:
+        found += class_repeats(own_args[key], base_args.get(key) or {}, composed_args[key], f"{where}.init_args.{key}")
+    return found
+
+
 @pytest.mark.parametrize("path", sorted(p.relative_to(ROOT) for p in (ROOT / "conf").rglob("*.yaml")), ids=str)
 def test_no_config_repeats_what_its_base_or_the_class_default_says(path: Path):
     own = yaml.safe_load((ROOT / path).read_text()) or {}
@@ -82,13 +123,10 @@ def test_no_config_repeats_what_its_base_or_the_class_default_says(path: Path):
     base = train.compose_config(ROOT / path.parent / own["base"]) if own.get("base") else {}
     found = []
     for group in ("model", "data", "dyna"):
-        class_path = (composed.get(group) or {}).get("class_path")
-        if class_path is None or class_path in DEFAULTS_NOT_YET_THE_CONFIGS:
-            continue
-        package, name = class_path.rsplit(".", 1)
-        before = {**class_defaults(getattr(importlib.import_module(package), name)),
-                  **(base.get(group) or {}).get("init_args", {})}  # fmt: skip
-        found += repeats((own.get(group) or {}).get("init_args", {}), before, f"{group}.init_args")
+        found += class_repeats(own.get(group) or {}, base.get(group) or {}, composed.get(group) or {}, group)
+    for i, callback in enumerate((own.get("trainer") or {}).get("callbacks") or []):  # a list: replaced, not merged
+        found += repeats(callback.get("init_args") or {}, class_defaults(class_of(callback["class_path"])),
+                         f"trainer.callbacks[{i}].init_args")  # fmt: skip
     assert not found, f"{path} repeats {found}"
 
 

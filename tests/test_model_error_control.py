@@ -47,7 +47,7 @@ def test_the_task_latent_carries_the_task(monkeypatch):
     torch.manual_seed(0)
     train, test = linear_tasks(128, 200, seed=0), linear_tasks(32, 200, seed=1)
     model = MetaDynamicsModel("toy_linear", "gssm", hidden_dim=32, latent_dim=4, num_heads=2, lr=3e-3,
-                              prior_weight=0.01, latent_decoder_weight=1.0)  # fmt: skip
+                              ensemble_size=1)  # fmt: skip
     train_toy(model, train, 600)
     ids = torch.arange(32)
     g = torch.Generator().manual_seed(2)
@@ -73,7 +73,7 @@ def test_ensemble_members_differ_and_their_disagreement_grows_off_the_data(monke
 
     train = linear_tasks(64, 200, seed=0)  # states ~ N(0, 1), actions in [-1, 1]
     model = MetaDynamicsModel("toy_linear", "gssm", hidden_dim=32, latent_dim=2, num_heads=2, lr=3e-3,
-                              ensemble_size=4)  # fmt: skip
+                              prior_weight=0.0, latent_decoder_weight=0.0)  # fmt: skip
     train_toy(model, train, 400)
     ids = torch.arange(8)
     cx, cy = train.xy(ids, train.sample_index(ids, 20, torch.Generator().manual_seed(1)))
@@ -86,7 +86,7 @@ def test_ensemble_members_differ_and_their_disagreement_grows_off_the_data(monke
     # 27-144x over 5 seeds and 1 or 2 torch threads (at 8σ instead of 30σ: 5-26x, too close to the bound
     # for float-rounding changes); 1x would be no signal
     assert u_off.mean() > 5 * u_on.mean(), (float(u_off.mean()), float(u_on.mean()))
-    single = MetaDynamicsModel("toy_linear", hidden_dim=8, latent_dim=2, num_heads=2)
+    single = MetaDynamicsModel("toy_linear", hidden_dim=8, latent_dim=2, num_heads=2, ensemble_size=1)
     assert (single.predict_with_disagreement(on_data, single.infer_context(cx, cy))[1] == 0).all()
 
 
@@ -100,7 +100,8 @@ def test_imagined_rollouts_stay_physical_and_the_penalty_is_the_disagreement():
                 w.add_(2.0 * torch.randn_like(w))
             src.model.y_normalizer.std.mul_(50.0)
         aps = APSModule(env, latent_dim=3, hidden_dim=16, horizon=10, rollouts_per_task=4, context_size=10,
-                         context_sets_per_task=2, next_state="mean", uncertainty_penalty=0.5)  # fmt: skip
+                         context_min=1, context_sets_per_task=2, min_action_std=0.0, latent="sample",
+                         uncertainty_penalty=0.5, uncertainty_cut=None)  # fmt: skip
         aps.source = src
         r = aps.imagine_batch()
         imagined = r.obs[1:]  # row 0 holds the (here random, unphysical) start states
@@ -145,14 +146,15 @@ def fit(model: MetaDynamicsModel, data: TransitionDataModule, epochs: int, callb
 
 def test_model_training_stops_when_the_held_out_error_stops_improving():
     torch.manual_seed(0)
-    frozen = MetaDynamicsModel("acrobot", hidden_dim=8, latent_dim=2, num_heads=2, lr=0.0)
+    plain = dict(prior_weight=0.0, latent_decoder_weight=0.0, ensemble_size=1)
+    frozen = MetaDynamicsModel("acrobot", hidden_dim=8, latent_dim=2, num_heads=2, lr=0.0, **plain)
     stop = HeldOutEarlyStopping(check_every=5, patience=2)
     trainer = fit(frozen, tiny_data(batches_per_epoch=200), epochs=1, callbacks=[stop], validate=True)
     # checks before batches 0 (the baseline), 5 and 10: two without improvement end the stream;
     # the batch already fetched still trains, and the epoch-end validation still runs
     assert 10 <= frozen.global_step <= 12
     assert "model/val/nll" in trainer.callback_metrics and "model/holdout/mse" in trainer.callback_metrics
-    learning = MetaDynamicsModel("acrobot", hidden_dim=32, latent_dim=2, num_heads=2, lr=3e-3)
+    learning = MetaDynamicsModel("acrobot", hidden_dim=32, latent_dim=2, num_heads=2, lr=3e-3, **plain)
     fit(learning, tiny_data(batches_per_epoch=40), epochs=1, callbacks=[HeldOutEarlyStopping(5, patience=2)])
     assert learning.global_step > 12  # it improved, so it kept training
 

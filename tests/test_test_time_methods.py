@@ -70,7 +70,8 @@ def test_mppi_keeps_its_plan_as_a_warm_start_and_drops_it_for_a_new_batch():
 def toy_model(monkeypatch) -> tuple[MetaDynamicsModel, LinearToyFamily]:
     monkeypatch.setitem(envs.FAMILIES, "toy_reach", ReachZeroToyFamily)
     torch.manual_seed(0)
-    model = MetaDynamicsModel("toy_reach", hidden_dim=32, latent_dim=2, num_heads=2, lr=3e-3)
+    model = MetaDynamicsModel("toy_reach", hidden_dim=32, latent_dim=2, num_heads=2, lr=3e-3, prior_weight=0.0,
+                              latent_decoder_weight=0.0, ensemble_size=1)  # fmt: skip
     return train_toy(model, linear_tasks(32, 100, seed=0), steps=150), ReachZeroToyFamily()
 
 
@@ -101,7 +102,8 @@ def test_the_per_task_search_improves_the_imagined_return_of_one_task(toy_model)
     buffer = linear_tasks(1, 50, seed=5)
     cx, cy = buffer.all_xy()
     aps = APSModule("toy_reach", latent_dim=2, hidden_dim=16, horizon=8, rollouts_per_task=64, context_size=20,
-                    context_min=10, context_sets_per_task=4, ppo={"lr": 3e-3, "ppo_epochs": 4, "num_minibatches": 4})
+                    context_min=10, context_sets_per_task=4, ppo={"lr": 3e-3, "ppo_epochs": 4, "num_minibatches": 4},
+                    min_action_std=0.0, latent="sample", next_state="sample", uncertainty_cut=None)  # fmt: skip
     search = TaskPolicySearch(model, aps, iterations=12, rollouts=128, init="scratch", seed=0)
     policy, returns = search.search(cx.view(50, 2), cy.view(50, 1), torch.zeros(1), task_index=0)
     first, last = sum(returns[:3]) / 3, sum(returns[-3:]) / 3

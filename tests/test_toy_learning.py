@@ -54,7 +54,8 @@ def test_model_learns_a_new_task_from_its_context(variant, monkeypatch):
     monkeypatch.setitem(envs.FAMILIES, "toy_linear", LinearToyFamily)
     torch.manual_seed(0)
     train, test = linear_tasks(128, 200, seed=0), linear_tasks(32, 200, seed=1)
-    model = MetaDynamicsModel("toy_linear", variant, hidden_dim=32, latent_dim=4, num_heads=2, lr=3e-3)
+    model = MetaDynamicsModel("toy_linear", variant, hidden_dim=32, latent_dim=4, num_heads=2, lr=3e-3,
+                              prior_weight=0.0, latent_decoder_weight=0.0, ensemble_size=1)  # fmt: skip
     model.x_normalizer.fit(train.all_xy()[0])
     model.y_normalizer.fit(train.all_xy()[1])
     stream = ContextTargetStream(train, torch.arange(128), 800, 16, 3, 20, 20, seed=0)

@@ -63,10 +63,12 @@ class ContextEncoding:
 
 
 class MetaDynamicsNet(nn.Module):
-    """The meta dynamics network on normalised tensors; see the module docstring.
+    """The meta dynamics network on normalised tensors; see the module docstring. Its sizes have no
+    defaults here: :class:`modules.models.meta_dynamics_model.MetaDynamicsModel` holds them.
 
     Example:
-        >>> net = MetaDynamicsNet(x_dim=7, y_dim=6, variant="gssm", hidden_dim=32, latent_dim=4)
+        >>> net = MetaDynamicsNet(x_dim=7, y_dim=6, variant="gssm", hidden_dim=32, latent_dim=4,
+        ...                       message_passing_rounds=2, num_heads=4, decoder_layers=2, ensemble_size=1)
         >>> mask = torch.ones(2, 10, dtype=torch.bool)
         >>> enc = net.encode(torch.randn(2, 10, 7), torch.randn(2, 10, 6), mask)
         >>> z, q_zt, v = net.target_latent(enc, torch.randn(2, 5, 7), enc.q_zc.mean[:, None], sample=False)
@@ -79,13 +81,13 @@ class MetaDynamicsNet(nn.Module):
         self,
         x_dim: int,
         y_dim: int,
-        variant: Variant = "gssm",
-        hidden_dim: int = 128,
-        latent_dim: int = 8,
-        message_passing_rounds: int = 2,
-        num_heads: int = 4,
-        decoder_layers: int = 2,
-        ensemble_size: int = 1,
+        variant: Variant,
+        hidden_dim: int,
+        latent_dim: int,
+        message_passing_rounds: int,
+        num_heads: int,
+        decoder_layers: int,
+        ensemble_size: int,
     ):
         super().__init__()
         if variant not in VARIANTS:

@@ -18,6 +18,8 @@ from modules.models.meta_dynamics_model import MetaDynamicsModel
 from modules.policies.actor_critic import ActorCritic
 from modules.policies.ppo import PPOLearner, PPOSettings, Rollouts
 
+DEFAULT_PPO = PPOSettings(ppo_epochs=8, num_minibatches=8)  # imagination is cheap: many updates (DESIGN §3.4)
+
 
 @dataclass
 class ImaginationSource:
@@ -54,7 +56,8 @@ class APSModule(PPOLearner):
     each imagination, so sampling and updates share it.
 
     Args:
-        env: task family; latent_dim: size of ``z_c`` (the dynamics model's).
+        env: task family; latent_dim: size of ``z_c`` (the dynamics model's); context_size: the largest
+            context drawn (in the Dyna loop the data's ``context_max``, the one context size of training).
         context_sets_per_task: context subsets encoded per task and iteration; must divide
             ``rollouts_per_task``. Encoding a set costs ~16× an imagined step of one rollout at the
             acrobot sizes, so one set per rollout would dominate imagination; the latent is still
@@ -80,26 +83,26 @@ class APSModule(PPOLearner):
         self,
         env: str = "acrobot",
         latent_dim: int = 8,
+        context_size: int = 50,
         hidden_dim: int = 64,
         init_log_std: float = -0.5,
-        min_action_std: float = 0.0,
-        horizon: int = 20,
+        min_action_std: float = 0.2,
+        horizon: int = 50,
         rollouts_per_task: int = 64,
-        context_size: int = 50,
-        context_min: int = 1,
+        context_min: int = 25,
         context_sets_per_task: int = 8,
-        latent: str = "sample",
-        next_state: str = "sample",
+        latent: str = "mean",
+        next_state: str = "mean",
         uncertainty_penalty: float = 0.0,
-        uncertainty_cut: float | None = None,
-        ppo: PPOSettings | None = None,
+        uncertainty_cut: float | None = 1.0,
+        ppo: PPOSettings = DEFAULT_PPO,
         seed: int = 0,
         dynamics_checkpoint: str | None = None,
     ):
         # this call's own arguments, saved explicitly: built by LightningCLI inside the Dyna loop's config,
         # save_hyperparameters() would take the main model's (Lightning 2.6's CLI instantiator context)
         hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        settings = PPOSettings.of(ppo)
+        settings = PPOSettings.of(ppo, DEFAULT_PPO)
         hparams["ppo"] = asdict(settings)  # plain data: checkpoints load with weights_only
         super().__init__(settings)
         for name, value in (("latent", latent), ("next_state", next_state)):

@@ -42,7 +42,8 @@ class TaskPolicySearch:
     Example:
         >>> model = MetaDynamicsModel(env="acrobot", hidden_dim=16, latent_dim=2)
         >>> aps = APSModule(env="acrobot", latent_dim=2, hidden_dim=8, horizon=3, rollouts_per_task=4,
-        ...                 context_size=5, context_sets_per_task=2, ppo={"num_minibatches": 2, "ppo_epochs": 1})
+        ...                 context_size=5, context_min=1, context_sets_per_task=2,
+        ...                 ppo={"num_minibatches": 2, "ppo_epochs": 1})
         >>> search = TaskPolicySearch(model, aps, iterations=2, rollouts=4)
         >>> policy, returns = search.search(torch.zeros(5, 7), torch.zeros(5, 6), torch.ones(4), task_index=0)
         >>> len(returns)
