@@ -34,9 +34,8 @@ class DynaLoop(pl.Callback):
     (``last.ckpt`` written there) or at an iteration's start — exiting with 128 + the signal.
 
     Args:
-        policy: the :class:`APSModule` to train, without ``env``, ``latent_dim`` (the model's) and ``context_size``
-            (the data's ``context_max``, also the collection's context): in a config ``{class_path:
-            modules.APSModule, init_args: {...}}``; None: APS's defaults. Its ``seed`` is the loop's.
+        policy: the :class:`APSModule` to train, without ``env``, ``latent_dim`` (the model's), ``context_size``
+            (the data's ``context_max``, also collection's) and ``seed`` (the loop's); None: APS's defaults.
         policy_epochs: PPO iterations (imagination + updates) per Dyna iteration.
         max_grad_norm: gradient clipping of the policy updates.
         collect_steps_per_task: real steps per collected task and iteration.
@@ -126,9 +125,9 @@ class DynaLoop(pl.Callback):
             self.preemption.safe_point(trainer)
         with p.phase("collect", clock="collect"):
             tasks = round_robin_tasks(p.iteration, self.collect_tasks_per_iteration, len(data.train_tasks))
-            collected = collect_with_policy(gssm, self.aps, data, tasks, self.collect_steps_per_task,
-                                            data.hparams.context_max, self.seed, p.iteration, rank, world,
-                                            self.bars)  # fmt: skip
+            steps, context = self.collect_steps_per_task, data.hparams.context_max
+            collected = collect_with_policy(gssm, self.aps, data, tasks, steps, context, self.seed, p.iteration, rank,
+                                            world, self.bars)  # fmt: skip
         p.record_collection(*collected)
         if p.iteration % self.eval_every == 0 or p.iteration >= trainer.max_epochs:
             with p.phase("meta-test", clock="eval"):

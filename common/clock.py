@@ -1,7 +1,7 @@
 """`synchronized_clock`: ``time.perf_counter()`` read once the accelerator has done the work queued so far.
 
 CUDA runs kernels asynchronously, so a clock read right after launching them times the launch, not
-the work: a test-time method's seconds per task or per action (DESIGN §6.4) and a Dyna phase's
+the work: a test-time method's seconds per task or per action (DESIGN §6, item 4) and a Dyna phase's
 seconds would come out too small on a GPU and the next timer would be charged the rest.
 
 Example:

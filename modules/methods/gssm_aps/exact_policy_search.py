@@ -1,5 +1,5 @@
 """`ExactDynamicsSearch`: APS's policy optimiser with the exact equations and the true physics in
-place of GSSM and ``z_c`` — the gap ladder's first rung (DESIGN §9.2): what the optimiser can reach at all."""
+place of GSSM and ``z_c`` — the gap ladder's first rung (DESIGN §9): what the optimiser can reach at all."""
 
 from __future__ import annotations
 
