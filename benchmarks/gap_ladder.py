@@ -21,7 +21,8 @@ On every test task of the checkpoint's family, each rung as a per-step reward, i
   states, the same start states, the same latent and context) minus what they get in the real env.
 
 The evaluation episodes act with the mean action, from the start states of the meta-test's seed.
-Prints a table per checkpoint and writes ``docs/results/gap_ladder_<env>_<run>.json`` (``--out``).
+Prints a table per checkpoint and writes ``docs/results/gap_ladder_<env>_<run>.json`` (``--out``,
+``--label`` for ``<run>``).
 """
 
 from __future__ import annotations
@@ -206,6 +207,7 @@ def main() -> None:
     for field, default in asdict(LadderSettings()).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=int, default=default)
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results")
+    parser.add_argument("--label", help="the result file's suffix (default: the run folder's name)")
     args = parser.parse_args()
     quiet_lightning_notes()
     torch.set_num_threads(1)  # small tensors: one thread is faster, and two runs share the 2 cores
@@ -220,7 +222,7 @@ def main() -> None:
         print_table(result)
         result.update(commit=commit.stdout.strip(), command=" ".join(sys.argv),
                       machine=f"{platform.machine()}, {torch.get_num_threads()} thread")  # fmt: skip
-        label = Path(path).resolve().parents[1].name  # runs/<env>/<version>/checkpoints/last.ckpt
+        label = args.label or Path(path).resolve().parents[1].name  # runs/<env>/<version>/checkpoints/last.ckpt
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"gap_ladder_{result['env']}_{label}.json").write_text(json.dumps(result, indent=1) + "\n")
 
