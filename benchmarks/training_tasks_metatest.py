@@ -37,12 +37,16 @@ from train import merge_config  # noqa: E402
 
 
 def training_tasks_reward(path: str, context: int, episodes: int, seed: int, method: str = "gssm_aps",
-                          tasks: int | None = None, settings: dict | None = None) -> dict:  # fmt: skip
+                          tasks: int | None = None, settings: dict | None = None, unseen: int = 0) -> dict:  # fmt: skip
     """Mean per-step reward of ``method`` on the checkpoint's (first ``tasks``) training tasks under the
-    meta-test protocol, with each task's value and, for a test-time method, its compute."""
+    meta-test protocol, with each task's value and, for a test-time method, its compute. With
+    ``unseen``, on that many other tasks of the training ranges instead (``train_tasks(unseen,
+    seed=1000)``, the ceiling's tuning tasks): runs with different training tasks compare there."""
     run = load_dyna_checkpoint(path)
     family = run.family
     train_tasks = family.train_tasks(run.data["num_train_tasks"], run.data["task_seed"])[:tasks]
+    if unseen:
+        train_tasks = family.train_tasks(unseen, seed=1000)
     compute = {}
     if method == "gssm_aps":  # the amortized policy of the run's model: GSSM, or an MLSM ablation
         method = f"{run.model.hparams.variant}_aps"
@@ -87,6 +91,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes per task")
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--tasks", type=int, default=None, help="only the first N training tasks (default: all)")
+    parser.add_argument("--unseen", type=int, default=0,
+                        help="N other tasks of the training ranges, not the run's (never test tasks)")  # fmt: skip
     parser.add_argument("--method", default="gssm_aps", choices=["gssm_aps", "gssm_nonamortized", "gssm_mpc"])
     parser.add_argument("--set", type=parse_setting, nargs="*", default=[], dest="settings",
                         help="a test-time method's setting, name=value (GSSMTestTimeMethod's arguments)")
@@ -95,7 +101,8 @@ def main() -> None:
     print(f"{args.method} {settings}")
     print("| checkpoint | env | training tasks | mean per-step reward | test-time compute |\n|---|---|---:|---:|---|")
     for path in args.ckpt:
-        r = training_tasks_reward(path, args.context, args.episodes, args.seed, args.method, args.tasks, settings)
+        r = training_tasks_reward(path, args.context, args.episodes, args.seed, args.method, args.tasks, settings,
+                                  args.unseen)
         compute = ", ".join(f"{k} {v:.4f}" for k, v in r["compute"].items()) or "—"
         print(f"| {run_label(path)} ({path}) | {r['env']} | {r['tasks']} | {r['reward_per_step']:.3f} | {compute} |",
               flush=True)
