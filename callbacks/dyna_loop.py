@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 
 from callbacks.dyna_reporting import add_dyna_layout, log_run_hparams, note_non_finite, publish_iteration
 from callbacks.dyna_state import DynaProgress, refuse_non_finite_weights
 from callbacks.preemption import PreemptionSignal, last_checkpoint_path
+from common.validation import EVERY_TASK, INTEGER_1, POSITIVE, SEED, Range, check_settings, require_bounded_epochs
 from datamodules.sharding import round_robin_tasks
 from datamodules.transition_datamodule import TransitionDataModule
 from evaluation import select_tasks
@@ -45,7 +46,15 @@ class DynaLoop(pl.Callback):
         metatest_context: online context transitions per test task; metatest_episodes: evaluation
             episodes per test task; metatest_tasks: names of the test tasks to meta-test (None: all).
         verbose: the inner fits' Lightning banners and the phases' progress bars (else one line an iteration).
+
+    The main trainer's ``max_epochs`` (the number of iterations) must be bounded: not -1 or None.
     """
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "policy_epochs": INTEGER_1, "max_grad_norm": POSITIVE, "collect_steps_per_task": INTEGER_1,
+        "collect_tasks_per_iteration": EVERY_TASK, "context_size": INTEGER_1, "eval_every": INTEGER_1,
+        "metatest_context": INTEGER_1, "metatest_episodes": INTEGER_1, "seed": SEED,
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -62,6 +71,7 @@ class DynaLoop(pl.Callback):
         seed: int = 0,
         verbose: bool = False,
     ):
+        check_settings(DynaLoop, locals())
         self.make_policy, self.aps, self.seed, self.verbose = policy or APSModule, None, seed, verbose
         self.policy_epochs, self.max_grad_norm, self.eval_every = policy_epochs, max_grad_norm, eval_every
         self.collect_steps_per_task, self.context_size = collect_steps_per_task, context_size
@@ -72,6 +82,7 @@ class DynaLoop(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         data = trainer.datamodule
+        require_bounded_epochs(trainer.max_epochs)
         if not isinstance(pl_module, MetaDynamicsModel) or not isinstance(data, TransitionDataModule):
             raise TypeError("DynaLoop needs a MetaDynamicsModel fitted on a TransitionDataModule")
         if self.aps is None:

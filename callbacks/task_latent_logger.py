@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -10,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from common.tensorboard_writing import epoch_log_step, tensorboard_logger
+from common.validation import INTEGER_1, Range, check_settings
 from envs import Task
 
 PROJECTOR_DIR = "projector"
@@ -31,7 +33,10 @@ class TaskLatentLogger(pl.Callback):
     the other ranks do not wait for it.
     """
 
+    RANGES: ClassVar[dict[str, Range]] = {"context_size": INTEGER_1}
+
     def __init__(self, context_size: int = 50):
+        check_settings(TaskLatentLogger, locals())
         self.context_size = context_size
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from common.validation import INTEGER_1, SEED, Range, check_settings
 from datamodules.collection import Transitions, collect_transitions
 from datamodules.context_target_stream import ContextTargetStream
 from datamodules.sharding import gather_shards, shard_tasks
@@ -41,6 +42,14 @@ class TransitionDataModule(pl.LightningDataModule):
         torch.Size([2, 3, 6])
     """
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "num_train_tasks": INTEGER_1, "task_seed": SEED, "buffer_capacity": INTEGER_1,
+        "random_steps_per_task": INTEGER_1, "val_steps_per_task": INTEGER_1, "tasks_per_batch": INTEGER_1,
+        "context_min": INTEGER_1, "context_max": INTEGER_1, "num_targets": INTEGER_1, "batches_per_epoch": INTEGER_1,
+        "val_batches": INTEGER_1, "holdout_every": Range(low=2, integer=True, special={0: "nothing held out"}),
+        "holdout_batches": INTEGER_1, "seed": SEED,
+    }  # fmt: skip
+
     def __init__(
         self,
         env: str = "acrobot",
@@ -59,6 +68,7 @@ class TransitionDataModule(pl.LightningDataModule):
         holdout_batches: int = 2,
         seed: int = 0,
     ):
+        check_settings(TransitionDataModule, locals())
         super().__init__()
         self.save_hyperparameters()
         self.family = make_family(env)

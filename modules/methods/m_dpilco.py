@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any, ClassVar
 
 import torch
 from torch.distributions import Normal
@@ -13,7 +14,7 @@ from common.clock import synchronized_clock
 from common.finite_loss import require_finite_loss
 from common.sampling import sample_normal
 from common.seeding import IMAGINATION, STREAM, derive_seed
-from common.validation import require_positive_integers
+from common.validation import DISCOUNT, INTEGER_1, POSITIVE, SEED, check_settings
 from datamodules.collection import Transitions
 from envs import Task, TaskFamily
 from envs.rollout import StepPolicy, agent_policy, rollout
@@ -91,6 +92,14 @@ class MDPILCO(CollectingLearner):
     """
 
     METHOD = "m_dpilco"
+    RANGES: ClassVar[dict[str, Any]] = {
+        "budget": BudgetSettings, "collection": CollectionSettings, "embedding_dim": INTEGER_1, "members": INTEGER_1,
+        "hidden_dim": INTEGER_1, "layers": INTEGER_1, "model_steps": INTEGER_1, "model_batch": INTEGER_1,
+        "model_lr": POSITIVE, "policy_hidden_dim": INTEGER_1, "policy_steps": INTEGER_1,
+        "policy_rollouts": INTEGER_1, "horizon": INTEGER_1, "discount": DISCOUNT, "policy_lr": POSITIVE,
+        "grad_clip": POSITIVE, "exploration_std": POSITIVE, "infer_steps": INTEGER_1, "infer_lr": POSITIVE,
+        "metatest": MetaTestSettings, "seed": SEED,
+    }  # fmt: skip
     COMPUTE_NAME = "inference_seconds_per_task"
 
     def __init__(
@@ -118,16 +127,12 @@ class MDPILCO(CollectingLearner):
         metatest: MetaTestSettings = DEFAULT_METATEST,
         seed: int = 0,
     ):
+        check_settings(MDPILCO, locals())
         super().__init__()
         budget, collection = BudgetSettings.of(budget), CollectionSettings.of(collection)
         metatest = MetaTestSettings.of(metatest, DEFAULT_METATEST)
-        require_positive_integers("MDPILCO", model_steps=model_steps, model_batch=model_batch,
-                                  policy_steps=policy_steps, horizon=horizon,
-                                  policy_rollouts=policy_rollouts)  # fmt: skip
         if policy_rollouts % members:
             raise ValueError(f"MDPILCO policy_rollouts={policy_rollouts} must be a multiple of members={members}")
-        if not 0 < discount <= 1:
-            raise ValueError(f"MDPILCO discount={discount}; expected 0 < discount <= 1")
         self.init_collection(env, budget, collection, metatest)
         budget, collection, metatest = map(asdict, (budget, collection, metatest))  # plain data: weights_only
         self.save_hyperparameters()

@@ -29,7 +29,7 @@ the epoch once that score stops improving: training to convergence, DESIGN §2.9
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -39,6 +39,7 @@ from common.epoch_means import EpochMeans
 from common.finite_loss import require_finite_loss
 from common.sampling import sample_normal
 from common.seeding import MODEL_STEP, derive_seed
+from common.validation import INTEGER_1, POSITIVE, SEED, Range, check_settings, weight
 from envs import make_family
 from modules.blocks import Normalizer
 from modules.models.meta_dynamics_net import ContextEncoding, MetaDynamicsNet, Variant
@@ -67,6 +68,13 @@ class MetaDynamicsModel(pl.LightningModule):
         torch.Size([3, 5, 6])
     """
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "hidden_dim": INTEGER_1, "latent_dim": INTEGER_1, "message_passing_rounds": INTEGER_1, "num_heads": INTEGER_1,
+        "decoder_layers": INTEGER_1, "kl_weight": weight("no KL term"), "prior_weight": weight("no prior term"),
+        "latent_decoder_weight": weight("no decoding from z_c alone"), "ensemble_size": INTEGER_1, "lr": POSITIVE,
+        "weight_decay": weight("no weight decay"), "seed": SEED,
+    }  # fmt: skip
+
     def __init__(
         self,
         env: str = "acrobot",
@@ -84,6 +92,7 @@ class MetaDynamicsModel(pl.LightningModule):
         weight_decay: float = 1e-5,
         seed: int = 0,
     ):
+        check_settings(MetaDynamicsModel, locals())
         super().__init__()
         self.save_hyperparameters()
         family = make_family(env)
