@@ -96,7 +96,7 @@ def _number(value: float) -> str:
 INTEGER_1 = Range(low=1, integer=True)  # a count, a size, a number of steps
 POSITIVE = Range(low=0, open_low=True)  # a learning rate, a clip, a std
 NUMBER = Range()  # any finite number (an initial log-std)
-SEED = Range(low=0, high=2**32 - 1, integer=True)  # what torch and numpy seed from
+SEED = Range(low=0, high=2**64 - 1, integer=True)  # what torch.Generator.manual_seed takes (derived seeds are 64-bit)
 DISCOUNT = Range(low=0, high=1, open_low=True)
 EVERY_TASK = Range(low=1, integer=True, none="every task")
 
@@ -136,7 +136,7 @@ def require_positive_integers(owner: str, **values: int) -> None:
 # because Lightning's own checks end in a traceback from inside it, or, like max_epochs=-1, not at all.
 LIGHTNING_RANGES: dict[str, dict[str, Range]] = {
     "trainer": {
-        "devices": Range(low=1, integer=True, special={-1: "every device"}, words=("auto",), lists=True),
+        "devices": Range(low=1, integer=True, words=("auto",), lists=True),
         "num_nodes": INTEGER_1,
         "max_epochs": Range(low=1, integer=True, special={-1: "no limit"}, none="1000, or no limit with max_steps"),
         "min_epochs": Range(low=0, integer=True, none="none"),
@@ -164,7 +164,7 @@ LIGHTNING_RANGES: dict[str, dict[str, Range]] = {
         "every_n_epochs": Range(low=0, integer=True, special={0: "off"}, none="every epoch"),
     },
 }
-TOP_LEVEL_RANGES = {"seed_everything": SEED}
+TOP_LEVEL_RANGES = {"seed_everything": Range(low=0, high=2**32 - 1, integer=True)}  # Lightning's seed_everything
 
 
 def setting_ranges(config: Mapping[str, Any]) -> dict[str, tuple[Range, Any]]:

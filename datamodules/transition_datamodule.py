@@ -44,7 +44,8 @@ class TransitionDataModule(pl.LightningDataModule):
 
     RANGES: ClassVar[dict[str, Range]] = {
         "num_train_tasks": INTEGER_1, "task_seed": SEED, "buffer_capacity": INTEGER_1,
-        "random_steps_per_task": INTEGER_1, "val_steps_per_task": INTEGER_1, "tasks_per_batch": INTEGER_1,
+        "random_steps_per_task": INTEGER_1, "tasks_per_batch": INTEGER_1,
+        "val_steps_per_task": Range(low=0, integer=True, special={0: "no validation data"}),
         "context_min": INTEGER_1, "context_max": INTEGER_1, "num_targets": INTEGER_1, "batches_per_epoch": INTEGER_1,
         "val_batches": INTEGER_1, "holdout_every": Range(low=2, integer=True, special={0: "nothing held out"}),
         "holdout_batches": INTEGER_1, "seed": SEED,

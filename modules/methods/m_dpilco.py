@@ -95,7 +95,7 @@ class MDPILCO(CollectingLearner):
     RANGES: ClassVar[dict[str, Any]] = {
         "budget": BudgetSettings, "collection": CollectionSettings, "embedding_dim": INTEGER_1, "members": INTEGER_1,
         "hidden_dim": INTEGER_1, "layers": INTEGER_1, "model_steps": INTEGER_1, "model_batch": INTEGER_1,
-        "model_lr": POSITIVE, "policy_hidden_dim": INTEGER_1, "policy_steps": INTEGER_1,
+        "model_lr": weight("the model stays as it is"), "policy_hidden_dim": INTEGER_1, "policy_steps": INTEGER_1,
         "policy_rollouts": INTEGER_1, "horizon": INTEGER_1, "discount": DISCOUNT, "policy_lr": POSITIVE,
         "grad_clip": POSITIVE, "exploration_std": POSITIVE, "infer_steps": INTEGER_1, "infer_lr": POSITIVE,
         "metatest": MetaTestSettings, "seed": SEED,

@@ -39,7 +39,7 @@ from common.epoch_means import EpochMeans
 from common.finite_loss import require_finite_loss
 from common.sampling import sample_normal
 from common.seeding import MODEL_STEP, derive_seed
-from common.validation import INTEGER_1, POSITIVE, SEED, Range, check_settings, weight
+from common.validation import INTEGER_1, SEED, Range, check_settings, weight
 from envs import make_family
 from modules.blocks import Normalizer
 from modules.models.meta_dynamics_net import ContextEncoding, MetaDynamicsNet, Variant
@@ -71,7 +71,7 @@ class MetaDynamicsModel(pl.LightningModule):
     RANGES: ClassVar[dict[str, Range]] = {
         "hidden_dim": INTEGER_1, "latent_dim": INTEGER_1, "message_passing_rounds": INTEGER_1, "num_heads": INTEGER_1,
         "decoder_layers": INTEGER_1, "kl_weight": weight("no KL term"), "prior_weight": weight("no prior term"),
-        "latent_decoder_weight": weight("no decoding from z_c alone"), "ensemble_size": INTEGER_1, "lr": POSITIVE,
+        "latent_decoder_weight": weight("no decoding from z_c alone"), "ensemble_size": INTEGER_1, "lr": weight("the weights stay as they are"),
         "weight_decay": weight("no weight decay"), "seed": SEED,
     }  # fmt: skip
 
