@@ -14,7 +14,7 @@ from common.clock import synchronized_clock
 from common.finite_loss import require_finite_loss
 from common.sampling import sample_normal
 from common.seeding import IMAGINATION, STREAM, derive_seed
-from common.validation import DISCOUNT, INTEGER_1, POSITIVE, SEED, check_settings
+from common.validation import DISCOUNT, INTEGER_1, POSITIVE, SEED, check_settings, weight
 from datamodules.collection import Transitions
 from envs import Task, TaskFamily
 from envs.rollout import StepPolicy, agent_policy, rollout

@@ -71,7 +71,8 @@ class MetaDynamicsModel(pl.LightningModule):
     RANGES: ClassVar[dict[str, Range]] = {
         "hidden_dim": INTEGER_1, "latent_dim": INTEGER_1, "message_passing_rounds": INTEGER_1, "num_heads": INTEGER_1,
         "decoder_layers": INTEGER_1, "kl_weight": weight("no KL term"), "prior_weight": weight("no prior term"),
-        "latent_decoder_weight": weight("no decoding from z_c alone"), "ensemble_size": INTEGER_1, "lr": weight("the weights stay as they are"),
+        "latent_decoder_weight": weight("no decoding from z_c alone"), "ensemble_size": INTEGER_1,
+        "lr": weight("the weights stay as they are"),
         "weight_decay": weight("no weight decay"), "seed": SEED,
     }  # fmt: skip
 
