@@ -95,7 +95,8 @@ def outcome(config: dict, tmp_path: Path, path: Path, capsys) -> str | None:
 
 
 def names(leaf: str) -> tuple[str, ...]:
-    return f"error: {leaf}: ", f"error: {re.sub(r'[.]\d+[.]', '.', leaf)}: "
+    unindexed = re.sub(r"[.]\d+[.]", ".", leaf)
+    return f"error: {leaf}: ", f"error: {unindexed}: "
 
 
 def walk(path: Path, tmp_path: Path, capsys) -> None:
