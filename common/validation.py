@@ -148,7 +148,7 @@ LIGHTNING_RANGES: dict[str, dict[str, Range]] = {
         "limit_test_batches": Range(low=0, none="every batch"),
         "num_sanity_val_steps": Range(low=0, integer=True, special={0: "none", -1: "every batch"}, none="2"),
         "check_val_every_n_epoch": Range(low=1, integer=True, none="only by val_check_interval"),
-        "log_every_n_steps": INTEGER_1,
+        "log_every_n_steps": Range(low=1, integer=True, none="50"),
         "accumulate_grad_batches": INTEGER_1,
         "gradient_clip_val": Range(low=0, special={0: "no clipping"}, none="no clipping"),
         "reload_dataloaders_every_n_epochs": Range(low=0, integer=True, special={0: "never"}),

@@ -85,6 +85,8 @@ class MDPILCO(CollectingLearner):
     Args:
         budget, collection, metatest: :mod:`modules.methods.settings` blocks (or dicts of some of their
             fields: the rest keep this class's defaults).
+        model_lr, policy_lr: Adam's learning rates; 0 leaves that phase's weights as they are (the
+            other phase still trains).
 
     Example:
         >>> MDPILCO(env="acrobot", hidden_dim=16).hparams.horizon
@@ -96,9 +98,9 @@ class MDPILCO(CollectingLearner):
         "budget": BudgetSettings, "collection": CollectionSettings, "embedding_dim": INTEGER_1, "members": INTEGER_1,
         "hidden_dim": INTEGER_1, "layers": INTEGER_1, "model_steps": INTEGER_1, "model_batch": INTEGER_1,
         "model_lr": weight("the model stays as it is"), "policy_hidden_dim": INTEGER_1, "policy_steps": INTEGER_1,
-        "policy_rollouts": INTEGER_1, "horizon": INTEGER_1, "discount": DISCOUNT, "policy_lr": POSITIVE,
-        "grad_clip": POSITIVE, "exploration_std": POSITIVE, "infer_steps": INTEGER_1, "infer_lr": POSITIVE,
-        "metatest": MetaTestSettings, "seed": SEED,
+        "policy_rollouts": INTEGER_1, "horizon": INTEGER_1, "discount": DISCOUNT,
+        "policy_lr": weight("the policy stays as it is"), "grad_clip": POSITIVE, "exploration_std": POSITIVE,
+        "infer_steps": INTEGER_1, "infer_lr": POSITIVE, "metatest": MetaTestSettings, "seed": SEED,
     }  # fmt: skip
     COMPUTE_NAME = "inference_seconds_per_task"
 
