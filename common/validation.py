@@ -97,6 +97,7 @@ INTEGER_1 = Range(low=1, integer=True)  # a count, a size, a number of steps
 POSITIVE = Range(low=0, open_low=True)  # a learning rate, a clip, a std
 NUMBER = Range()  # any finite number (an initial log-std)
 SEED = Range(low=0, high=2**64 - 1, integer=True)  # what torch.Generator.manual_seed takes (derived seeds are 64-bit)
+LIGHTNING_SEED = Range(low=0, high=2**32 - 1, integer=True)  # what seed_everything takes (numpy's seeds are 32-bit)
 DISCOUNT = Range(low=0, high=1, open_low=True)
 EVERY_TASK = Range(low=1, integer=True, none="every task")
 
@@ -164,7 +165,7 @@ LIGHTNING_RANGES: dict[str, dict[str, Range]] = {
         "every_n_epochs": Range(low=0, integer=True, special={0: "off"}, none="every epoch"),
     },
 }
-TOP_LEVEL_RANGES = {"seed_everything": Range(low=0, high=2**32 - 1, integer=True)}  # Lightning's seed_everything
+TOP_LEVEL_RANGES = {"seed_everything": LIGHTNING_SEED}
 
 
 def setting_ranges(config: Mapping[str, Any]) -> dict[str, tuple[Range, Any]]:

@@ -118,5 +118,6 @@ def test_the_set_encoder_recovers_a_parameter_the_contexts_reveal_and_not_one_th
     params = torch.rand(t, 2, generator=g) + 0.5  # column 0 scales the response, column 1 never shows
     x = torch.randn(t, n, 1, generator=g)
     sets = torch.cat([x, params[:, None, :1] * x], -1)  # y = p0 · x
-    r2 = r2_max(sets[:300], params[:300], sets[300:], params[300:], ["shown", "hidden"], seed=0, steps=400, hidden_dim=32)
+    r2 = r2_max(sets[:300], params[:300], sets[300:], params[300:], ["shown", "hidden"],
+                seed=0, steps=400, hidden_dim=32)  # fmt: skip
     assert r2["shown"] > 0.9 and r2["hidden"] < 0.2, r2

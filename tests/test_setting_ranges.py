@@ -17,13 +17,14 @@ import yaml
 from cli_runner import ROOT, run_cli
 
 import train
-from common.validation import NUMBER, SEED, Range, setting_ranges
+from common.validation import LIGHTNING_SEED, NUMBER, SEED, Range, setting_ranges
 from modules import APSModule
 from modules.policies.ppo import PPOSettings
 
 CONFIGS = sorted(p for p in (ROOT / "conf").rglob("*.yaml") if "env" in train.compose_config(p))
 CHECKPOINT = ["--model.checkpoint", "main.ckpt"]  # the test-time methods need one named, never loaded here
 TRIED = (0, -1, math.nan, "abc")
+PLAIN_VALUES = (SEED, LIGHTNING_SEED, NUMBER)  # 0 or -1 is just one more seed or number, no special meaning
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +115,7 @@ def walk(path: Path, tmp_path: Path, capsys) -> None:
             if spec.admits(value) and not (leaf == "trainer.max_epochs" and "dyna" in config):
                 if error is not None:
                     failures.append(f"{leaf}={value} is in its range but refused: {error}")
-                elif value in (0, -1) and value not in spec.special and spec not in (SEED, NUMBER):  # 0 is just a seed
+                elif value in (0, -1) and value not in spec.special and spec not in PLAIN_VALUES:
                     failures.append(f"{leaf}={value} is accepted without a documented meaning")
             # a wrong type in a list item (a callback) is named without its index: the parser's error has none
             elif error is None or not error.startswith(names(leaf)) or "\n" in error:
