@@ -119,20 +119,6 @@ def check_settings(owner: type, values: Mapping[str, Any]) -> None:
             spec.check(f"{owner.__name__}.{name}", values[name])
 
 
-def require_positive_integers(owner: str, **values: int) -> None:
-    """Raise ``ValueError`` naming the first of ``values`` below 1.
-
-    Example:
-        >>> require_positive_integers("MPPI", horizon=20, samples=0)
-        Traceback (most recent call last):
-        ...
-        ValueError: MPPI samples=0; expected an integer >= 1
-    """
-    for name, value in values.items():
-        if value < 1:
-            raise ValueError(f"{owner} {name}={value}; expected an integer >= 1")
-
-
 # Lightning's settings that the shipped configs give (or that are easily given wrong), declared here
 # because Lightning's own checks end in a traceback from inside it, or, like max_epochs=-1, not at all.
 LIGHTNING_RANGES: dict[str, dict[str, Range]] = {
