@@ -100,14 +100,22 @@ class MbmrlCLI(LightningCLI):
                 check_linked_settings(args)
             except ValueError as err:
                 raise SystemExit(f"error: {err}") from None
-            parser.exit_on_error = False  # a wrong type is one line (type_error_message), not the parser's dump
+            # a wrong type is one line (type_error_message), not the parser's dump; a subcommand's parser
+            # copied exit_on_error when it was added, so each is switched
+            parsers = [parser, *getattr(self, "_subcommand_parsers", {}).values()]  # none with run=False
+            for each in parsers:
+                each.exit_on_error = False
             try:
                 self.config = parser.parse_args(args)
             except ArgumentError as err:
                 if (message := type_error_message(str(err))) is None:
-                    parser.exit_on_error = True
+                    for each in parsers:
+                        each.exit_on_error = True
                     parser.error(str(err))
                 raise SystemExit(f"error: {message}") from None
+            finally:
+                for each in parsers:
+                    each.exit_on_error = True
         subcommand = self.config.get("subcommand")
         config = self.config if subcommand is None else self.config[subcommand]
         try:

@@ -134,6 +134,18 @@ def test_every_numeric_setting_of_every_shipped_config_is_refused_outside_its_ra
     walk(path, tmp_path, capsys)
 
 
+@pytest.mark.parametrize("subcommand", [[], ["fit"]])
+def test_a_wrong_type_is_one_line_with_or_without_a_subcommand(subcommand, tmp_path, capsys):
+    """A subcommand has a parser of its own: a wrong type there is one line too, not its usage."""
+    args = [*subcommand, "--config", str(ROOT / "conf/acrobot.yaml"), "--model.init_args.lr", "abc",
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]  # fmt: skip
+    with pytest.raises(SystemExit) as stop:
+        train.main(args) if subcommand else train.MbmrlCLI(pl.LightningModule, None, subclass_mode_model=True,
+                                                            run=False, args=args)  # fmt: skip
+    assert str(stop.value.code).startswith("error: model.init_args.lr: abc — expected a number ≥ 0")
+    assert capsys.readouterr().err == "" and not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("setting", "value"), [
     ("seed_everything", "abc"), ("dyna.init_args.policy.init_args.horizon", "0"),
