@@ -29,7 +29,9 @@ class TransitionDataModule(pl.LightningDataModule):
       does not collect data it then overwrites). Later data arrives through :meth:`add_transitions`.
     * With ``holdout_every = p ≥ 2`` every ``p``-th stored transition of each training task is
       held out of the training stream (:class:`MultiTaskBuffer`); :meth:`holdout_batches` serves
-      it (contexts from the training part) so the model can train to convergence on it.
+      it (contexts from the training part) so the model can train to convergence on it;
+      ``holdout_every = 0`` holds nothing out.
+    * ``val_steps_per_task = 0`` collects no validation data: validation is skipped.
     * :meth:`state_dict` holds the buffers and stream counters; a checkpoint round trip
       restores them.
 
@@ -220,11 +222,15 @@ class TransitionDataModule(pl.LightningDataModule):
         self._train_stream = self.train_stream(*self._rank())
         return DataLoader(self._train_stream, batch_size=None)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        """The held-out test-task stream; none with ``val_steps_per_task = 0`` (Lightning then skips
+        validation)."""
         self.ensure_initial_data()
+        if self.hparams.val_steps_per_task == 0:
+            return []
         return DataLoader(self.val_stream(*self._rank()), batch_size=None)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | list:
         """The held-out test-task stream (model-only ``test``; same batches as validation)."""
         return self.val_dataloader()
 

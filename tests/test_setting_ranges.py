@@ -18,6 +18,7 @@ from cli_runner import ROOT, run_cli
 
 import train
 from common.validation import LIGHTNING_SEED, NUMBER, SEED, Range, setting_ranges
+from datamodules.transition_datamodule import TransitionDataModule
 from modules import APSModule
 from modules.policies.ppo import PPOSettings
 
@@ -160,12 +161,14 @@ def test_a_bad_value_ends_the_start_with_one_line_and_no_run_folder(setting, val
 
 def test_zero_means_what_the_docstrings_say():
     """min_action_std 0: no floor under the actor's std; entropy_coef and uncertainty_penalty 0: off;
-    uncertainty_cut None: no cut."""
+    uncertainty_cut None: no cut; val_steps_per_task 0: no validation batches."""
     aps = APSModule(env="acrobot", latent_dim=2, hidden_dim=8, init_log_std=-5.0, min_action_std=0.0)
     std = aps.policy(torch.zeros(1, 6), torch.zeros(1, 2))[0].stddev
     assert float(std.max()) < 0.01  # e^-5: no 0.2 floor
     assert PPOSettings(entropy_coef=0.0).entropy_coef == 0.0
     assert APSModule(env="acrobot", latent_dim=2, hidden_dim=8, uncertainty_penalty=0.0, uncertainty_cut=None)
+    assert TransitionDataModule("acrobot", num_train_tasks=2, random_steps_per_task=20,
+                                val_steps_per_task=0).val_dataloader() == []  # fmt: skip
     with pytest.raises(ValueError, match=r"APSModule.min_action_std: -1 — expected a number ≥ 0 \(0: no floor\)"):
         APSModule(env="acrobot", latent_dim=2, min_action_std=-1)
     with pytest.raises(ValueError, match=r"PPOSettings.lr: nan — expected a number > 0"):

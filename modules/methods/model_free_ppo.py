@@ -53,6 +53,7 @@ class ModelFreePPO(MetaTestedLearner, PPOLearner):
             rest keep this class's defaults); the training tasks are
             ``family.train_tasks(budget.num_train_tasks, budget.task_seed)``, as the GSSM datamodule draws them.
         context_capacity: transitions kept per training task for PE contexts.
+        kl_weight: weight of the PE encoder's KL term (0: none).
         ppo: :class:`modules.policies.ppo.PPOSettings` (or a dict of some of its fields), shared with APS;
             here CleanRL's step size 3e-4 and its 10 epochs × 32 minibatches.
 

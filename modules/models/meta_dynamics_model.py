@@ -56,7 +56,9 @@ class MetaDynamicsModel(pl.LightningModule):
         env: task-family name; fixes observation and action sizes and is checked on load.
         variant: ``"gssm"``, ``"mlsm_v0"`` or ``"mlsm_v1"`` (see :mod:`modules.models.meta_dynamics_net`).
         kl_weight: β on the KL term; prior_weight: λ_0 on ``KL[q(z_c | C) ‖ N(0, I)]`` (gssm);
-        latent_decoder_weight: λ_c on the NLL of targets decoded from ``E[z_c]`` alone (gssm).
+        latent_decoder_weight: λ_c on the NLL of targets decoded from ``E[z_c]`` alone (gssm). A weight
+            of 0 leaves its term out.
+        lr, weight_decay: AdamW's; lr 0 leaves the weights as they are, weight_decay 0 is no decay.
         ensemble_size: decoder heads; their disagreement is the model's uncertainty.
         seed: latent noise of training step ``k`` on rank ``r`` comes from a generator seeded
             with ``(seed, k, r)``, so a resumed run replays the same noise.

@@ -64,6 +64,8 @@ class APSModule(PPOLearner):
         min_action_std: floor of the actor's standard deviation (0: none). With an entropy bonus
             instead, the std grew without bound on one acrobot seed once the advantages flattened
             (entropy 0.2 → 2.1 over 10 iterations) and the policy decayed to near random.
+        uncertainty_penalty: weight of the heads' disagreement subtracted from each imagined reward
+            (0: no penalty); uncertainty_cut: the disagreement at which a rollout ends (None: no cut).
         context_min: smallest context drawn; at meta-test the policy acts on ``metatest_context``
             transitions, so drawing near that size trains what is deployed.
         ppo: :class:`modules.policies.ppo.PPOSettings` (or a dict of some of its fields), shared with the
