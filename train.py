@@ -12,7 +12,9 @@ the Dyna loop (``dyna``), so one entry point runs every job:
 
 from __future__ import annotations
 
+import itertools
 import logging
+import re
 import shutil
 import sys
 import traceback
@@ -23,13 +25,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import yaml
-from jsonargparse import Namespace
+from jsonargparse import ArgumentError, Namespace
 from lightning_fabric.plugins import CheckpointIO
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from callbacks import DynaLoop
 from common.atomic_checkpoint_io import AtomicCheckpointIO
 from common.checkpoints import CheckpointError, load_checkpoint
+from common.validation import LIGHTNING_RANGES, TOP_LEVEL_RANGES, Range, SettingError, check_config, class_ranges
 
 LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
 # settings said once: each source sets its targets (parser.link_arguments)
@@ -38,6 +41,8 @@ LINKS = {
     "seed_everything": ("model.init_args.seed", "data.init_args.seed", "dyna.init_args.seed"),
 }
 ROOT = Path(__file__).resolve().parent
+# the class a nested key of a jsonargparse error belongs to: a group's class_path, or the class a callable builds
+OWNER = re.compile(r"class_path '([\w.]+)'|Callable\[\[[^\]]*\], ([\w.]+)\] expects")
 
 
 class _DropLightningTips(logging.Filter):
@@ -60,6 +65,9 @@ class MbmrlCLI(LightningCLI):
 
     Checked right after parsing:
 
+    - every numeric setting against its declared range (:func:`common.validation.check_config`), and
+      a value of the wrong type: one ``error: <setting>: <value> — expected …`` line before anything
+      is built or written;
     - every checkpoint is read with ``weights_only=True``; an explicit ``--ckpt_path`` is loaded
       first (:func:`common.checkpoints.load_checkpoint`), so a missing, truncated or code-carrying
       file is a one-line error naming it;
@@ -92,11 +100,30 @@ class MbmrlCLI(LightningCLI):
                 check_linked_settings(args)
             except ValueError as err:
                 raise SystemExit(f"error: {err}") from None
-            self.config = parser.parse_args(args)
+            # a wrong type is one line (type_error_message), not the parser's dump; a subcommand's parser
+            # copied exit_on_error when it was added, so each is switched
+            parsers = [parser, *getattr(self, "_subcommand_parsers", {}).values()]  # none with run=False
+            for each in parsers:
+                each.exit_on_error = False
+            try:
+                self.config = parser.parse_args(args)
+            except ArgumentError as err:
+                if (message := type_error_message(str(err))) is None:
+                    for each in parsers:
+                        each.exit_on_error = True
+                    parser.error(str(err))
+                raise SystemExit(f"error: {message}") from None
+            finally:
+                for each in parsers:
+                    each.exit_on_error = True
         subcommand = self.config.get("subcommand")
+        config = self.config if subcommand is None else self.config[subcommand]
+        try:
+            check_config(config.as_dict())
+        except SettingError as err:
+            raise SystemExit(f"error: {err}") from None
         if subcommand is None:
             return
-        config = self.config[subcommand]
         if config.get("weights_only") is False:
             raise ValueError("--weights_only false: mbmrl loads checkpoints as tensors and plain data only (true)")
         config.weights_only = True
@@ -229,6 +256,31 @@ def check_linked_settings(args: list[str]) -> None:
             seed = arg.split("=", 1)[1] if "=" in arg else args[i + 1] if i + 1 < len(args) else ""
     if seed is not None and seed.lower() in ("true", "false"):
         raise ValueError(f"seed_everything={seed}; give an integer (it sets every seed of the run)")
+
+
+def type_error_message(message: str) -> str | None:
+    """jsonargparse's error for a value of the wrong type as one line, ``<setting>: <value> — expected
+    …``: the setting by its config path, what is expected from its declared range; None for another
+    error (an unknown name), which keeps the parser's own message."""
+    keys = list(re.finditer(r'Parser key "([^"]+)"', message))
+    given = re.search(r"(?:Got|Given) value: (.*?)(?:\. Got value:|\n|$)", message[keys[-1].end():]) if keys else None
+    if given is None or "is not accepted" in message:
+        return None
+    path = keys[0].group(1)
+    spec = LIGHTNING_RANGES["trainer"].get(path.removeprefix("trainer.")) if path.startswith("trainer.") \
+        else TOP_LEVEL_RANGES.get(path)  # fmt: skip
+    for before, key in itertools.pairwise(keys):
+        owners = OWNER.findall(message[before.end() : key.start()])
+        owner = "".join(owners[-1]) if owners else ""
+        block = owner.endswith("Settings")  # a settings block is given as its fields, without init_args
+        path += f".{key.group(1)}" if block else f".init_args.{key.group(1)}"
+        spec = class_ranges(owner).get(key.group(1)) if owner else None
+    if isinstance(spec, Range):
+        expected = spec.describe()
+    else:
+        types = re.findall(r"Expected a <class '(\w+)'>", message)
+        expected = f"a value of type {types[-1]}" if types else "a value of its type"
+    return f"{path}: {given.group(1)} — expected {expected}"
 
 
 def _setting(content: Any, key: str) -> Any:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 
 from callbacks.dyna_reporting import add_dyna_layout, log_run_hparams, note_non_finite, publish_iteration
-from callbacks.dyna_state import DynaProgress, refuse_non_finite_weights
+from callbacks.dyna_state import DynaProgress, check_trainer_for_dyna, refuse_non_finite_weights
 from callbacks.preemption import PreemptionSignal, last_checkpoint_path
+from common.validation import EVERY_TASK, INTEGER_1, POSITIVE, SEED, Range, check_settings
 from datamodules.sharding import round_robin_tasks
 from datamodules.transition_datamodule import TransitionDataModule
 from evaluation import select_tasks
@@ -21,17 +22,14 @@ from modules.models.meta_dynamics_model import MetaDynamicsModel
 
 
 class DynaLoop(pl.Callback):
-    """Runs the Dyna loop around the main ``Trainer``, which fits the meta dynamics model. Each main epoch
-    is one Dyna iteration ``i = 1, 2, ...``: the model's epoch (Lightning's), then, on every rank, the
-    phases of :mod:`modules.methods.gssm_aps` — **policy** (APS on imagined rollouts of the frozen model),
-    **collection** (real steps with the policy, all-gathered: every rank holds the same buffers) and,
-    every ``eval_every`` iterations and after the last, **meta-test** (test tasks sharded over ranks,
-    reports and rollout images from rank 0). Iteration 0 is the datamodule's random-action data.
+    """Runs the Dyna loop around the main ``Trainer`` (which fits the meta dynamics model): each main epoch
+    (``max_epochs`` of them, bounded) is a Dyna iteration: the model's epoch, then on every rank **policy** (APS
+    in the frozen model), **collection** (real steps, all-gathered into every rank's buffers) and, every
+    ``eval_every`` iterations and after the last, **meta-test** (tasks over ranks); :mod:`modules.methods.gssm_aps`.
 
-    The loop's state (:class:`callbacks.dyna_state.DynaProgress`) is in every checkpoint and every draw is
-    seeded from the run seed and the iteration, so ``fit --ckpt_path`` goes on where the run stopped with
-    the same randomness. SIGTERM/SIGUSR1 stop it at the next safe point — before or after the policy phase
-    (``last.ckpt`` written there) or at an iteration's start — exiting with 128 + the signal.
+    Its state (:class:`callbacks.dyna_state.DynaProgress`) is in every checkpoint and draws are seeded by run seed
+    and iteration, so ``fit --ckpt_path`` resumes exactly. SIGTERM/SIGUSR1 stop it at the next safe point (around
+    the policy phase, with ``last.ckpt``, or at an iteration's start), exiting with 128 + the signal.
 
     Args:
         policy: the :class:`APSModule` to train, without ``env``, ``latent_dim`` (the model's), ``context_size``
@@ -45,6 +43,10 @@ class DynaLoop(pl.Callback):
             episodes per test task; metatest_tasks: names of the test tasks to meta-test (None: all).
         verbose: the inner fits' Lightning banners and the phases' progress bars (else one line an iteration).
     """
+
+    RANGES: ClassVar[dict[str, Range]] = {"policy_epochs": INTEGER_1, "max_grad_norm": POSITIVE, "seed": SEED,
+        "collect_steps_per_task": INTEGER_1, "collect_tasks_per_iteration": EVERY_TASK, "eval_every": INTEGER_1,
+        "metatest_context": INTEGER_1, "metatest_episodes": INTEGER_1}  # fmt: skip
 
     def __init__(
         self,
@@ -60,6 +62,7 @@ class DynaLoop(pl.Callback):
         seed: int = 0,
         verbose: bool = False,
     ):
+        check_settings(DynaLoop, locals())
         self.make_policy, self.aps, self.seed, self.verbose = policy or APSModule, None, seed, verbose
         self.policy_epochs, self.max_grad_norm, self.eval_every = policy_epochs, max_grad_norm, eval_every
         self.collect_steps_per_task = collect_steps_per_task
@@ -70,6 +73,7 @@ class DynaLoop(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         data = trainer.datamodule
+        check_trainer_for_dyna(trainer)
         if not isinstance(pl_module, MetaDynamicsModel) or not isinstance(data, TransitionDataModule):
             raise TypeError("DynaLoop needs a MetaDynamicsModel fitted on a TransitionDataModule")
         if self.aps is None:
@@ -78,9 +82,6 @@ class DynaLoop(pl.Callback):
         self.test_tasks = select_tasks(data.test_tasks, self.metatest_tasks, data.family.name)  # a bad name fails now
         self.bars = self.verbose and trainer.is_global_zero and trainer.progress_bar_callback is not None
         check_collection_schedule(self.collect_tasks_per_iteration, len(data.train_tasks), trainer.world_size)
-        if any(isinstance(c, PreemptionSignal) for c in trainer.callbacks):
-            raise ValueError("callbacks.PreemptionSignal is in trainer.callbacks, but DynaLoop handles SIGTERM/SIGUSR1 "
-                             "itself (at its phase boundaries); remove it from the config")  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         return self.progress.state_dict(self.aps)
@@ -125,9 +126,8 @@ class DynaLoop(pl.Callback):
             self.preemption.safe_point(trainer)
         with p.phase("collect", clock="collect"):
             tasks = round_robin_tasks(p.iteration, self.collect_tasks_per_iteration, len(data.train_tasks))
-            steps, context = self.collect_steps_per_task, data.hparams.context_max
-            collected = collect_with_policy(gssm, self.aps, data, tasks, steps, context, self.seed, p.iteration, rank,
-                                            world, self.bars)  # fmt: skip
+            collected = collect_with_policy(gssm, self.aps, data, tasks, self.collect_steps_per_task,
+                                            data.hparams.context_max, self.seed, p.iteration, rank, world, self.bars)
         p.record_collection(*collected)
         if p.iteration % self.eval_every == 0 or p.iteration >= trainer.max_epochs:
             with p.phase("meta-test", clock="eval"):

@@ -11,9 +11,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from callbacks.preemption import save_last
+from callbacks.preemption import PreemptionSignal, save_last
 from common.clock import synchronized_clock
 from common.rng_state import restore_rng_state, rng_state
+from common.validation import require_bounded_epochs
 from datamodules.collection import Transitions
 from modules.methods.gssm_aps.aps import APSModule
 
@@ -147,6 +148,15 @@ class DynaProgress:
         self.completed = "iteration"
         metrics, self.metrics = self.metrics, {}
         return metrics
+
+
+def check_trainer_for_dyna(trainer: pl.Trainer) -> None:
+    """The main trainer a Dyna loop can run in: a bounded number of iterations (``max_epochs``), and no
+    :class:`PreemptionSignal` of its own (the loop handles SIGTERM/SIGUSR1 at its phase boundaries)."""
+    require_bounded_epochs(trainer.max_epochs)
+    if any(isinstance(c, PreemptionSignal) for c in trainer.callbacks):
+        raise ValueError("callbacks.PreemptionSignal is in trainer.callbacks, but DynaLoop handles SIGTERM/SIGUSR1 "
+                         "itself (at its phase boundaries); remove it from the config")  # fmt: skip
 
 
 def refuse_non_finite_weights(model: dict[str, torch.Tensor], aps: dict[str, torch.Tensor]) -> None:

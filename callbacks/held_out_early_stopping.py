@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import pytorch_lightning as pl
 
+from common.validation import INTEGER_1, Range, check_settings
 from datamodules.transition_datamodule import TransitionDataModule
 from modules.models.meta_dynamics_model import MetaDynamicsModel
 
@@ -25,12 +27,16 @@ class HeldOutEarlyStopping(pl.Callback):
     Args:
         check_every: batches between two checks.
         patience: checks without improvement before the epoch ends.
-        min_improvement: the relative improvement over the best score that counts.
+        min_improvement: the relative improvement over the best score that counts (0: any decrease).
     """
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "check_every": INTEGER_1, "patience": INTEGER_1,
+        "min_improvement": Range(low=0, high=1, open_high=True, special={0: "any decrease counts"}),
+    }  # fmt: skip
+
     def __init__(self, check_every: int = 50, patience: int = 3, min_improvement: float = 0.01):
-        if check_every < 1 or patience < 1:
-            raise ValueError(f"HeldOutEarlyStopping: check_every={check_every} and patience={patience} must be >= 1")
+        check_settings(HeldOutEarlyStopping, locals())
         self.check_every, self.patience, self.min_improvement = check_every, patience, min_improvement
         self.best, self.last, self.bad_checks = math.inf, math.nan, 0
         self.batches: list = []  # the held-out batches of this epoch

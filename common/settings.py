@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, Self
+from typing import Any, ClassVar, Self
+
+from common.validation import Range
 
 
 @dataclass(frozen=True)
@@ -16,7 +18,16 @@ class Settings:
     leaves out from that default, and :meth:`of` does the same for a mapping given in Python or read
     from a checkpoint's hyperparameters. The class saves the block as plain data (``asdict``), so its
     checkpoints load with ``weights_only``.
+
+    A subclass declares the range of each numeric field in ``RANGES`` (:class:`common.validation.Range`);
+    a value outside it is a :class:`common.validation.SettingError` when the block is built.
     """
+
+    RANGES: ClassVar[dict[str, Range]] = {}
+
+    def __post_init__(self) -> None:
+        for name, spec in self.RANGES.items():
+            spec.check(f"{type(self).__name__}.{name}", getattr(self, name))
 
     @classmethod
     def of(cls, value: Self | Mapping[str, Any] | None, default: Self | None = None) -> Self:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from common.validation import INTEGER_1, SEED, Range, check_settings
 from datamodules.collection import Transitions, collect_transitions
 from datamodules.context_target_stream import ContextTargetStream
 from datamodules.sharding import gather_shards, shard_tasks
@@ -28,7 +29,9 @@ class TransitionDataModule(pl.LightningDataModule):
       does not collect data it then overwrites). Later data arrives through :meth:`add_transitions`.
     * With ``holdout_every = p ≥ 2`` every ``p``-th stored transition of each training task is
       held out of the training stream (:class:`MultiTaskBuffer`); :meth:`holdout_batches` serves
-      it (contexts from the training part) so the model can train to convergence on it.
+      it (contexts from the training part) so the model can train to convergence on it;
+      ``holdout_every = 0`` holds nothing out.
+    * ``val_steps_per_task = 0`` collects no validation data: validation is skipped.
     * :meth:`state_dict` holds the buffers and stream counters; a checkpoint round trip
       restores them.
 
@@ -40,6 +43,15 @@ class TransitionDataModule(pl.LightningDataModule):
         >>> batch["target_y"].shape
         torch.Size([2, 3, 6])
     """
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "num_train_tasks": INTEGER_1, "task_seed": SEED, "buffer_capacity": INTEGER_1,
+        "random_steps_per_task": INTEGER_1, "tasks_per_batch": INTEGER_1,
+        "val_steps_per_task": Range(low=0, integer=True, special={0: "no validation data"}),
+        "context_min": INTEGER_1, "context_max": INTEGER_1, "num_targets": INTEGER_1, "batches_per_epoch": INTEGER_1,
+        "val_batches": INTEGER_1, "holdout_every": Range(low=2, integer=True, special={0: "nothing held out"}),
+        "holdout_batches": INTEGER_1, "seed": SEED,
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -59,6 +71,7 @@ class TransitionDataModule(pl.LightningDataModule):
         holdout_batches: int = 2,
         seed: int = 0,
     ):
+        check_settings(TransitionDataModule, locals())
         super().__init__()
         self.save_hyperparameters()
         self.family = make_family(env)
@@ -209,11 +222,15 @@ class TransitionDataModule(pl.LightningDataModule):
         self._train_stream = self.train_stream(*self._rank())
         return DataLoader(self._train_stream, batch_size=None)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        """The held-out test-task stream; none with ``val_steps_per_task = 0`` (Lightning then skips
+        validation)."""
         self.ensure_initial_data()
+        if self.hparams.val_steps_per_task == 0:
+            return []
         return DataLoader(self.val_stream(*self._rank()), batch_size=None)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | list:
         """The held-out test-task stream (model-only ``test``; same batches as validation)."""
         return self.val_dataloader()
 

@@ -150,7 +150,7 @@ def test_the_held_out_early_stop_checks_every_k_batches_and_ends_the_stream_afte
         if ended:
             break
     assert batch_idx == 6 and model.checked == 4 and stop.best == 0.5 and stop.last == 0.6
-    with pytest.raises(ValueError, match="check_every=0"):
+    with pytest.raises(ValueError, match=r"HeldOutEarlyStopping.check_every: 0 — expected an integer ≥ 1"):
         HeldOutEarlyStopping(check_every=0)
 
 

@@ -126,7 +126,7 @@ def test_the_agent_plans_in_the_model_adapted_to_each_tasks_transitions(meta_tra
 def test_bad_l2a_settings_and_another_envs_checkpoint_are_refused_by_name():
     with pytest.raises(ValueError, match="env='acrobot'"):
         L2A(env="cartpole_swingup", hidden_dim=8).on_load_checkpoint({"hyper_parameters": {"env": "acrobot"}})
-    with pytest.raises(ValueError, match="recent=0"):
+    with pytest.raises(ValueError, match=r"L2A.recent: 0 — expected an integer ≥ 1"):
         L2A(recent=0)
     with pytest.raises(ValueError, match="random_steps_per_task=20"):
         L2A(collection={"random_steps_per_task": 20})

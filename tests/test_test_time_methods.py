@@ -62,7 +62,7 @@ def test_mppi_keeps_its_plan_as_a_warm_start_and_drops_it_for_a_new_batch():
     assert planner.mean_plan.shape == (5, 4, 1)
     planner.reset()
     assert planner.mean_plan is None
-    with pytest.raises(ValueError, match="temperature=0"):
+    with pytest.raises(ValueError, match=r"MPPISettings.temperature: 0 — expected a number > 0"):
         MPPI(1, MPPISettings(temperature=0))
 
 

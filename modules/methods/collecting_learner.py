@@ -9,7 +9,6 @@ import pytorch_lightning as pl
 import torch
 
 from common.seeding import COLLECT_ENV, METATEST, derive_seed
-from common.validation import require_positive_integers
 from datamodules.collection import Transitions
 from datamodules.sharding import gather_shards, rank_share, round_robin_tasks, shard_tasks
 from datamodules.task_buffers import MultiTaskBuffer
@@ -49,9 +48,6 @@ class CollectingLearner(MetaTestedLearner, pl.LightningModule):
         self.family = fam = make_family(env)
         tasks, random_steps = budget.num_train_tasks, collection.random_steps_per_task
         self.train_tasks = fam.train_tasks(tasks, budget.task_seed)
-        require_positive_integers(type(self).__name__, real_transitions=budget.real_transitions,
-                                  random_steps_per_task=random_steps,
-                                  tasks_per_iteration=collection.tasks_per_iteration or tasks)  # fmt: skip
         self.test_tasks = select_tasks(fam.test_tasks(), metatest.tasks, fam.name)
         per_iteration = min(collection.tasks_per_iteration or tasks, tasks)
         iterations = -(-max(budget.real_transitions - tasks * random_steps, 0)

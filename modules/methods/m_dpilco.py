@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any, ClassVar
 
 import torch
 from torch.distributions import Normal
@@ -13,7 +14,7 @@ from common.clock import synchronized_clock
 from common.finite_loss import require_finite_loss
 from common.sampling import sample_normal
 from common.seeding import IMAGINATION, STREAM, derive_seed
-from common.validation import require_positive_integers
+from common.validation import DISCOUNT, INTEGER_1, POSITIVE, SEED, check_settings, weight
 from datamodules.collection import Transitions
 from envs import Task, TaskFamily
 from envs.rollout import StepPolicy, agent_policy, rollout
@@ -84,6 +85,8 @@ class MDPILCO(CollectingLearner):
     Args:
         budget, collection, metatest: :mod:`modules.methods.settings` blocks (or dicts of some of their
             fields: the rest keep this class's defaults).
+        model_lr, policy_lr: Adam's learning rates; 0 leaves that phase's weights as they are (the
+            other phase still trains).
 
     Example:
         >>> MDPILCO(env="acrobot", hidden_dim=16).hparams.horizon
@@ -91,6 +94,14 @@ class MDPILCO(CollectingLearner):
     """
 
     METHOD = "m_dpilco"
+    RANGES: ClassVar[dict[str, Any]] = {
+        "budget": BudgetSettings, "collection": CollectionSettings, "embedding_dim": INTEGER_1, "members": INTEGER_1,
+        "hidden_dim": INTEGER_1, "layers": INTEGER_1, "model_steps": INTEGER_1, "model_batch": INTEGER_1,
+        "model_lr": weight("the model stays as it is"), "policy_hidden_dim": INTEGER_1, "policy_steps": INTEGER_1,
+        "policy_rollouts": INTEGER_1, "horizon": INTEGER_1, "discount": DISCOUNT,
+        "policy_lr": weight("the policy stays as it is"), "grad_clip": POSITIVE, "exploration_std": POSITIVE,
+        "infer_steps": INTEGER_1, "infer_lr": POSITIVE, "metatest": MetaTestSettings, "seed": SEED,
+    }  # fmt: skip
     COMPUTE_NAME = "inference_seconds_per_task"
 
     def __init__(
@@ -118,16 +129,12 @@ class MDPILCO(CollectingLearner):
         metatest: MetaTestSettings = DEFAULT_METATEST,
         seed: int = 0,
     ):
+        check_settings(MDPILCO, locals())
         super().__init__()
         budget, collection = BudgetSettings.of(budget), CollectionSettings.of(collection)
         metatest = MetaTestSettings.of(metatest, DEFAULT_METATEST)
-        require_positive_integers("MDPILCO", model_steps=model_steps, model_batch=model_batch,
-                                  policy_steps=policy_steps, horizon=horizon,
-                                  policy_rollouts=policy_rollouts)  # fmt: skip
         if policy_rollouts % members:
             raise ValueError(f"MDPILCO policy_rollouts={policy_rollouts} must be a multiple of members={members}")
-        if not 0 < discount <= 1:
-            raise ValueError(f"MDPILCO discount={discount}; expected 0 < discount <= 1")
         self.init_collection(env, budget, collection, metatest)
         budget, collection, metatest = map(asdict, (budget, collection, metatest))  # plain data: weights_only
         self.save_hyperparameters()

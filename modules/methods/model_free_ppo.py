@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch.distributions import Normal
 
 from common.sampling import sample_normal
 from common.seeding import COLLECT_ENV, COLLECT_LATENT, METATEST, derive_seed
+from common.validation import INTEGER_1, NUMBER, SEED, check_settings, weight
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import make_family
 from envs.rollout import TaskVectorEnv, Trajectory, rollout
@@ -52,6 +53,7 @@ class ModelFreePPO(MetaTestedLearner, PPOLearner):
             rest keep this class's defaults); the training tasks are
             ``family.train_tasks(budget.num_train_tasks, budget.task_seed)``, as the GSSM datamodule draws them.
         context_capacity: transitions kept per training task for PE contexts.
+        kl_weight: weight of the PE encoder's KL term (0: none).
         ppo: :class:`modules.policies.ppo.PPOSettings` (or a dict of some of its fields), shared with APS;
             here CleanRL's step size 3e-4 and its 10 epochs × 32 minibatches.
 
@@ -60,6 +62,12 @@ class ModelFreePPO(MetaTestedLearner, PPOLearner):
         >>> agent.policy(torch.zeros(2, 6), torch.zeros(2, 3))[1].shape
         torch.Size([2])
     """
+
+    RANGES: ClassVar[dict[str, Any]] = {
+        "budget": BudgetSettings, "envs_per_iteration": INTEGER_1, "latent_dim": INTEGER_1, "context_size": INTEGER_1,
+        "context_capacity": INTEGER_1, "kl_weight": weight("no KL term"), "hidden_dim": INTEGER_1,
+        "init_log_std": NUMBER, "ppo": PPOSettings, "metatest": MetaTestSettings, "seed": SEED,
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -77,6 +85,7 @@ class ModelFreePPO(MetaTestedLearner, PPOLearner):
         metatest: MetaTestSettings = DEFAULT_METATEST,
         seed: int = 0,
     ):
+        check_settings(ModelFreePPO, locals())
         super().__init__(PPOSettings.of(ppo, DEFAULT_PPO))
         self.budget, self.metatest = BudgetSettings.of(budget), MetaTestSettings.of(metatest, DEFAULT_METATEST)
         if method not in METHODS:

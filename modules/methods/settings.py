@@ -8,8 +8,10 @@ defaults (:class:`common.settings.Settings`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from common.settings import Settings
+from common.validation import EVERY_TASK, INTEGER_1, SEED, Range
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,9 @@ class BudgetSettings(Settings):
         BudgetSettings(num_train_tasks=16, task_seed=0, real_transitions=800)
     """
 
+    RANGES: ClassVar[dict[str, Range]] = {"num_train_tasks": INTEGER_1, "task_seed": SEED,
+                                          "real_transitions": INTEGER_1}  # fmt: skip
+
     num_train_tasks: int = 16
     task_seed: int = 0
     real_transitions: int = 48_000
@@ -37,6 +42,8 @@ class CollectionSettings(Settings):
     training task at iteration 0, then one episode in each of ``tasks_per_iteration`` tasks per
     iteration, round robin (:func:`datamodules.sharding.round_robin_tasks`; None: every task)."""
 
+    RANGES: ClassVar[dict[str, Range]] = {"random_steps_per_task": INTEGER_1, "tasks_per_iteration": EVERY_TASK}
+
     random_steps_per_task: int = 200
     tasks_per_iteration: int | None = None
 
@@ -47,6 +54,11 @@ class MetaTestSettings(Settings):
     episodes per test task, on the test tasks named in ``tasks`` (None: all); a learner meta-tests
     each time its real transitions cross a multiple of ``every_transitions`` (0: only after the last
     iteration) and after the last iteration."""
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "context": INTEGER_1, "episodes": INTEGER_1,
+        "every_transitions": Range(low=0, integer=True, special={0: "only after the last iteration"}),
+    }  # fmt: skip
 
     context: int = 50
     episodes: int = 50

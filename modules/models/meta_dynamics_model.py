@@ -29,7 +29,7 @@ the epoch once that score stops improving: training to convergence, DESIGN §2.9
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -39,6 +39,7 @@ from common.epoch_means import EpochMeans
 from common.finite_loss import require_finite_loss
 from common.sampling import sample_normal
 from common.seeding import MODEL_STEP, derive_seed
+from common.validation import INTEGER_1, SEED, Range, check_settings, weight
 from envs import make_family
 from modules.blocks import Normalizer
 from modules.models.meta_dynamics_net import ContextEncoding, MetaDynamicsNet, Variant
@@ -55,7 +56,9 @@ class MetaDynamicsModel(pl.LightningModule):
         env: task-family name; fixes observation and action sizes and is checked on load.
         variant: ``"gssm"``, ``"mlsm_v0"`` or ``"mlsm_v1"`` (see :mod:`modules.models.meta_dynamics_net`).
         kl_weight: β on the KL term; prior_weight: λ_0 on ``KL[q(z_c | C) ‖ N(0, I)]`` (gssm);
-        latent_decoder_weight: λ_c on the NLL of targets decoded from ``E[z_c]`` alone (gssm).
+        latent_decoder_weight: λ_c on the NLL of targets decoded from ``E[z_c]`` alone (gssm). A weight
+            of 0 leaves its term out.
+        lr, weight_decay: AdamW's; lr 0 leaves the weights as they are, weight_decay 0 is no decay.
         ensemble_size: decoder heads; their disagreement is the model's uncertainty.
         seed: latent noise of training step ``k`` on rank ``r`` comes from a generator seeded
             with ``(seed, k, r)``, so a resumed run replays the same noise.
@@ -66,6 +69,14 @@ class MetaDynamicsModel(pl.LightningModule):
         >>> model.predict(torch.randn(3, 5, 7), enc).mean.shape
         torch.Size([3, 5, 6])
     """
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "hidden_dim": INTEGER_1, "latent_dim": INTEGER_1, "message_passing_rounds": INTEGER_1, "num_heads": INTEGER_1,
+        "decoder_layers": INTEGER_1, "kl_weight": weight("no KL term"), "prior_weight": weight("no prior term"),
+        "latent_decoder_weight": weight("no decoding from z_c alone"), "ensemble_size": INTEGER_1,
+        "lr": weight("the weights stay as they are"),
+        "weight_decay": weight("no weight decay"), "seed": SEED,
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -84,6 +95,7 @@ class MetaDynamicsModel(pl.LightningModule):
         weight_decay: float = 1e-5,
         seed: int = 0,
     ):
+        check_settings(MetaDynamicsModel, locals())
         super().__init__()
         self.save_hyperparameters()
         family = make_family(env)

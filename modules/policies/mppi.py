@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from common.settings import Settings
-from common.validation import require_positive_integers
+from common.validation import INTEGER_1, POSITIVE, Range
 from envs.rollout import GivenStartEnv, rollout
 
 SequenceReturns = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -38,6 +39,9 @@ class MPPISettings(Settings):
         temperature: MPPI's λ, in units of the return: lower is greedier.
     """
 
+    RANGES: ClassVar[dict[str, Range]] = {"horizon": INTEGER_1, "samples": INTEGER_1, "iterations": INTEGER_1,
+                                          "noise_std": POSITIVE, "temperature": POSITIVE}  # fmt: skip
+
     horizon: int = 20
     samples: int = 64
     iterations: int = 1
@@ -66,11 +70,7 @@ class MPPI:
     """
 
     def __init__(self, act_dim: int, settings: MPPISettings = MPPISettings()):
-        horizon, samples, iterations = settings.horizon, settings.samples, settings.iterations
-        require_positive_integers("MPPI", horizon=horizon, samples=samples, iterations=iterations)
-        for name, value in (("noise_std", settings.noise_std), ("temperature", settings.temperature)):
-            if not value > 0:
-                raise ValueError(f"MPPI {name}={value}; expected a positive number")
+        horizon, samples, iterations = settings.horizon, settings.samples, settings.iterations  # checked by the block
         self.act_dim, self.horizon, self.samples, self.iterations = act_dim, horizon, samples, iterations
         self.noise_std, self.temperature = settings.noise_std, settings.temperature
         self.mean_plan: torch.Tensor | None = None  # [N, H, A]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -15,6 +15,7 @@ from common.epoch_means import EpochMeans
 from common.finite_loss import require_finite_loss
 from common.seeding import PPO_MINIBATCHES, derive_seed
 from common.settings import Settings
+from common.validation import DISCOUNT, INTEGER_1, POSITIVE, Range, weight
 from modules.policies.actor_critic import ActorCritic
 
 
@@ -90,8 +91,15 @@ class PPOSettings(Settings):
     Attributes:
         ppo_epochs: passes over each iteration's rollouts; num_minibatches: minibatches per pass.
         clip_ratio: PPO's ratio clip ε; gamma, gae_lambda: discount and GAE λ.
-        entropy_coef, value_coef: weights of the entropy bonus and the value loss; lr: Adam's step size.
+        entropy_coef, value_coef: weights of the entropy bonus (0: none) and the value loss; lr: Adam's step size.
+        gae_lambda 0 gives one-step TD advantages.
     """
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "ppo_epochs": INTEGER_1, "num_minibatches": INTEGER_1, "clip_ratio": POSITIVE, "gamma": DISCOUNT,
+        "gae_lambda": Range(low=0, high=1, special={0: "one-step TD advantages"}),
+        "entropy_coef": weight("no entropy bonus"), "value_coef": POSITIVE, "lr": POSITIVE,
+    }  # fmt: skip
 
     ppo_epochs: int = 4
     num_minibatches: int = 4

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.distributions import Normal
@@ -11,6 +11,7 @@ from torch.distributions import Normal
 from common.checkpoints import load_checkpoint
 from common.sampling import sample_normal
 from common.seeding import IMAGINATION, derive_seed
+from common.validation import INTEGER_1, NUMBER, SEED, Range, check_settings, weight
 from datamodules.task_buffers import MultiTaskBuffer
 from envs import make_family
 from modules.methods.gssm_aps.imagination import imagine
@@ -66,6 +67,8 @@ class APSModule(PPOLearner):
         min_action_std: floor of the actor's standard deviation (0: none). With an entropy bonus
             instead, the std grew without bound on one acrobot seed once the advantages flattened
             (entropy 0.2 → 2.1 over 10 iterations) and the policy decayed to near random.
+        uncertainty_penalty: weight of the heads' disagreement subtracted from each imagined reward
+            (0: no penalty); uncertainty_cut: the disagreement at which a rollout ends (None: no cut).
         context_min: smallest context drawn; at meta-test the policy acts on ``metatest_context``
             transitions, so drawing near that size trains what is deployed.
         ppo: :class:`modules.policies.ppo.PPOSettings` (or a dict of some of its fields), shared with the
@@ -78,6 +81,14 @@ class APSModule(PPOLearner):
         >>> aps.policy(torch.zeros(2, 6), torch.zeros(2, 4))[1].shape
         torch.Size([2])
     """
+
+    RANGES: ClassVar[dict[str, Any]] = {
+        "latent_dim": INTEGER_1, "hidden_dim": INTEGER_1, "init_log_std": NUMBER,
+        "min_action_std": Range(low=0, special={0: "no floor"}), "horizon": INTEGER_1, "rollouts_per_task": INTEGER_1,
+        "context_size": INTEGER_1, "context_min": INTEGER_1, "context_sets_per_task": INTEGER_1,
+        "uncertainty_penalty": weight("no penalty"), "uncertainty_cut": Range(low=0, open_low=True, none="no cut"),
+        "ppo": PPOSettings, "seed": SEED,
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -102,6 +113,7 @@ class APSModule(PPOLearner):
         # this call's own arguments, saved explicitly: built by LightningCLI inside the Dyna loop's config,
         # save_hyperparameters() would take the main model's (Lightning 2.6's CLI instantiator context)
         hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        check_settings(APSModule, hparams)
         settings = PPOSettings.of(ppo, DEFAULT_PPO)
         hparams["ppo"] = asdict(settings)  # plain data: checkpoints load with weights_only
         super().__init__(settings)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+from typing import ClassVar
 
 import torch
 from torch.func import functional_call, stack_module_state
 
 from common.clock import synchronized_clock
 from common.seeding import TASK_SEARCH, derive_seed
-from common.validation import require_positive_integers
+from common.validation import INTEGER_1, POSITIVE, SEED, Range, check_settings
 from datamodules.task_buffers import MultiTaskBuffer
 from envs.rollout import StepPolicy, Trajectory
 from modules.methods.gssm_aps.aps import APSModule, ImaginationSource
@@ -50,6 +51,9 @@ class TaskPolicySearch:
         2
     """
 
+    RANGES: ClassVar[dict[str, Range]] = {"iterations": INTEGER_1, "rollouts": INTEGER_1, "max_grad_norm": POSITIVE,
+                                          "seed": SEED}  # fmt: skip
+
     def __init__(
         self,
         model: MetaDynamicsModel,
@@ -62,7 +66,7 @@ class TaskPolicySearch:
     ):
         if init not in INITS:
             raise ValueError(f"init={init!r}; expected one of {INITS}")
-        require_positive_integers("TaskPolicySearch", iterations=iterations, rollouts=rollouts)
+        check_settings(TaskPolicySearch, locals())
         sets = amortized.hparams.context_sets_per_task
         if rollouts % sets:
             raise ValueError(f"rollouts={rollouts} must be a multiple of the APS context_sets_per_task={sets}")

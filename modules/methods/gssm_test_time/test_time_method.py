@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 
 from common.seeding import METATEST, derive_seed
+from common.validation import INTEGER_1, POSITIVE, SEED, check_settings
 from envs import Task, make_family
 from evaluation import TaskResult, run_meta_test, select_tasks
 from modules.methods.gssm_aps.dyna_checkpoint import DynaCheckpoint, load_dyna_checkpoint
@@ -51,6 +53,11 @@ class GSSMTestTimeMethod(MetaTested, pl.LightningModule):
         'gssm_mpc'
     """
 
+    RANGES: ClassVar[dict[str, Any]] = {
+        "metatest": MetaTestSettings, "mpc": MPPISettings, "search_iterations": INTEGER_1,
+        "search_rollouts": INTEGER_1, "max_grad_norm": POSITIVE, "seed": SEED,
+    }  # fmt: skip
+
     def __init__(
         self,
         env: str = "acrobot",
@@ -64,6 +71,7 @@ class GSSMTestTimeMethod(MetaTested, pl.LightningModule):
         max_grad_norm: float = 0.5,
         seed: int = 0,
     ):
+        check_settings(GSSMTestTimeMethod, locals())
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"unknown test-time method {method!r}; expected one of {METHODS}")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from common.finite_loss import require_finite_loss
 from common.seeding import STREAM, derive_seed
-from common.validation import require_positive_integers
+from common.validation import INTEGER_1, POSITIVE, SEED, check_settings
 from datamodules.collection import Transitions
 from envs import Task
 from envs.rollout import StepPolicy
@@ -78,6 +79,12 @@ class L2A(CollectingLearner):
     """
 
     METHOD = "l2a"
+    RANGES: ClassVar[dict[str, Any]] = {
+        "budget": BudgetSettings, "collection": CollectionSettings, "hidden_dim": INTEGER_1, "layers": INTEGER_1,
+        "inner_lr": POSITIVE, "inner_steps": INTEGER_1, "recent": INTEGER_1, "query": INTEGER_1,
+        "meta_batch": INTEGER_1, "steps_per_iteration": INTEGER_1, "lr": POSITIVE, "mpc": MPPISettings,
+        "metatest": MetaTestSettings, "seed": SEED,
+    }  # fmt: skip
     COMPUTE_NAME = "test_seconds_per_action"
 
     def __init__(
@@ -99,11 +106,10 @@ class L2A(CollectingLearner):
         metatest: MetaTestSettings = DEFAULT_METATEST,
         seed: int = 0,
     ):
+        check_settings(L2A, locals())
         super().__init__()
         budget, collection = BudgetSettings.of(budget), CollectionSettings.of(collection)
         metatest, self.mpc = MetaTestSettings.of(metatest, DEFAULT_METATEST), MPPISettings.of(mpc)
-        require_positive_integers("L2A", recent=recent, query=query, meta_batch=meta_batch,
-                                  steps_per_iteration=steps_per_iteration)  # fmt: skip
         if collection.random_steps_per_task < recent + query:
             raise ValueError(f"random_steps_per_task={collection.random_steps_per_task} must hold one window of "
                              f"recent + query = {recent + query} transitions")  # fmt: skip
