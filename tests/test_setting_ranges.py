@@ -105,15 +105,16 @@ def names(leaf: str) -> tuple[str, ...]:
     return f"error: {leaf}: ", f"error: {unindexed}: "
 
 
-def walk(path: Path, tmp_path: Path, capsys) -> None:
-    """Every numeric leaf of ``path``'s printed config with each of :data:`TRIED`."""
+def walk(path: Path, tmp_path: Path, capsys, skip: frozenset[str] = frozenset()) -> None:
+    """Every numeric leaf of ``path``'s printed config (but those in ``skip``) with each of :data:`TRIED`;
+    every one, skipped or not, must have a declared range."""
     config = printed_config(path)
     ranges = setting_ranges(config)
     leaves = numeric_leaves(config)
     undeclared = sorted(set(leaves) - set(ranges))
     assert not undeclared, f"{path.name}: numeric settings without a declared range: {undeclared}"
     failures = []
-    for leaf in leaves:
+    for leaf in (leaf for leaf in leaves if leaf not in skip):
         spec: Range = ranges[leaf][0]
         for value in TRIED:
             error = outcome(with_leaf(config, leaf, value), tmp_path, path, capsys)
@@ -136,7 +137,12 @@ def test_every_numeric_setting_of_the_acrobot_config_is_refused_outside_its_rang
 @pytest.mark.parametrize("path", [p for p in CONFIGS if p != ROOT / "conf/acrobot.yaml"],  # the fast tier walks it
                          ids=lambda p: str(p.relative_to(ROOT / "conf")))  # fmt: skip
 def test_every_numeric_setting_of_every_shipped_config_is_refused_outside_its_range(path, tmp_path, capsys):
-    walk(path, tmp_path, capsys)
+    # train.py refuses a value from its path's declared range (setting_ranges): a path the acrobot walk tried
+    # with the same range is refused by the same check, so only the others are tried here
+    acrobot = printed_config(ROOT / "conf/acrobot.yaml")
+    ranges, own = setting_ranges(acrobot), setting_ranges(printed_config(path))
+    same = frozenset(leaf for leaf in numeric_leaves(acrobot) if leaf in own and own[leaf][0] == ranges[leaf][0])
+    walk(path, tmp_path, capsys, same)
 
 
 @pytest.mark.parametrize("subcommand", [[], ["fit"]])
