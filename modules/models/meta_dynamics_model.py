@@ -5,25 +5,20 @@ Objective (paper eq. 6, minimised as its negative, per target transition, in nat
     loss = −ln p_θ(y_t | x_t, z_t) + β · KL[q(z_t | x_t, C) ‖ q(z_c | C)]
            + λ_0 · KL[q(z_c | C) ‖ N(0, I)] + λ_c · (−ln p_θ(y_t | x_t, z = E[z_c]))
 
-with ``z_t ~ q(z_t | x_t, C)`` and ``q(z_t)`` built around the *mean* of ``q(z_c | C)`` (DESIGN
-§2.8): with a *sample* of ``z_c`` there, the KL gives the mean of ``q(z_c)`` no gradient and the
-latent the policy reads carries noise, not the task. ``λ_0`` (``prior_weight``, per task) keeps the
-latent's scale fixed; ``λ_c`` (``latent_decoder_weight``) also decodes every target from the task
-latent alone, so the task information has to live in ``z_c`` and not only in the per-target
-attention path. Both distributions are conditioned on the context only, exactly as in eq. 6, so
-training sees what deployment sees; the target set is *not* added to the context for ``gssm``.
+with ``z_t ~ q(z_t | x_t, C)`` and ``q(z_t)`` built around the *mean* of ``q(z_c | C)``; ``λ_0``
+(``prior_weight``, per task) fixes the latent's scale and ``λ_c`` (``latent_decoder_weight``) makes
+the task live in ``z_c``, not only in the attention path (why: DESIGN §2.8). Both are conditioned on
+the context only, as in eq. 6 (the target set is *not* added to the context for ``gssm``).
 The MLSM variants have no ``z_t``; they use the neural-process bound
 ``−ln p(y_t | x_t, z) + KL[q(z | C ∪ T) ‖ q(z | C)] / N_t`` with ``z ~ q(z | C ∪ T)``.
 
-The decoder has ``ensemble_size`` heads; each head's NLL is trained (mean over heads), the
-reported MSE is that of the heads' mean prediction, and :meth:`predict_with_disagreement` returns
-their spread as the model's own error estimate (DESIGN §3).
+The decoder has ``ensemble_size`` heads, each trained on its NLL; the reported MSE is the heads' mean's,
+and :meth:`predict_with_disagreement` gives their spread, the model's own error estimate (DESIGN §3).
 
-Inputs ``x = [s, a]`` and targets ``y = s' − s`` are standardised by normalisers saved with the
-model; NLL and MSE are reported on the normalised ``y``. The model is given its data, it does not
-fetch it: :meth:`fit_normalizers` takes the training transitions (:class:`callbacks.NormalizerFitting`
-calls it), :meth:`holdout_score` the held-out batches (:class:`callbacks.HeldOutEarlyStopping` ends
-the epoch once that score stops improving: training to convergence, DESIGN §2.9).
+Inputs ``x = [s, a]`` and targets ``y = s' − s`` are standardised by normalisers saved with the model
+(NLL and MSE on the normalised ``y``). The model is given its data: :meth:`fit_normalizers` the
+training transitions (from :class:`callbacks.NormalizerFitting`), :meth:`holdout_score` the held-out
+batches (:class:`callbacks.HeldOutEarlyStopping` ends the epoch when it stops improving, DESIGN §2.9).
 """
 
 from __future__ import annotations
@@ -56,12 +51,10 @@ class MetaDynamicsModel(pl.LightningModule):
         env: task-family name; fixes observation and action sizes and is checked on load.
         variant: ``"gssm"``, ``"mlsm_v0"`` or ``"mlsm_v1"`` (see :mod:`modules.models.meta_dynamics_net`).
         kl_weight: β on the KL term; prior_weight: λ_0 on ``KL[q(z_c | C) ‖ N(0, I)]`` (gssm);
-        latent_decoder_weight: λ_c on the NLL of targets decoded from ``E[z_c]`` alone (gssm). A weight
-            of 0 leaves its term out.
+        latent_decoder_weight: λ_c on the NLL of targets decoded from ``E[z_c]`` alone (gssm); a weight 0: no term.
         lr, weight_decay: AdamW's; lr 0 leaves the weights as they are, weight_decay 0 is no decay.
         ensemble_size: decoder heads; their disagreement is the model's uncertainty.
-        seed: latent noise of training step ``k`` on rank ``r`` comes from a generator seeded
-            with ``(seed, k, r)``, so a resumed run replays the same noise.
+        seed: the latent noise of step ``k`` on rank ``r`` is seeded by ``(seed, k, r)``: a resume replays it.
 
     Example:
         >>> model = MetaDynamicsModel(env="acrobot", hidden_dim=32, latent_dim=4)
@@ -70,13 +63,11 @@ class MetaDynamicsModel(pl.LightningModule):
         torch.Size([3, 5, 6])
     """
 
-    RANGES: ClassVar[dict[str, Range]] = {
-        "hidden_dim": INTEGER_1, "latent_dim": INTEGER_1, "message_passing_rounds": INTEGER_1, "num_heads": INTEGER_1,
-        "decoder_layers": INTEGER_1, "kl_weight": weight("no KL term"), "prior_weight": weight("no prior term"),
-        "latent_decoder_weight": weight("no decoding from z_c alone"), "ensemble_size": INTEGER_1,
-        "lr": weight("the weights stay as they are"),
-        "weight_decay": weight("no weight decay"), "seed": SEED,
-    }  # fmt: skip
+    RANGES: ClassVar[dict[str, Range]] = {"hidden_dim": INTEGER_1, "latent_dim": INTEGER_1, "num_heads": INTEGER_1,
+        "message_passing_rounds": INTEGER_1, "decoder_layers": INTEGER_1, "ensemble_size": INTEGER_1, "seed": SEED,
+        "kl_weight": weight("no KL term"), "prior_weight": weight("no prior term"),
+        "latent_decoder_weight": weight("no decoding from z_c alone"), "weight_decay": weight("no weight decay"),
+        "lr": weight("the weights stay as they are")}  # fmt: skip
 
     def __init__(
         self,
