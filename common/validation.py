@@ -49,8 +49,9 @@ class Range:
         """Whether ``value`` is one of the values described."""
         if value is None:
             return self.none is not None
-        if isinstance(value, str):
-            return value in self.words
+        if isinstance(value, str):  # Lightning's devices also come as "2" or "0,1" from a command line
+            numeric = self.lists and all(part.strip().isdigit() for part in value.split(","))
+            return value in self.words or (numeric and self.admits(int(value) if value.isdigit() else [0]))
         if isinstance(value, list):
             return self.lists and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

@@ -121,7 +121,7 @@ def test_tensorboard_has_the_layout_hparams_one_projector_and_labelled_rollouts(
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--data.num_train_tasks", "0"], "error: acrobot: number of training tasks must be >= 1, got 0"),
+        (["--data.num_train_tasks", "0"], "error: data.init_args.num_train_tasks: 0 — expected an integer ≥ 1"),
         (["--env", "foo"], "error: unknown task family 'foo'; known families: ["),
         (["--dyna.metatest_tasks=[nope]"], "error: unknown metatest_tasks ['nope'] for acrobot"),
         (["--data.env", "cartpole_swingup"], "error: --data.env is set by --env; give --env instead"),
