@@ -11,8 +11,7 @@ from callbacks.dyna_state import DynaProgress
 from common.tensorboard_writing import epoch_log_step, tensorboard_logger
 
 # The Dyna loop's own settings, in the HParams tab's "dyna" group.
-DYNA_SETTINGS = ("policy_epochs", "max_grad_norm", "collect_steps_per_task", "collect_tasks_per_iteration",
-                 "eval_every", "metatest_context", "metatest_episodes")  # fmt: skip
+DYNA_SETTINGS = ("policy_epochs", "max_grad_norm", "collect_steps_per_task", "collect_tasks_per_iteration")
 # Scalars also written against real transitions (x axis) under ``by_real_transitions/``.
 BY_REAL_TRANSITIONS = (
     "policy/imagined_reward_per_step",
@@ -104,7 +103,8 @@ def log_run_hparams(trainer: pl.Trainer, gssm: pl.LightningModule, loop: pl.Call
         return
     public = lambda hparams: {k: v for k, v in hparams.items() if not k.startswith("_")}  # noqa: E731
     params = {"model": public(gssm.hparams), "data": public(trainer.datamodule.hparams),
-              "dyna": {k: getattr(loop, k) for k in DYNA_SETTINGS}, "policy": public(loop.aps.hparams)}  # fmt: skip
+              "dyna": {k: getattr(loop, k) for k in DYNA_SETTINGS}, "policy": public(loop.aps.hparams),
+              "metatest": {k: v for k, v in vars(loop.metatest).items() if k != "tasks"}}  # fmt: skip
     _, interp, extrap = progress.latest_metatest
     metrics = {"hparams/final_metatest_interpolation_reward_per_step": interp,
                "hparams/final_metatest_extrapolation_reward_per_step": extrap,

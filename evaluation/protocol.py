@@ -175,5 +175,5 @@ def select_tasks(tasks: list[Task], names: list[str] | None, family: str) -> lis
     known = {t.name: t for t in tasks}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown metatest_tasks {unknown} for {family}; test tasks are {sorted(known)}")
+        raise ValueError(f"unknown metatest.tasks {unknown} for {family}; test tasks are {sorted(known)}")
     return [known[n] for n in names]

@@ -78,7 +78,7 @@ def test_baseline_fits_and_tests_from_the_command_line(method, tmp_path):
     assert "800 real training transitions" in report["header"]
     assert all(len(r["latent"]) == (3 if r["method"] == "pe_ppo" else 0) for r in report["tasks"])
     history = [json.loads(line) for line in (log_dir / "metatest_history.jsonl").read_text().splitlines()]
-    assert [h["real_transitions"] for h in history] == [800]  # eval_every (28,800) > budget: the final one
+    assert [h["real_transitions"] for h in history] == [800]  # every_transitions (28,800) > budget: the final one
     assert history[0]["summary"] == report["summary"]
 
     ckpt = log_dir / "checkpoints/last.ckpt"

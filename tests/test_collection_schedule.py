@@ -13,6 +13,7 @@ from datamodules import TransitionDataModule
 from datamodules.sharding import round_robin_tasks
 from modules import APSModule, MetaDynamicsModel
 from modules.methods.gssm_aps.collection_phase import check_collection_schedule
+from modules.methods.settings import MetaTestSettings
 from modules.policies.ppo import PPOSettings
 
 
@@ -46,8 +47,7 @@ def test_the_loop_adds_episodes_only_to_the_tasks_of_the_iteration(tmp_path):
     policy = partial(APSModule, hidden_dim=8, horizon=2, rollouts_per_task=4, context_min=2,
                      context_sets_per_task=2, ppo=PPOSettings(ppo_epochs=1, num_minibatches=1))  # fmt: skip
     loop = DynaLoop(policy, policy_epochs=1, collect_steps_per_task=30, collect_tasks_per_iteration=2,
-                    eval_every=100, metatest_context=2, metatest_episodes=1,
-                    metatest_tasks=["interp-default"])  # fmt: skip
+                    metatest=MetaTestSettings(context=2, episodes=1, tasks=["interp-default"]))  # fmt: skip
     pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                callbacks=[NormalizerFitting(refit_every_epoch=False), loop],

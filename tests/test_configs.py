@@ -79,7 +79,7 @@ def test_a_family_file_is_the_shared_base_plus_its_own_lines():
     del cartpole["dyna"]["init_args"]["policy"]["init_args"]
     schedule = {("trainer", "max_epochs"): (28, 14), ("dyna", "init_args", "policy_epochs"): (10, None),
                 ("dyna", "init_args", "collect_tasks_per_iteration"): (8, None),
-                ("dyna", "init_args", "eval_every"): (7, None),
+                ("dyna", "init_args", "metatest"): ({"every_transitions": 12000}, None),
                 ("data", "init_args", "batches_per_epoch"): (300, None)}  # fmt: skip
     for path, values in schedule.items():  # cart-pole's finer Dyna schedule
         *parents, key = path

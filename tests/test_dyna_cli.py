@@ -69,7 +69,7 @@ def test_fit_runs_the_dyna_loop_and_logs_every_phase(fitted):
     assert values["dyna/iteration"] == [1.0, 2.0]
     # random data, then 200 steps per task per iteration
     assert values["real/transitions"] == [3 * 40 + 3 * 200, 3 * 40 + 2 * 3 * 200]
-    assert len(values["metatest/return_mean"]) == 2  # eval_every 1
+    assert len(values["metatest/return_mean"]) == 2  # every iteration
     assert values["time/total_seconds"][1] > values["time/total_seconds"][0]
     by_real = EventAccumulator(str(log_dir))
     by_real.Reload()
@@ -123,7 +123,7 @@ def test_tensorboard_has_the_layout_hparams_one_projector_and_labelled_rollouts(
     [
         (["--data.num_train_tasks", "0"], "error: data.init_args.num_train_tasks: 0 — expected an integer ≥ 1"),
         (["--env", "foo"], "error: unknown task family 'foo'; known families: ["),
-        (["--dyna.metatest_tasks=[nope]"], "error: unknown metatest_tasks ['nope'] for acrobot"),
+        (["--dyna.metatest.tasks=[nope]"], "error: unknown metatest.tasks ['nope'] for acrobot"),
         (["--data.env", "cartpole_swingup"], "error: --data.env is set by --env; give --env instead"),
         (["--ckpt_path", "missing.ckpt"], "error: checkpoint 'missing.ckpt' does not exist or is not a file"),
         (["--ckpt_path", "truncated.ckpt"], "error: checkpoint 'truncated.ckpt' is unreadable"),

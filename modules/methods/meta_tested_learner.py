@@ -73,8 +73,7 @@ class MetaTestedLearner(MetaTested):
     def meta_test_when_due(self) -> None:
         self.log("real/transitions", float(self.real_transitions), rank_zero_only=True)
         done = self.real_transitions >= self.budget.real_transitions
-        every = self.metatest.every_transitions
-        if done or (every > 0 and self.real_transitions // every > self._transitions_before // every):
+        if done or self.metatest.due(self._transitions_before, self.real_transitions):
             mine = rank_share(torch.arange(len(self.test_tasks)), self.trainer.global_rank, self.trainer.world_size)
             self.publish(self.meta_test_tasks(mine.tolist()))
         if done:

@@ -65,6 +65,17 @@ class MetaTestSettings(Settings):
     tasks: list[str] | None = None
     every_transitions: int = 0
 
+    def due(self, before: int, after: int) -> bool:
+        """Whether real transitions going from ``before`` to ``after`` cross a multiple of ``every_transitions``.
+
+        Example:
+            >>> every = MetaTestSettings(every_transitions=9600)
+            >>> every.due(6400, 9600), every.due(9600, 12800), MetaTestSettings().due(0, 48000)
+            (True, False, False)
+        """
+        every = self.every_transitions
+        return every > 0 and after // every > before // every
+
     def protocol(self) -> str:
         """The protocol as a report's header states it.
 
