@@ -11,6 +11,10 @@ import torch
 
 from envs.task import Task, validate_params
 
+# The protocol's training task set, said once: the data module (GSSM+APS) and BudgetSettings (the other
+# methods) default to ``train_tasks(NUM_TRAIN_TASKS, TASK_SEED)``.
+NUM_TRAIN_TASKS, TASK_SEED = 16, 0
+
 
 class TaskFamily(ABC):
     """A distribution ``p(M)`` of MDPs sharing state and action spaces, differing in physics.

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from common.settings import Settings
 from common.validation import EVERY_TASK, INTEGER_1, SEED, Range
+from envs import NUM_TRAIN_TASKS, TASK_SEED
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,8 @@ class BudgetSettings(Settings):
     RANGES: ClassVar[dict[str, Range]] = {"num_train_tasks": INTEGER_1, "task_seed": SEED,
                                           "real_transitions": INTEGER_1}  # fmt: skip
 
-    num_train_tasks: int = 16
-    task_seed: int = 0
+    num_train_tasks: int = NUM_TRAIN_TASKS
+    task_seed: int = TASK_SEED
     real_transitions: int = 48_000
 
 
