@@ -10,6 +10,8 @@ from cli_runner import ROOT, run_cli
 from test_ddp import DDP, TINY
 
 from common.finite_loss import require_finite_loss
+from envs import make_family
+from modules.methods.gssm_aps.exact_policy_search import ExactDynamicsSearch
 
 
 def rank_0_of_two(monkeypatch, other_rank: list[float]) -> SimpleNamespace:
@@ -34,6 +36,28 @@ def test_every_rank_raises_the_same_message_naming_the_ranks_that_saw_it(monkeyp
                             {"kl": torch.tensor(3.0)}, "see")  # fmt: skip
     with pytest.raises(FloatingPointError, match=r"^L2A meta-loss is nan at iteration 1$"):
         require_finite_loss(SimpleNamespace(_trainer=None), nan, "L2A meta-loss", "at iteration 1")  # stepped by hand
+
+
+def test_non_finite_rollout_states_on_one_rank_stop_every_rank_before_any_other_collective(monkeypatch):
+    fam = make_family("acrobot")
+    params = fam.params_tensor(fam.train_tasks(2, seed=0))
+    search = ExactDynamicsSearch(fam, params, torch.zeros(2, 5, 6), horizon=3, rollouts_per_task=4, hidden_dim=8)
+    search.prepare_iteration()  # finite states, one process: no collective, no error
+    search._trainer = rank_0_of_two(monkeypatch, [float("nan"), 2.0]).trainer  # rank 1's state 2 is NaN
+    with pytest.raises(FloatingPointError, match=r"^the largest rollout state is nan at policy iteration 1 on "
+                                                 r"rank 1 of 2 \(first non-finite state 2.0\)$"):  # fmt: skip
+        search.prepare_iteration()
+    collect, search._trainer = search.collect_rollouts, None
+
+    def unstable_model():  # the model's imagination diverges after its second step
+        r = collect()
+        r.obs[2:] = float("inf")
+        return r
+
+    monkeypatch.setattr(search, "collect_rollouts", unstable_model)
+    with pytest.raises(FloatingPointError, match=r"rollout state is nan at policy iteration 1 \(first non-finite "
+                                                 r"state 2.0\)$"):  # fmt: skip
+        search.prepare_iteration()
 
 
 @pytest.mark.slow

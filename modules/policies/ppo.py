@@ -141,6 +141,7 @@ class PPOLearner(pl.LightningModule):
     """
 
     policy: ActorCritic
+    NON_FINITE_STATES_ADVICE: ClassVar[str] = ""  # what to change when the rollouts' states are NaN/inf
 
     def __init__(self, ppo: PPOSettings) -> None:
         super().__init__()
@@ -177,6 +178,7 @@ class PPOLearner(pl.LightningModule):
         ``on_train_epoch_start`` runs it under a Trainer; a plain optimisation loop can call it too."""
         hp = self.ppo
         r = self.collect_rollouts()
+        self._require_finite_states(r)
         adv, ret = generalized_advantages(r.reward, r.value, r.terminated, hp.gamma, hp.gae_lambda, r.truncated)
         self.policy.value_normalizer.update(ret[r.alive > 0].reshape(-1, 1), self._sum_over_ranks)
         h, b = r.reward.shape
@@ -192,6 +194,16 @@ class PPOLearner(pl.LightningModule):
         }
         self.iterations += 1
         return r
+
+    def _require_finite_states(self, r: Rollouts) -> None:
+        """Every rank stops with the same note when any rank's rollout states are NaN/inf (before the
+        normaliser's all-reduce, where the others would wait for a rank that raised alone)."""
+        finite = torch.cat([torch.isfinite(r.obs).flatten(1).all(1), torch.isfinite(r.value[-1:]).all(1)])  # [H + 1]
+        first = (~finite).nonzero()
+        largest = r.obs.abs().amax() if first.numel() == 0 else torch.tensor(float("nan"))
+        step = torch.tensor(float(first[0, 0]) if first.numel() else -1.0)  # the last state shows in its value
+        require_finite_loss(self, largest, "the largest rollout state", f"at policy iteration {self.iterations}",
+                            {"first non-finite state": step}, self.NON_FINITE_STATES_ADVICE)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self._trainer is not None else 0

@@ -82,6 +82,8 @@ class APSModule(PPOLearner):
         torch.Size([2])
     """
 
+    NON_FINITE_STATES_ADVICE: ClassVar[str] = ("the dynamics model is unstable here: shorten the horizon or train "
+                                               "the model longer first")
     RANGES: ClassVar[dict[str, Any]] = {
         "latent_dim": INTEGER_1, "hidden_dim": INTEGER_1, "init_log_std": NUMBER,
         "min_action_std": Range(low=0, special={0: "no floor"}), "horizon": INTEGER_1, "rollouts_per_task": INTEGER_1,
