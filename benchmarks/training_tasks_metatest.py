@@ -44,7 +44,8 @@ def training_tasks_reward(path: str, context: int, episodes: int, seed: int, met
     seed=1000)``, the ceiling's tuning tasks): runs with different training tasks compare there."""
     run = load_dyna_checkpoint(path)
     family = run.family
-    train_tasks = family.train_tasks(run.data["num_train_tasks"], run.data["task_seed"])[:tasks]
+    train_tasks = family.train_tasks(run.data["num_train_tasks"], run.data["task_seed"], run.data["task_design"])
+    train_tasks = train_tasks[:tasks]
     if unseen:
         train_tasks = family.train_tasks(unseen, seed=1000)
     compute = {}

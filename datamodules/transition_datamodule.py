@@ -19,7 +19,7 @@ from envs import NUM_TRAIN_TASKS, TASK_SEED, Task, make_family
 class TransitionDataModule(pl.LightningDataModule):
     """Buffers of real transitions for every training task, streamed as context/target batches.
 
-    * Training tasks come from ``family.train_tasks(num_train_tasks, task_seed)``; validation
+    * Training tasks come from ``family.train_tasks(num_train_tasks, task_seed, task_design)``; validation
       transitions come from the family's held-out test tasks (interpolation and extrapolation).
     * Every rank holds every task's buffer (small tensors; statistics are then identical on all
       ranks); each rank *streams* only its shard of tasks, ``batches_per_epoch`` batches per
@@ -58,6 +58,7 @@ class TransitionDataModule(pl.LightningDataModule):
         env: str = "acrobot",
         num_train_tasks: int = NUM_TRAIN_TASKS,
         task_seed: int = TASK_SEED,
+        task_design: str = "uniform",
         buffer_capacity: int = 20_000,
         random_steps_per_task: int = 200,
         val_steps_per_task: int = 400,
@@ -75,7 +76,7 @@ class TransitionDataModule(pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.family = make_family(env)
-        self.train_tasks: list[Task] = self.family.train_tasks(num_train_tasks, task_seed)
+        self.train_tasks: list[Task] = self.family.train_tasks(num_train_tasks, task_seed, task_design)
         self.test_tasks: list[Task] = self.family.test_tasks()
         obs_dim, act_dim = self.family.obs_dim, self.family.act_dim
         self.buffer = MultiTaskBuffer(num_train_tasks, buffer_capacity, obs_dim, act_dim, holdout_every)

@@ -59,18 +59,25 @@ class TaskFamily(ABC):
         full.update(validate_params(f"{self.name} task {name!r}", params, self.param_names))
         return Task(self.name, name, split, full)
 
-    def train_tasks(self, n: int, seed: int) -> list[Task]:
-        """``n`` training tasks, parameters i.i.d. uniform in :attr:`train_ranges`.
+    def train_tasks(self, n: int, seed: int, design: str = "uniform") -> list[Task]:
+        """``n`` training tasks in :attr:`train_ranges`: ``design="uniform"``, parameters i.i.d. uniform;
+        ``"sobol"``, the first points of a scrambled Sobol sequence (seeded by ``seed``), which spread
+        over the box (16 points in 3 parameters: two in each octant, so no corner is left empty).
 
-        The same ``(n, seed)`` always gives the same list; no task equals a test task.
+        The same ``(n, seed, design)`` always gives the same list; no task equals a test task.
         """
         if n < 1:
             raise ValueError(f"{self.name}: number of training tasks must be >= 1, got {n}")
+        if design not in ("uniform", "sobol"):
+            raise ValueError(f"{self.name}: task design {design!r}; expected 'uniform' or 'sobol'")
         rng = np.random.default_rng(seed)
+        sobol = torch.quasirandom.SobolEngine(len(self.param_names), scramble=True, seed=seed)
         held_out = {t.params for t in self.test_tasks()}
         tasks: list[Task] = []
         while len(tasks) < n:
-            values = {k: float(rng.uniform(*self.train_ranges[k])) for k in self.param_names}
+            unit = rng.uniform(size=len(self.param_names)) if design == "uniform" else sobol.draw(1)[0].double()
+            values = {k: float(lo + (hi - lo) * u) for k, u in zip(self.param_names, unit.tolist(), strict=True)
+                      for lo, hi in [self.train_ranges[k]]}  # fmt: skip
             task = self.make_task(f"train-{len(tasks):03d}", "train", **values)
             if task.params not in held_out:
                 tasks.append(task)

@@ -49,8 +49,11 @@ class ScaleGridFamily(TaskFamily):
             for m, d in itertools.product(scales, scales)
         ]
 
-    def train_tasks(self, n: int, seed: int) -> list[Task]:
+    def train_tasks(self, n: int, seed: int, design: str = "uniform") -> list[Task]:
         """``n`` distinct grid points in a seeded random order (all of them for ``n = len(grid)``)."""
+        if design != "uniform":
+            raise ValueError(f"{self.name}: task design {design!r}; the training tasks are the grid's points "
+                             "(expected 'uniform': a random subset of them)")  # fmt: skip
         grid = self._grid("train", "train", self.train_scales)
         if not 1 <= n <= len(grid):
             raise ValueError(f"{self.name}: number of training tasks must be in [1, {len(grid)}] (the grid), got {n}")

@@ -183,6 +183,20 @@ def test_unknown_family_lists_known_ones():
         envs.make_family("acrobat")
 
 
+@pytest.mark.parametrize("name", ["acrobot", "cartpole_swingup"])
+def test_a_sobol_task_design_puts_two_of_16_training_tasks_in_every_octant_of_the_box(name):
+    fam = envs.make_family(name)
+    tasks = fam.train_tasks(16, seed=0, design="sobol")
+    assert tasks == fam.train_tasks(16, seed=0, design="sobol") != fam.train_tasks(16, seed=1, design="sobol")
+    centre = torch.tensor([sum(fam.train_ranges[k]) / 2 for k in fam.param_names])
+    octants = ((fam.params_tensor(tasks) > centre).long() * torch.tensor([1, 2, 4])).sum(1)
+    assert torch.bincount(octants, minlength=8).tolist() == [2] * 8
+    uniform = ((fam.params_tensor(fam.train_tasks(16, seed=0)) > centre).long() * torch.tensor([1, 2, 4])).sum(1)
+    assert torch.bincount(uniform, minlength=8).min() == 0  # the i.i.d. draw leaves an octant empty
+    with pytest.raises(ValueError, match="task design 'grid'; expected 'uniform' or 'sobol'"):
+        fam.train_tasks(16, seed=0, design="grid")
+
+
 @pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_task_lists_are_reproducible_disjoint_and_split_correctly(name):
     fam = envs.make_family(name)
