@@ -13,7 +13,7 @@ from datamodules.collection import Transitions, collect_transitions
 from datamodules.context_target_stream import ContextTargetStream
 from datamodules.sharding import gather_shards, shard_tasks
 from datamodules.task_buffers import MultiTaskBuffer
-from envs import NUM_TRAIN_TASKS, TASK_SEED, Task, make_family
+from envs import NUM_TRAIN_TASKS, TASK_DESIGN, TASK_SEED, Task, make_family
 
 
 class TransitionDataModule(pl.LightningDataModule):
@@ -58,7 +58,7 @@ class TransitionDataModule(pl.LightningDataModule):
         env: str = "acrobot",
         num_train_tasks: int = NUM_TRAIN_TASKS,
         task_seed: int = TASK_SEED,
-        task_design: str = "uniform",
+        task_design: str = TASK_DESIGN,
         buffer_capacity: int = 20_000,
         random_steps_per_task: int = 200,
         val_steps_per_task: int = 400,

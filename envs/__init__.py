@@ -13,7 +13,7 @@ import gymnasium as gym
 
 from envs.acrobot import AcrobotEnv, AcrobotFamily
 from envs.cartpole_swingup import CartPoleSwingUpEnv, CartPoleSwingUpFamily
-from envs.family import NUM_TRAIN_TASKS, TASK_SEED, TaskFamily
+from envs.family import NUM_TRAIN_TASKS, TASK_DESIGN, TASK_SEED, TaskFamily
 from envs.half_cheetah import HalfCheetahFamily, HalfCheetahTaskEnv
 from envs.slim_humanoid import SlimHumanoidFamily, SlimHumanoidTaskEnv
 from envs.task import Task
@@ -41,6 +41,7 @@ def make_family(name: str) -> TaskFamily:
 __all__ = [
     "FAMILIES",
     "NUM_TRAIN_TASKS",
+    "TASK_DESIGN",
     "TASK_SEED",
     "AcrobotEnv",
     "AcrobotFamily",

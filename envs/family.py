@@ -12,8 +12,8 @@ import torch
 from envs.task import Task, validate_params
 
 # The protocol's training task set, said once: the data module (GSSM+APS) and BudgetSettings (the other
-# methods) default to ``train_tasks(NUM_TRAIN_TASKS, TASK_SEED)``.
-NUM_TRAIN_TASKS, TASK_SEED = 16, 0
+# methods) default to ``train_tasks(NUM_TRAIN_TASKS, TASK_SEED, TASK_DESIGN)``; spread, not i.i.d. (DESIGN §5.1).
+NUM_TRAIN_TASKS, TASK_SEED, TASK_DESIGN = 16, 0, "sobol"
 
 
 class TaskFamily(ABC):
@@ -59,7 +59,7 @@ class TaskFamily(ABC):
         full.update(validate_params(f"{self.name} task {name!r}", params, self.param_names))
         return Task(self.name, name, split, full)
 
-    def train_tasks(self, n: int, seed: int, design: str = "uniform") -> list[Task]:
+    def train_tasks(self, n: int, seed: int, design: str = TASK_DESIGN) -> list[Task]:
         """``n`` training tasks in :attr:`train_ranges`: ``design="uniform"``, parameters i.i.d. uniform;
         ``"sobol"``, the first points of a scrambled Sobol sequence (seeded by ``seed``), which spread
         over the box (16 points in 3 parameters: two in each octant, so no corner is left empty).

@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from envs.family import TaskFamily
+from envs.family import TASK_DESIGN, TaskFamily
 from envs.scaled_mujoco import ScaledMujocoEnv
 from envs.task import Split, Task
 
@@ -49,16 +49,23 @@ class ScaleGridFamily(TaskFamily):
             for m, d in itertools.product(scales, scales)
         ]
 
-    def train_tasks(self, n: int, seed: int, design: str = "uniform") -> list[Task]:
-        """``n`` distinct grid points in a seeded random order (all of them for ``n = len(grid)``)."""
-        if design != "uniform":
-            raise ValueError(f"{self.name}: task design {design!r}; the training tasks are the grid's points "
-                             "(expected 'uniform': a random subset of them)")  # fmt: skip
+    def train_tasks(self, n: int, seed: int, design: str = TASK_DESIGN) -> list[Task]:
+        """``n`` distinct grid points (all of them for ``n = len(grid)``): a seeded random subset
+        (``design="uniform"``) or, for ``"sobol"``, the free grid point nearest to each of the first
+        ``n`` points of a scrambled Sobol sequence in turn (a subset spread over the grid)."""
+        if design not in ("uniform", "sobol"):
+            raise ValueError(f"{self.name}: task design {design!r}; expected 'uniform' or 'sobol'")
         grid = self._grid("train", "train", self.train_scales)
         if not 1 <= n <= len(grid):
             raise ValueError(f"{self.name}: number of training tasks must be in [1, {len(grid)}] (the grid), got {n}")
-        order = np.random.default_rng(seed).permutation(len(grid))[:n]
-        return [grid[i] for i in sorted(order)]
+        if design == "uniform":
+            return [grid[i] for i in sorted(np.random.default_rng(seed).permutation(len(grid))[:n])]
+        low, high = min(self.train_scales), max(self.train_scales)
+        points = (self.params_tensor(grid).double() - low) / (high - low)  # [G, 2] in the unit square
+        free = torch.ones(len(grid), dtype=torch.bool)
+        for u in torch.quasirandom.SobolEngine(2, scramble=True, seed=seed).draw(n).double():  # n ≤ 25 tasks, once
+            free[torch.where(free, (points - u).norm(dim=1), torch.inf).argmin()] = False
+        return [task for task, taken in zip(grid, (~free).tolist(), strict=True) if taken]
 
     def test_tasks(self) -> list[Task]:
         tasks = self._grid("interp", "interpolation", self.interpolation_scales)

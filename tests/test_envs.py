@@ -184,17 +184,26 @@ def test_unknown_family_lists_known_ones():
 
 
 @pytest.mark.parametrize("name", ["acrobot", "cartpole_swingup"])
-def test_a_sobol_task_design_puts_two_of_16_training_tasks_in_every_octant_of_the_box(name):
+def test_the_sobol_task_design_puts_two_of_16_training_tasks_in_every_octant_of_the_box(name):
     fam = envs.make_family(name)
     tasks = fam.train_tasks(16, seed=0, design="sobol")
     assert tasks == fam.train_tasks(16, seed=0, design="sobol") != fam.train_tasks(16, seed=1, design="sobol")
     centre = torch.tensor([sum(fam.train_ranges[k]) / 2 for k in fam.param_names])
     octants = ((fam.params_tensor(tasks) > centre).long() * torch.tensor([1, 2, 4])).sum(1)
     assert torch.bincount(octants, minlength=8).tolist() == [2] * 8
-    uniform = ((fam.params_tensor(fam.train_tasks(16, seed=0)) > centre).long() * torch.tensor([1, 2, 4])).sum(1)
+    iid = fam.params_tensor(fam.train_tasks(16, seed=0, design="uniform"))
+    uniform = ((iid > centre).long() * torch.tensor([1, 2, 4])).sum(1)
     assert torch.bincount(uniform, minlength=8).min() == 0  # the i.i.d. draw leaves an octant empty
     with pytest.raises(ValueError, match="task design 'grid'; expected 'uniform' or 'sobol'"):
         fam.train_tasks(16, seed=0, design="grid")
+
+
+def test_the_sobol_design_on_a_grid_spreads_a_subset_and_takes_the_whole_grid_when_asked_for_it():
+    fam = envs.make_family("half_cheetah")
+    assert fam.train_tasks(25, seed=0) == fam.train_tasks(25, seed=0, design="uniform")  # the paper's 5 × 5 grid
+    corners = fam.params_tensor(fam.train_tasks(8, seed=1)) > 1.0  # [8, 2]: above the centre scale
+    quadrants = (corners.long() * torch.tensor([1, 2])).sum(1)
+    assert torch.bincount(quadrants, minlength=4).min() >= 1  # every quadrant of the grid has a task
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)

@@ -47,7 +47,7 @@ class CollectingLearner(MetaTestedLearner, pl.LightningModule):
         self.budget, self.collection, self.metatest = budget, collection, metatest
         self.family = fam = make_family(env)
         tasks, random_steps = budget.num_train_tasks, collection.random_steps_per_task
-        self.train_tasks = fam.train_tasks(tasks, budget.task_seed)
+        self.train_tasks = fam.train_tasks(tasks, budget.task_seed, budget.task_design)
         self.test_tasks = select_tasks(fam.test_tasks(), metatest.tasks, fam.name)
         per_iteration = min(collection.tasks_per_iteration or tasks, tasks)
         iterations = -(-max(budget.real_transitions - tasks * random_steps, 0)

@@ -51,7 +51,8 @@ class ModelFreePPO(MetaTestedLearner, PPOLearner):
     Args:
         budget, metatest: :mod:`modules.methods.settings` blocks (or dicts of some of their fields: the
             rest keep this class's defaults); the training tasks are
-            ``family.train_tasks(budget.num_train_tasks, budget.task_seed)``, as the GSSM datamodule draws them.
+            ``family.train_tasks(budget.num_train_tasks, budget.task_seed, budget.task_design)``, as the GSSM
+            datamodule draws them.
         context_capacity: transitions kept per training task for PE contexts.
         kl_weight: weight of the PE encoder's KL term (0: none).
         ppo: :class:`modules.policies.ppo.PPOSettings` (or a dict of some of its fields), shared with APS;
@@ -96,7 +97,8 @@ class ModelFreePPO(MetaTestedLearner, PPOLearner):
         budget, ppo, metatest = map(asdict, (self.budget, self.ppo, self.metatest))  # plain data: weights_only
         self.save_hyperparameters()
         self.family = make_family(env)
-        self.train_tasks = self.family.train_tasks(self.budget.num_train_tasks, self.budget.task_seed)
+        self.train_tasks = self.family.train_tasks(self.budget.num_train_tasks, self.budget.task_seed,
+                                                  self.budget.task_design)
         self.test_tasks = select_tasks(self.family.test_tasks(), self.metatest.tasks, self.family.name)
         obs_dim, act_dim = self.family.obs_dim, self.family.act_dim
         self.encoder = None

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from common.settings import Settings
 from common.validation import EVERY_TASK, INTEGER_1, SEED, Range
-from envs import NUM_TRAIN_TASKS, TASK_SEED
+from envs import NUM_TRAIN_TASKS, TASK_DESIGN, TASK_SEED
 
 
 @dataclass(frozen=True)
@@ -20,13 +20,14 @@ class BudgetSettings(Settings):
     """The training tasks a learner meets and the real transitions it may spend in them.
 
     Attributes:
-        num_train_tasks, task_seed: the training tasks, ``family.train_tasks(num_train_tasks, task_seed)``.
+        num_train_tasks, task_seed, task_design: the training tasks, ``family.train_tasks(num_train_tasks,
+            task_seed, task_design)``.
         real_transitions: the real-transition budget over all ranks; the run stops at the end of the
             iteration that spends it.
 
     Example:
         >>> BudgetSettings.of({"real_transitions": 800})
-        BudgetSettings(num_train_tasks=16, task_seed=0, real_transitions=800)
+        BudgetSettings(num_train_tasks=16, task_seed=0, task_design='sobol', real_transitions=800)
     """
 
     RANGES: ClassVar[dict[str, Range]] = {"num_train_tasks": INTEGER_1, "task_seed": SEED,
@@ -34,6 +35,7 @@ class BudgetSettings(Settings):
 
     num_train_tasks: int = NUM_TRAIN_TASKS
     task_seed: int = TASK_SEED
+    task_design: str = TASK_DESIGN
     real_transitions: int = 48_000
 
 
