@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def command_line() -> str:
     """``python <script> <args>``, the script relative to the repository when it is inside it."""
     script = Path(sys.argv[0]).resolve()
     shown = str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else sys.argv[0]
-    return " ".join(["python", shown, *sys.argv[1:]])
+    return shlex.join(["python", shown, *sys.argv[1:]])
 
 
 def machine(note: str | None = None) -> dict:

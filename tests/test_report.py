@@ -10,7 +10,7 @@ import pytest
 from cli_runner import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from metatest_results import curves, transitions_to_reach
+from metatest_tables import curves, transitions_to_reach
 
 
 def history(points: list[tuple[int, float]], method: str = "dr_ppo") -> list[dict]:
@@ -27,7 +27,7 @@ def test_transitions_to_reach_interpolates_between_evaluations():
 def test_curves_average_seeds_on_a_common_grid():
     run = {"env": "acrobot", "method": "dr_ppo", "long": True}
     runs = [{**run, "history": history([(0, 0.0), (100, 1.0)])}, {**run, "history": history([(0, 0.0), (100, 3.0)])}]
-    grid, mean, std = curves({"runs": runs}, "acrobot", points=3)["dr_ppo"]
+    grid, mean, std = curves(runs, "acrobot", points=3)["dr_ppo"]
     assert grid.tolist() == [0.0, 50.0, 100.0]
     assert mean.tolist() == [0.0, 1.0, 2.0] and std.tolist() == [0.0, 0.5, 1.0]
 
