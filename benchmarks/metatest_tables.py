@@ -1,6 +1,6 @@
 """Table 2's tables and learning curves, from the per-run raw results of ``benchmarks/metatest_results.py``.
 
-    markdown(load_runs(Path("docs/results/metatest")))   # what benchmarks/report.py prints
+    markdown(sort_runs(json.loads(p.read_text()) for p in Path("docs/results/metatest").glob("*/*.json")))
 
 A run's file is ``<env>/<method>[_long]_seed<k>.json``: its final meta-test (per task, per split),
 its learning curve (``history``), ``wall_s`` and, for the Dyna methods, the exploitation gap. Every
@@ -9,10 +9,9 @@ function here reads those dicts only (no torch, no rerun), so the report renders
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
-from pathlib import Path
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -36,9 +35,8 @@ def campaign() -> list[tuple[str, str, bool, int]]:
             for long in ((False, True) if method in LONG_METHODS else (False,)) for seed in SEEDS]  # fmt: skip
 
 
-def load_runs(folder: Path) -> list[dict]:
-    """Every run file under ``folder`` (``<env>/<run>.json``), in a fixed order."""
-    runs = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*/*.json"))]
+def sort_runs(runs: Iterable[dict]) -> list[dict]:
+    """The runs in the tables' order: env, method as in :data:`METHODS`, budget, seed."""
     return sorted(runs, key=lambda r: (r["env"], METHODS.index(r["method"]), r["long"], r["seed"]))
 
 
