@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import metatest_tables  # noqa: E402
 import report_figures  # noqa: E402
 import report_tables  # noqa: E402
-from report_sections import missing_runs, provenance_lines, targets_lines  # noqa: E402
+from report_sections import DOUBLING_TARGET, missing_runs, provenance_lines, targets_lines  # noqa: E402
 
 FIGURES = ("learning_curves.png", "exploitation_gap.png", "latents.png", "gap_ladder.png")
 MODEL_VARIANTS = ("gssm", "mlsm_v0", "mlsm_v1")  # modules.models.meta_dynamics_net.VARIANTS (a test keeps them equal)
@@ -76,15 +76,86 @@ def probe_rows(probes: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def metatest_section(runs: list[dict], present: set[tuple], shared: str) -> list[str]:
+def ladders_of(by: dict) -> tuple[list[dict], list[str]]:
+    """The gap ladders and their labels (``gap_ladder_<env>_<label>.json``)."""
+    return list(by["ladder"].values()), [label_of(n, f"gap_ladder_{d['env']}_") for n, d in by["ladder"].items()]
+
+
+def runs_of(by: dict) -> list[dict]:
+    return metatest_tables.sort_runs(by["metatest"].values())
+
+
+def figures(by: dict, docs: Path) -> list[str]:
+    """Draw the figures the files allow into ``docs``; their names."""
+    runs, (ladders, labels), drawn = runs_of(by), ladders_of(by), []
+    if runs:
+        report_figures.learning_curves(runs, docs / "learning_curves.png")
+        drawn.append("learning_curves.png")
+        for name, draw in (("exploitation_gap.png", report_figures.exploitation_figure),
+                           ("latents.png", report_figures.latent_figure)):  # fmt: skip
+            if draw(runs, docs / name):
+                drawn.append(name)
+    if ladders:
+        report_figures.gap_ladder_figure(ladders, labels, docs / "gap_ladder.png")
+        drawn.append("gap_ladder.png")
+    return drawn
+
+
+def targets(by: dict) -> list[str]:
+    tp = by["throughput"].get("throughput.json")
+    return targets_lines(tp, runs_of(by), list(by["ceiling"].values()), probe_rows(by["probe"]),
+                         list(by["dyna"].values()))  # fmt: skip
+
+
+def throughput(by: dict) -> list[str]:
+    tp = by["throughput"].get("throughput.json")
+    return report_tables.throughput_lines(tp) if tp else missing("`throughput.json`", "throughput")
+
+
+def model_quality(by: dict) -> list[str]:
+    models = list(by["model"].values())
+    if not models:
+        return missing("`model_comparison/<env>/<variant>_seed<k>.json`", "model")
+    grid = [(e, v, s) for e in metatest_tables.ENVS for v in MODEL_VARIANTS for s in metatest_tables.SEEDS]
+    return ["Identical random-policy data per env and seed, mean ± std across seeds; NLL in nats per transition and",
+            "MSE on normalised Δs (one-step, test tasks); H-step RMSE of the open-loop state prediction in units of",
+            "each observation dimension's std.", "",
+            *missing_runs({(r["env"], r["variant"], r["seed"]) for r in models}, grid, COMMANDS["model"]),
+            *report_tables.model_lines(models)]  # fmt: skip
+
+
+def ceiling(by: dict) -> list[str]:
+    if not by["ceiling"]:
+        return missing("`ceiling_<env>.json`", "ceiling")
+    return ["Per test task: MPPI over the family's own equations with the task's true physics (ceiling), with the",
+            "physics of the training range's centre (floor), and a uniform-random policy; mean per-step reward.",
+            f"DESIGN §9 asks the doubling gain (twice the candidates) to stay under {DOUBLING_TARGET}.", "",
+            *report_tables.ceiling_lines(list(by["ceiling"].values()))]  # fmt: skip
+
+
+def gap_ladder(by: dict) -> list[str]:
+    ladders, labels = ladders_of(by)
+    if not ladders:
+        return missing("`gap_ladder_<env>_<label>.json`", "ladder")
+    return ["Per split of the test tasks (DESIGN §9): each rung's per-step reward with its normalised score",
+            "`(x − random) / (ceiling − random)` in brackets; the adaptation gain of the meta-test is",
+            "`(c − floor) / (ceiling − floor)`.", "", *report_tables.ladder_lines(ladders, labels), "",
+            "![gap ladder](gap_ladder.png)"]  # fmt: skip
+
+
+def metatest(by: dict) -> list[str]:
+    runs = runs_of(by)
     if not runs:
         return missing("any per-run result of Table 2 (`metatest/<env>/<method>[_long]_seed<k>.json`; the "
                        "numbers of earlier reports were not kept as raw results)", "metatest",
                        ", which skips a run whose file exists, so the campaign can span sessions")  # fmt: skip
+    jobs, threads = ({str(r.get(k, "not recorded")) for r in runs} for k in ("jobs", "threads"))
+    present = {(r["env"], r["method"], r["long"], r["seed"]) for r in runs}
     return ["Mean per-step reward on the test tasks (DESIGN §6: online context, then evaluation episodes per task,",
             "fewer for MPC as the table says, no gradient step of the policy), the final checkpoint of each run,",
             "mean ± std across seeds; every method on every test task. `equal` is GSSM+APS's real-transition",
-            f"budget, `long` the model-free methods' long budget. {shared}", "",
+            f"budget, `long` the model-free methods' long budget. Runs: {', '.join(sorted(jobs))} at a time, "
+            f"{', '.join(sorted(threads))} torch thread(s) each.", "",
             *missing_runs(present, metatest_tables.campaign(), COMMANDS["metatest"]),
             metatest_tables.markdown(runs), "", "![learning curves](learning_curves.png)", "",
             "Model exploitation: the imagined per-step reward of the last PPO iteration of each Dyna iteration",
@@ -94,67 +165,37 @@ def metatest_section(runs: list[dict], present: set[tuple], shared: str) -> list
             "![latents vs physics parameters](latents.png)"]  # fmt: skip
 
 
+def latent_probe(by: dict) -> list[str]:
+    probes = probe_rows(by["probe"])
+    return [report_tables.probe_markdown(probes)] if probes else missing("`latent_probe_<label>.json`", "probe")
+
+
+def main_job(by: dict) -> list[str]:
+    runs = list(by["dyna"].values())
+    return report_tables.dyna_loop_lines(runs) if runs else missing("`dyna_loop/<config>.json`", "dyna")
+
+
+SECTIONS = (("Targets", targets), ("Throughput", throughput),
+            ("Model quality: GSSM vs MLSM-v0 vs MLSM-v1", model_quality),
+            ("Exact-model ceiling and no-adaptation floor", ceiling), ("Gap ladder of GSSM+APS", gap_ladder),
+            ("Meta-test results", metatest), ("Does the task latent carry the task?", latent_probe),
+            ("Main job end to end", main_job))  # fmt: skip
+
+
 def render(files: dict[str, dict], results_shown: str, docs: Path) -> tuple[str, list[str]]:
     """RESULTS.md's text and the figures drawn into ``docs`` (see the module docstring)."""
     by = kinds(files)
-    tp = by["throughput"].get("throughput.json")
-    models = list(by["model"].values())
-    ceilings = list(by["ceiling"].values())
-    ladders = list(by["ladder"].values())
-    ladder_labels = [label_of(n, f"gap_ladder_{d['env']}_") for n, d in by["ladder"].items()]
-    runs = metatest_tables.sort_runs(by["metatest"].values())
-    probes = probe_rows(by["probe"])
-    drawn = []
-    if runs:
-        report_figures.learning_curves(runs, docs / "learning_curves.png")
-        drawn.append("learning_curves.png")
-        drawn += [f for f, ok in (("exploitation_gap.png", report_figures.exploitation_figure(
-            runs, docs / "exploitation_gap.png")), ("latents.png", report_figures.latent_figure(
-            runs, docs / "latents.png"))) if ok]  # fmt: skip
-    if ladders:
-        report_figures.gap_ladder_figure(ladders, ladder_labels, docs / "gap_ladder.png")
-        drawn.append("gap_ladder.png")
-    model_grid = [(e, v, s) for e in metatest_tables.ENVS for v in MODEL_VARIANTS for s in metatest_tables.SEEDS]
-    jobs = sorted({str(r.get("jobs", "not recorded")) for r in runs})
     dates = sorted(d["date"] for d in files.values() if isinstance(d.get("date"), str))
     newest = f" (the newest dated {dates[-1][:10]})" if dates else ""
-    lines = [
-        "# mbmrl — measured results", "",
-        f"Generated by `python benchmarks/report.py` from the {len(files)} raw results under `{results_shown}/`"
-        f"{newest}.", "The report measures nothing and nothing is copied by hand: every number below is in one of "
-        "those files,", "each listed under Provenance with the command, commit and machine that produced it.", "",
-        "## Targets", "", *targets_lines(tp, runs, ceilings, probes, list(by["dyna"].values())), "",
-        "## Throughput", "",
-        *(report_tables.throughput_lines(tp) if tp else missing("`throughput.json`", "throughput")), "",
-        "## Model quality: GSSM vs MLSM-v0 vs MLSM-v1", "",
-        *(["Identical random-policy data per env and seed, mean ± std across seeds; NLL in nats per transition and",
-           "MSE on normalised Δs (one-step, test tasks); H-step RMSE of the open-loop state prediction in units of",
-           "each observation dimension's std.", "",
-           *missing_runs({(r["env"], r["variant"], r["seed"]) for r in models}, model_grid, COMMANDS["model"]),
-           *report_tables.model_lines(models)] if models else
-          missing("`model_comparison/<env>/<variant>_seed<k>.json`", "model")), "",
-        "## Exact-model ceiling and no-adaptation floor", "",
-        *(["Per test task: MPPI over the family's own equations with the task's true physics (ceiling), with the",
-           "physics of the training range's centre (floor), and a uniform-random policy; mean per-step reward.",
-           "DESIGN §9 asks the doubling gain (twice the candidates) to stay under 0.01.", "",
-           *report_tables.ceiling_lines(ceilings)] if ceilings else missing("`ceiling_<env>.json`", "ceiling")), "",
-        "## Gap ladder of GSSM+APS", "",
-        *(["Per split of the test tasks (DESIGN §9): each rung's per-step reward with its normalised score",
-           "`(x − random) / (ceiling − random)` in brackets; the adaptation gain of the meta-test is",
-           "`(c − floor) / (ceiling − floor)`.", "", *report_tables.ladder_lines(ladders, ladder_labels), "",
-           "![gap ladder](gap_ladder.png)"] if ladders else missing("`gap_ladder_<env>_<label>.json`", "ladder")), "",
-        "## Meta-test results", "",
-        *metatest_section(runs, {(r["env"], r["method"], r["long"], r["seed"]) for r in runs},
-                          f"Runs: {', '.join(jobs)} at a time, one torch thread each, so wall times are those of "
-                          "a shared machine."), "",
-        "## Does the task latent carry the task?", "",
-        *([report_tables.probe_markdown(probes)] if probes else missing("`latent_probe_<label>.json`", "probe")), "",
-        "## Main job end to end", "",
-        *(report_tables.dyna_loop_lines(list(by["dyna"].values())) if by["dyna"]
-          else missing("`dyna_loop/<config>.json`", "dyna")), "",
-        "## Provenance", "", *provenance_lines(files, results_shown), "",
-    ]  # fmt: skip
-    return "\n".join(lines), drawn
+    lines = ["# mbmrl — measured results", "",
+             f"Generated by `python benchmarks/report.py` from the {len(files)} raw results under "
+             f"`{results_shown}/`{newest}.",
+             "The report measures nothing and nothing is copied by hand: every number below is in one of those files,",
+             "each listed under Provenance with the command, commit and machine that produced it.", ""]  # fmt: skip
+    for heading, section in SECTIONS:
+        lines += [f"## {heading}", "", *section(by), ""]
+    lines += ["## Provenance", "", *provenance_lines(files, results_shown), ""]
+    return "\n".join(lines), figures(by, docs)
 
 
 def main() -> None:

@@ -89,15 +89,24 @@ def missing_runs(present: set[tuple], expected: list[tuple], command: str) -> li
 
 
 def machine_text(machine: dict | str | None) -> str:
-    """A result's machine in words: the old files' string as it is, the writer's dict spelled out."""
+    """A result's machine in words (its load average aside): the old files' string as it is."""
     if machine is None:
         return "not recorded"
     if isinstance(machine, str):
         return machine
-    load = "/".join(f"{x:.2f}" for x in machine["load_average"])
     note = f"; {machine['note']}" if machine.get("note") else ""
     return (f"{machine['processor']}, {machine['cpus']} cpus, {machine['platform']}, torch {machine['torch']}, "
-            f"{machine['torch_threads']} torch thread(s), load average {load} at its end{note}")  # fmt: skip
+            f"{machine['torch_threads']} torch thread(s){note}")  # fmt: skip
+
+
+def load_text(results: list[dict]) -> str:
+    """The load average at the end of the runs (what else ran), for the files that recorded it."""
+    loads = [r["machine"]["load_average"] for r in results if isinstance(r.get("machine"), dict)]
+    if not loads:
+        return ""
+    if len(loads) == 1:
+        return f"; load average {'/'.join(f'{x:.2f}' for x in loads[0])} (1/5/15 min) at its end"
+    return f"; 1-min load average {min(x[0] for x in loads):.2f}–{max(x[0] for x in loads):.2f} at their ends"
 
 
 def files_text(names: list[str], shown: str) -> str:
@@ -122,7 +131,9 @@ def provenance_lines(files: dict[str, dict], shown: str) -> list[str]:
                 else f"{dates[0]} to {dates[-1]}")  # fmt: skip
         walls = [files[n]["wall_s"] for n in names if files[n].get("wall_s") is not None]
         wall = f"wall {sum(walls):,.0f} s" + (" in all" if len(walls) > 1 else "") if walls else "wall not recorded"
-        lines.append(f"- {files_text(names, shown)}: `{command}`; commit {commit}; {when}; {wall}; machine: {machine}.")
+        load = load_text([files[n] for n in names])
+        lines.append(f"- {files_text(names, shown)}: `{command}`; commit {commit}; {when}; {wall}; machine: {machine}"
+                     f"{load}.")  # fmt: skip
         for n in names:
             if "rescored" in files[n]:
                 r = files[n]["rescored"]
