@@ -86,7 +86,8 @@ def gssm_checkpoint(runs: Path, env: str, seed: int) -> str:
                    key=lambda p: p.stat().st_mtime)  # the newest, if the folder holds several runs
     if not found:
         raise FileNotFoundError(f"no GSSM+APS checkpoint for {env} seed {seed} under {runs / env / 'gssm_aps'}; "
-                                "run gssm_aps first or point --gssm-runs at a results folder that has it")  # fmt: skip
+                                "run gssm_aps there first (delete its result file if it has one) or point "
+                                "--gssm-runs at the run folders that have it")  # fmt: skip
     return str(found[-1])
 
 
