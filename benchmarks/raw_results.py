@@ -4,7 +4,7 @@
 
 Every benchmark that produces a reported number writes it through :func:`write_result`, which adds
 ``commit`` (``git rev-parse HEAD`` when the process started, ``+dirty`` when tracked files other than
-the results differed from it), ``command`` (the command line), ``machine`` (platform, CPUs, torch and
+the results and the report differed from it), ``command`` (the command line), ``machine`` (platform, CPUs, torch and
 its threads, the load average: what else was running), ``date`` (UTC) and ``wall_s``. ``benchmarks/report.py`` renders
 ``docs/RESULTS.md`` from these files alone (DESIGN §7.7).
 """
@@ -28,13 +28,17 @@ RESULTS = ROOT / "docs/results"
 PROVENANCE = ("commit", "command", "date", "wall_s", "machine")
 
 
+# outputs, not code: the raw results and the report regenerated from them
+OUTPUTS = (":!docs/results", ":!docs/RESULTS.md", ":!docs/*.png")
+
+
 def git_commit(root: Path = ROOT) -> str:
-    """HEAD's hash, ``+dirty`` if a tracked file outside ``docs/results`` has changed (the results a
-    run writes are its output, not its code); "not recorded (no git)" outside a checkout."""
+    """HEAD's hash, ``+dirty`` if a tracked file other than the :data:`OUTPUTS` has changed;
+    "not recorded (no git)" outside a checkout."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
     if head.returncode != 0:
         return "not recorded (no git)"
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/results"],
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *OUTPUTS],
                             cwd=root, capture_output=True, text=True)  # fmt: skip
     return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
 

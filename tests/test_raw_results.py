@@ -1,5 +1,5 @@
 """The raw results' writer (benchmarks/raw_results.py): every file carries its provenance, and a commit is
-dirty only when the code differs from it (the results a run writes do not count)."""
+dirty only when the code differs from it (the results and the report regenerated from them do not count)."""
 
 from __future__ import annotations
 
@@ -39,12 +39,14 @@ def test_the_commit_is_dirty_only_when_tracked_code_changed(tmp_path, tmp_path_f
     (tmp_path / "docs/results").mkdir(parents=True)
     (tmp_path / "code.py").write_text("x = 1\n")
     (tmp_path / "docs/results/r.json").write_text("{}\n")
+    (tmp_path / "docs/RESULTS.md").write_text("# results\n")
     git(tmp_path, "init", "-q")
     git(tmp_path, "add", ".")
     git(tmp_path, "commit", "-qm", "first")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
     assert git_commit(tmp_path) == head
     (tmp_path / "docs/results/r.json").write_text('{"new": 1}\n')  # a rerun rewrote a committed result
+    (tmp_path / "docs/RESULTS.md").write_text("# regenerated\n")
     (tmp_path / "docs/results/s.json").write_text("{}\n")
     (tmp_path / "notes.txt").write_text("untracked\n")
     assert git_commit(tmp_path) == head
