@@ -99,13 +99,13 @@ def test_quick_campaign_writes_one_result_per_run_that_the_report_renders(tmp_pa
     out, results, docs = tmp_path / "runs", tmp_path / "results", tmp_path / "docs"
     campaign = [sys.executable, str(ROOT / "benchmarks/metatest_results.py"), "--quick", "--envs", "acrobot",
                 "--seeds", "0", "1", "--long-methods", "dr_ppo", "pe_ppo", "--out", str(out),
-                "--results", str(results)]  # fmt: skip
+                "--results", str(results / "metatest")]  # fmt: skip
     proc = subprocess.run(campaign, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    files = sorted(p.relative_to(results).as_posix() for p in results.rglob("*.json"))
+    files = sorted(p.relative_to(results / "metatest").as_posix() for p in results.rglob("*.json"))
     # (gssm_aps, 2 test-time, 2 MLSM, M-DPILCO, L2A) × 2 seeds + (dr, pe) × (equal, long) × 2 seeds
     assert len(files) == 22 and "acrobot/dr_ppo_long_seed1.json" in files
-    run = json.loads((results / "acrobot/gssm_aps_seed0.json").read_text())
+    run = json.loads((results / "metatest/acrobot/gssm_aps_seed0.json").read_text())
     assert run["history"] and run["final"]["tasks"] and run["wall_s"] > 0 and run["commit"] and run["machine"]
     assert len(run["exploitation_gap"]["real"]) == 2  # one per Dyna iteration
     again = subprocess.run(campaign, capture_output=True, text=True, timeout=120)  # every run's file exists
