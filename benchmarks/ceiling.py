@@ -11,17 +11,14 @@ ceiling is run again with twice the compute (twice the candidates per round);
     python benchmarks/ceiling.py                                 # both families, test tasks
     python benchmarks/ceiling.py --tasks train --envs acrobot    # choose settings on training tasks
 
-Writes ``docs/results/ceiling_<env>.json`` (``--out`` to change the folder), read by the reports'
-normalised score ``(method − random) / (ceiling − random)`` and adaptation gain
+Writes ``docs/results/ceiling_<env>.json`` (:mod:`raw_results`; ``--out`` to change the folder),
+read by the reports' normalised score ``(method − random) / (ceiling − random)`` and adaptation gain
 ``(method − floor) / (ceiling − floor)``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -32,6 +29,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from raw_results import RESULTS, add_note_argument, write_result  # noqa: E402
 
 from envs import Task, TaskFamily, make_family  # noqa: E402
 from envs.acrobot import GRAVITY, LINK_COM_POS_2, LINK_LENGTH_2, LINK_MOI, AcrobotFamily  # noqa: E402
@@ -152,21 +151,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-doubling", action="store_true", help="skip the run with twice the compute")
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="override a planner setting")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/results", help="folder of the JSON results")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON results")
+    add_note_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)  # small tensors: one thread is faster, and two runs share the 2 cores
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     for env in args.envs:
         overrides = {k: type(getattr(SETTINGS[env], k))(v) for k, v in (kv.split("=", 1) for kv in args.set)}
         settings = PlannerSettings(**{**asdict(SETTINGS[env]), **overrides})
+        start = time.perf_counter()
         result = measure(env, args.tasks, args.episodes, args.seed, settings, doubling=not args.no_doubling)
         for split, row in result["splits"].items():
             print(f"{env} {split}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
-        result.update(commit=commit.stdout.strip(), command=" ".join(sys.argv),
-                      machine=f"{platform.machine()}, {torch.get_num_threads()} threads")  # fmt: skip
-        if args.tasks == "test" and not args.set:
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / f"ceiling_{env}.json").write_text(json.dumps(result, indent=1) + "\n")
+        if args.tasks == "test" and not args.set:  # the committed references: the shipped settings only
+            write_result(args.out / f"ceiling_{env}.json", result, time.perf_counter() - start, args.note)
 
 
 if __name__ == "__main__":

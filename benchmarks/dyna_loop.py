@@ -1,13 +1,16 @@
 """The main job end to end: wall time, phases, real transitions and meta-test results per env.
 
-    python benchmarks/dyna_loop.py [--configs conf/acrobot.yaml conf/cartpole_swingup.yaml] [--extra ARGS...]
+    python benchmarks/dyna_loop.py [--configs conf/acrobot.yaml conf/cartpole_swingup.yaml] [--note TEXT]
+        [--results docs/results/dyna_loop] [--extra ARGS...]
     python benchmarks/dyna_loop.py --configs conf/smoke/half_cheetah.yaml conf/smoke/slim_humanoid.yaml
 
 Runs ``python train.py fit --config <config>`` in a temporary directory, then prints the
 wall time and its phase breakdown (sums of ``time/{model,policy,collect,eval}_seconds``), the
 real training transitions used, and the final meta-test (the last
 checkpoint's policy, never the best one) mean per-step reward of GSSM+APS and of the random
-policy on interpolation and extrapolation tasks, against the targets of the issue tracker.
+policy on interpolation and extrapolation tasks, against the targets of the issue tracker. Each
+config's run writes ``docs/results/dyna_loop/<config>.json`` (:mod:`raw_results`; ``--results`` to
+change the folder; ``<config>``: its path under ``conf/``, ``/`` as ``_``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 from pathlib import Path
 
 import yaml
+from raw_results import RESULTS, add_note_argument, write_result
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +57,8 @@ def run(config: str, extra: list[str], workdir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["conf/acrobot.yaml", "conf/cartpole_swingup.yaml"])
+    parser.add_argument("--results", type=Path, default=RESULTS / "dyna_loop")
+    add_note_argument(parser)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py arguments")
     args = parser.parse_args()
     machine = f"{platform.machine()}, {os.cpu_count()} cpus, {time.strftime('%Y-%m-%d')}"
@@ -63,8 +69,11 @@ def main() -> None:
     for config in args.configs:
         with tempfile.TemporaryDirectory() as tmp:
             r = run(config, args.extra, Path(tmp))
+        wall = r.pop("wall")
+        stem = str(Path(config).with_suffix("")).removeprefix("conf/").replace("/", "_")
+        write_result(args.results / f"{stem}.json", {"config": config, "extra": args.extra, **r}, wall, args.note)
         env, ph = r["env"], r["phases"]
-        walls.append((config, r["wall"]))
+        walls.append((config, wall))
         for method in ("gssm_aps", "random"):
             s = r["summary"][method]
             target = ""
@@ -73,7 +82,7 @@ def main() -> None:
                 met = s["interpolation"] >= lo_i and s["extrapolation"] >= lo_e
                 target = f"≥ {lo_i} / ≥ {lo_e}: {'met' if met else 'missed'}"
             print(
-                f"| {config} | {r['wall']:.0f} s | {ph['model']:.0f} s | {ph['policy']:.0f} s | "
+                f"| {config} | {wall:.0f} s | {ph['model']:.0f} s | {ph['policy']:.0f} s | "
                 f"{ph['collect']:.0f} s | {ph['eval']:.0f} s | {r['transitions']:,.0f} | {method} | "
                 f"{s['interpolation']:.3f} | {s['extrapolation']:.3f} | {target} |",
                 flush=True,

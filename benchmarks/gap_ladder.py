@@ -21,16 +21,14 @@ On every test task of the checkpoint's family, each rung as a per-step reward, i
   states, the same start states, the same latent and context) minus what they get in the real env.
 
 The evaluation episodes act with the mean action, from the start states of the meta-test's seed.
-Prints a table per checkpoint and writes ``docs/results/gap_ladder_<env>_<run>.json`` (``--out``,
-``--label`` for ``<run>``).
+Prints a table per checkpoint and writes ``docs/results/gap_ladder_<env>_<run>.json`` (:mod:`raw_results`;
+``--out``, ``--label`` for ``<run>``); ``--rescore`` keeps a file's provenance and adds ``rescored``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -42,6 +40,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from raw_results import RESULTS, add_note_argument, provenance, write_result  # noqa: E402
 
 from envs import Task, TaskFamily, make_family  # noqa: E402
 from envs.rollout import TaskVectorEnv, agent_policy, rollout  # noqa: E402
@@ -206,25 +206,26 @@ def main() -> None:
                         help="score committed results again against today's ceiling (no rerun)")  # fmt: skip
     for field, default in asdict(LadderSettings()).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=int, default=default)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    add_note_argument(parser)
     parser.add_argument("--label", help="the result file's suffix (default: the run folder's name)")
     args = parser.parse_args()
     quiet_lightning_notes()
     torch.set_num_threads(1)  # small tensors: one thread is faster, and two runs share the 2 cores
     settings = LadderSettings(**{f: getattr(args, f) for f in asdict(LadderSettings())})
-    for path in args.rescore:
+    for path in args.rescore:  # the measurement's provenance stays; the rescoring adds its own
+        start = time.perf_counter()
         result = rescore(path)
         print_table(result)
-        path.write_text(json.dumps(result, indent=1) + "\n")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        path.write_text(json.dumps({**result, "rescored": provenance(time.perf_counter() - start, args.note)},
+                                   indent=1) + "\n")  # fmt: skip
     for path in args.checkpoints:
+        start = time.perf_counter()
         result = measure(path, settings)
         print_table(result)
-        result.update(commit=commit.stdout.strip(), command=" ".join(sys.argv),
-                      machine=f"{platform.machine()}, {torch.get_num_threads()} thread")  # fmt: skip
         label = args.label or Path(path).resolve().parents[1].name  # runs/<env>/<version>/checkpoints/last.ckpt
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"gap_ladder_{result['env']}_{label}.json").write_text(json.dumps(result, indent=1) + "\n")
+        write_result(args.out / f"gap_ladder_{result['env']}_{label}.json", result, time.perf_counter() - start,
+                     args.note)  # fmt: skip
 
 
 if __name__ == "__main__":

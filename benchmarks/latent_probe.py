@@ -2,7 +2,7 @@
 
     python benchmarks/latent_probe.py --ckpt runs/acrobot/version_0/checkpoints/last.ckpt [--ckpt ...]
     python benchmarks/latent_probe.py --config conf/acrobot.yaml --config conf/cartpole_swingup.yaml  # train first
-        [--tasks 64] [--context 50] [--seed 1234] [--identify-tasks 512] [--out probe.json]
+        [--tasks 64] [--context 50] [--seed 1234] [--identify-tasks 512] [--out docs/results/latent_probe_seed0.json]
 
 (``--ckpt`` and ``--config`` take several paths, after one flag or repeated; one job's configs can be
 layered with commas: ``--config conf/acrobot.yaml,tests/configs/tiny_dyna.yaml``.)
@@ -30,16 +30,17 @@ latent is the mean of ``q(z_c | context)``. Then:
   of ``--identify-tasks`` other tasks inside and as many outside the ranges (collected the same
   way) regresses the parameters; its R² on the same held-out half is what the context reveals at all.
 
-Targets of the adaptation issue: R² ≥ 0.9 × R²_max for every parameter, swapped latent ≥ 2× the error.
+Targets of the adaptation issue: R² ≥ 0.9 × R²_max for every parameter, swapped latent ≥ 2× the error
+(``report_tables.probe_targets``). ``--out`` writes the rows as a raw result (:mod:`raw_results`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 from identifiability import r2_max  # noqa: E402
+from raw_results import add_note_argument, write_result  # noqa: E402
+from report_tables import probe_markdown, probe_targets  # noqa: E402
 
 from callbacks.task_latent_logger import linear_readout  # noqa: E402
 from callbacks.task_latent_logger import r_squared as score  # noqa: E402
@@ -57,7 +61,6 @@ from modules import MetaDynamicsModel  # noqa: E402
 from modules.methods.gssm_aps.dyna_checkpoint import load_dyna_checkpoint  # noqa: E402
 from modules.policies.actor_critic import ActorCritic  # noqa: E402
 
-R2_SHARE, SWAP_TARGET = 0.9, 2.0  # issue 26: R² ≥ 0.9 × R²_max; a swap doubles the error
 OUTSIDE_BAND = 0.1
 
 
@@ -251,38 +254,6 @@ def train_main_job(config: str, workdir: Path) -> str:
     return str(max(workdir.glob("runs/**/last.ckpt"), key=lambda p: p.stat().st_mtime))
 
 
-def markdown(rows: list[dict]) -> str:
-    lines = ["| checkpoint | env | parameter | R² (held-out half) | R² inside | R² outside | R²_max (set encoder) |",
-             "|---|---|---|---:|---:|---:|---:|"]  # fmt: skip
-    for row in rows:
-        for name, r2 in row["r2"].items():
-            lines.append(f"| {row['label']} | {row['env']} | {name} | {r2['all']:.3f} | {r2['inside']:.3f} | "
-                         f"{r2['outside']:.3f} | {row['r2_max'][name]:.3f} |")  # fmt: skip
-    lines += ["", "| checkpoint | env | one-step error, own latent | another task's latent | another task's context "
-              "| swapped latent / own | swapped context / own |", "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for row in rows:
-        s = row["one_step"]
-        lines.append(f"| {row['label']} | {row['env']} | {s['own']:.4f} | {s['swapped_latent']:.4f} | "
-                     f"{s['swapped_context']:.4f} | {s['latent_ratio']:.2f}× | "
-                     f"{s['context_ratio']:.2f}× |")  # fmt: skip
-    return "\n".join(lines)
-
-
-def targets(rows: list[dict]) -> list[dict]:
-    out = []
-    for row in rows:
-        share = {name: r["all"] / max(row["r2_max"][name], 1e-9) for name, r in row["r2"].items()}
-        worst = min(share, key=share.get)
-        ratio = row["one_step"]["latent_ratio"]
-        where = f"{row['env']} ({row['label']})"
-        met = "met" if share[worst] >= R2_SHARE else "missed"
-        out.append({"target": f"{where}: latent probe R² ≥ {R2_SHARE} × R²_max for every parameter",
-                    "measured": f"lowest {share[worst]:.2f} × ({worst})", "status": met})  # fmt: skip
-        out.append({"target": f"{where}: a swapped latent ≥ {SWAP_TARGET}× the one-step error",
-                    "measured": f"{ratio:.2f}×", "status": "met" if ratio >= SWAP_TARGET else "missed"})  # fmt: skip
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", nargs="+", action="extend", default=[], help="Dyna checkpoints to probe")
@@ -292,13 +263,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--identify-tasks", type=int, default=512,
                         help="tasks in and as many out of the ranges, to fit the R²_max encoder on")  # fmt: skip
-    parser.add_argument("--out", help="also write the numbers as JSON here")
+    parser.add_argument("--out", type=Path, help="also write the raw result here (docs/results/latent_probe_*.json)")
+    add_note_argument(parser)
     args = parser.parse_args()
     if not args.ckpt and not args.config:
         parser.error("give --ckpt or --config")
     if args.tasks < 2:
         parser.error("--tasks must be at least 2 (each half needs inside and outside tasks)")
     torch.manual_seed(args.seed)
+    start = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         runs = [(run_label(p), p) for p in args.ckpt]
@@ -309,16 +282,14 @@ def main() -> None:
             tasks = sample_probe_tasks(family, args.tasks, args.seed)
             result = probe(model, policy, family, tasks, args.context, args.seed, args.identify_tasks)
             rows.append({"label": label, "path": path, "env": family.name, **result})
-    text = markdown(rows)
     print(f"# latent probe: {args.tasks} tasks inside and {args.tasks} outside the training ranges, "
           f"{args.context} context transitions, seed {args.seed}")  # fmt: skip
-    print(text)
-    for t in targets(rows):
+    print(probe_markdown(rows))
+    for t in probe_targets(rows):
         print(f"- {t['target']}: {t['measured']} ({t['status']})")
     if args.out:
-        command = " ".join(["python", "benchmarks/latent_probe.py", *sys.argv[1:]])
-        Path(args.out).write_text(json.dumps({"rows": rows, "markdown": text, "targets": targets(rows),
-                                              "command": command}, indent=1))  # fmt: skip
+        settings = {k: getattr(args, k) for k in ("tasks", "context", "seed", "identify_tasks")}
+        write_result(args.out, {"rows": rows, "settings": settings}, time.perf_counter() - start, args.note)
 
 
 if __name__ == "__main__":

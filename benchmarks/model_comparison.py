@@ -2,13 +2,15 @@
 rollout error, size, speed.
 
     python benchmarks/model_comparison.py [--envs acrobot cartpole_swingup] [--seeds 0 1 2] [--epochs 30]
+        [--variants gssm mlsm_v0 mlsm_v1] [--results docs/results/model_comparison] [--note TEXT]
 
 Every variant of one env and seed trains on the same data (the datamodule's ``seed``) for the
-same number of steps with the settings of ``conf/model/<env>.yaml``; the table gives mean ± std
-across seeds of the test-task NLL and MSE (normalised Δs; see ``modules/models/meta_dynamics_model.py``)
-and the H-step open-loop rollout error (:func:`rollout_error`, H = 10 and 50), split into
-interpolation and extrapolation tasks, plus parameter counts and training throughput (target
-transitions per second of the optimisation loop).
+same number of steps with the settings of ``conf/model/<env>.yaml``. Each run writes
+``<results>/<env>/<variant>_seed<k>.json`` (:mod:`raw_results`; a run whose file exists is skipped):
+the test-task NLL and MSE (normalised Δs; see ``modules/models/meta_dynamics_model.py``) and the
+H-step open-loop rollout error (:func:`rollout_error`, H = 10 and 50), split into interpolation and
+extrapolation tasks, the parameter count and the training throughput (target transitions per second
+of the optimisation loop). The report's table gives mean ± std across seeds.
 """
 
 from __future__ import annotations
@@ -16,17 +18,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from raw_results import RESULTS, add_note_argument, write_result
+
 from callbacks import NormalizerFitting
 from datamodules import MultiTaskBuffer, TransitionDataModule
 from modules import MetaDynamicsModel
@@ -126,42 +129,6 @@ def run(env: str, variant: str, seed: int, epochs: int, workdir: str, quick: boo
     }
 
 
-def mean_std(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {sd:.2f}"
-
-
-COLUMNS = [f"model/val_{split}/{score}" for score in ("nll", "mse") for split in ("interpolation", "extrapolation")]
-COLUMNS += [f"rollout{h}/{split}" for h in HORIZONS for split in ("interpolation", "extrapolation")]
-
-
-def compare(envs: list[str], variants: list[str], seeds: list[int], epochs: int, quick: bool = False) -> list[dict]:
-    """One row per env × variant: ``{"env", "variant", "params", "samples_per_s", column: [per seed]}``."""
-    rows = []
-    with tempfile.TemporaryDirectory() as workdir:
-        for env in envs:
-            for variant in variants:
-                runs = [run(env, variant, seed, epochs, workdir, quick) for seed in seeds]
-                row = {"env": env, "variant": variant, "params": runs[0]["params"]}
-                row["samples_per_s"] = statistics.mean(r["samples_per_s"] for r in runs)
-                row.update({c: [r[c] for r in runs] for c in COLUMNS})
-                rows.append(row)
-    return rows
-
-
-def markdown(rows: list[dict]) -> str:
-    lines = [
-        "| env | variant | params | NLL interp | NLL extrap | MSE interp | MSE extrap | "
-        + " | ".join(f"H={h} RMSE {s}" for h in HORIZONS for s in ("interp", "extrap"))
-        + " | samples/s |",
-        "|---|---|" + "---:|" * (2 + len(COLUMNS)),
-    ]
-    for r in rows:
-        cells = [r["env"], r["variant"], f"{r['params']:,}", *(mean_std(r[c]) for c in COLUMNS)]
-        lines.append(f"| {' | '.join(cells)} | {r['samples_per_s']:,.0f} |")
-    return "\n".join(lines)
-
-
 def setup_quiet() -> None:
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -173,13 +140,23 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--results", type=Path, default=RESULTS / "model_comparison")
+    add_note_argument(parser)
     args = parser.parse_args()
     setup_quiet()
-    print(
-        f"# GSSM vs MLSM, {args.epochs} epochs × conf batches, seeds {args.seeds}; "
-        f"{platform.machine()}, {os.cpu_count()} cpus, {time.strftime('%Y-%m-%d')}"
-    )
-    print(markdown(compare(args.envs, args.variants, args.seeds, args.epochs)))
+    with tempfile.TemporaryDirectory() as workdir:
+        for env in args.envs:
+            for variant in args.variants:
+                for seed in args.seeds:
+                    path = args.results / env / f"{variant}_seed{seed}.json"
+                    if path.exists():
+                        print(f"skip {env} {variant} seed {seed}: {path} exists", flush=True)
+                        continue
+                    start = time.perf_counter()
+                    scores = run(env, variant, seed, args.epochs, workdir)
+                    result = {"env": env, "variant": variant, "seed": seed, "epochs": args.epochs, "scores": scores}
+                    write_result(path, result, time.perf_counter() - start, args.note)
+                    print(f"{env} {variant} seed {seed} ({time.perf_counter() - start:.0f} s): {scores}", flush=True)
 
 
 if __name__ == "__main__":

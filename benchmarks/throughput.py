@@ -2,6 +2,7 @@
 training, and the policy's action latency with context inference.
 
     python benchmarks/throughput.py [--devices cpu cuda] [--repeats 10] [--context-sets 4 64] [--quick]
+        [--out docs/results/throughput.json] [--note "beside 2 other runs"]
 
 * **Imagination**: the model and policy of ``conf/acrobot.yaml`` (untrained: speed does not depend on
   the weights), 16 tasks × 64 rollouts × horizon 20 with the config's context sets per task (up to 50
@@ -16,13 +17,14 @@ training, and the policy's action latency with context inference.
 * **Model training**: target transitions/s of GSSM's optimisation loop (``conf/model/acrobot.yaml``).
 * **Action latency**: one test task at batch 1: ``q(z_c | 50 context transitions)`` then the policy's
   action, the median over calls — what a controller pays per step while it adapts online.
+
+Writes ``docs/results/throughput.json`` (:mod:`raw_results`), the report's Throughput section.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import json
 import statistics
 import sys
 import tempfile
@@ -35,6 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from raw_results import RESULTS, add_note_argument, write_result  # noqa: E402
+
 import envs  # noqa: E402
 from datamodules import TransitionDataModule  # noqa: E402
 from modules import APSModule, MetaDynamicsModel  # noqa: E402
@@ -140,7 +144,7 @@ def model_training(quick: bool = False) -> float:
 
 
 def measure(devices: list[str], extra_sets: list[int], repeats: int, quick: bool = False) -> dict:
-    """Every throughput figure of this benchmark, as a dict (for ``benchmarks/report.py``)."""
+    """Every throughput figure of this benchmark, as a dict."""
     from env_throughput import single_env_steps_per_s, vector_env_steps_per_s
 
     steps = 200 if quick else 4000
@@ -158,42 +162,22 @@ def measure(devices: list[str], extra_sets: list[int], repeats: int, quick: bool
     }
 
 
-def markdown(result: dict) -> str:
-    lines = [
-        "Imagined rollouts (policy + model + reward), acrobot default sizes:",
-        "",
-        "| device | tasks × rollouts | context sets/task | horizon | transitions/s | matmul GFLOP/s | "
-        "MFLOP/transition | FLOP-bound limit | achieved |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in result["imagination"]:
-        lines.append(
-            f"| {r['device']} | {r['tasks']} × {r['rollouts_per_task']} | {r['context_sets']} | {r['horizon']} | "
-            f"{r['transitions_per_s']:,.0f} | {r['matmul_gflops']:,.0f} | {r['flop_per_transition'] / 1e6:.3f} | "
-            f"{r['limit']:,.0f} | {r['transitions_per_s'] / r['limit']:.0%} |"
-        )
-    lines += ["", "| family | env steps/s, single env | vector env, 16 tasks |", "|---|---:|---:|"]
-    lines += [f"| {r['family']} | {r['single']:,.0f} | {r['vector16']:,.0f} |" for r in result["env"]]
-    lat = result["action_latency"]
-    lines += [
-        "",
-        f"GSSM training: {result['model_samples_per_s']:,.0f} target transitions/s (acrobot model config).",
-        f"Action latency at batch 1 with context inference ({lat['context']} transitions): "
-        f"{lat['seconds'] * 1e3:.2f} ms (CPU).",
-    ]
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", nargs="+", default=["cpu"])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--context-sets", type=int, nargs="*", default=[], help="extra context sets per task")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the test suite's smoke run)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json")
+    add_note_argument(parser)
     args = parser.parse_args()
-    print(f"# throughput; {platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
-          f"{time.strftime('%Y-%m-%d')}")  # fmt: skip
-    print(markdown(measure(args.devices, args.context_sets, args.repeats, args.quick)))
+    start = time.perf_counter()
+    result = measure(args.devices, args.context_sets, args.repeats, args.quick)
+    settings = {"devices": args.devices, "repeats": args.repeats, "context_sets": args.context_sets,
+                "quick": args.quick}  # fmt: skip
+    write_result(args.out, {"settings": settings, **result}, time.perf_counter() - start, args.note)
+    print(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -2,13 +2,14 @@
 
     python benchmarks/training_tasks_curve.py --method m_dpilco --env cartpole_swingup [--set horizon=60 ...]
         [--set budget.real_transitions=9600 ...]
-        [--tasks 8] [--episodes 10] [--every 9600] [--seed 0]
+        [--tasks 8] [--episodes 10] [--every 9600] [--seed 0] [--out result.json]
 
 The learner trains as ``train.py fit`` would (in-process, no logger or checkpoint), but each meta-test —
 every ``--every`` real transitions and at the end — runs DESIGN §6's protocol on its first ``--tasks``
 training tasks instead of the test tasks: the number its settings are chosen on, never the test tasks.
 Prints one line per iteration (wall time, the training losses, the imagined and real per-step rewards) and
-one per meta-test (mean per-step reward over those tasks).
+one per meta-test (mean per-step reward over those tasks); ``--out`` writes the meta-tests as a raw
+result (:mod:`raw_results`), for the tuning notes' numbers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytorch_lightning as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from raw_results import add_note_argument, write_result  # noqa: E402
 from training_tasks_metatest import parse_setting, settings_of  # noqa: E402
 
 from modules.methods.l2a.learner import L2A  # noqa: E402
@@ -40,6 +42,7 @@ def on_training_tasks(cls: type, tasks: int) -> type:
             super().__init__(**settings)
             self.test_tasks = self.train_tasks[:tasks]
             self._clock = time.perf_counter()
+            self.curve: list[dict] = []  # the training-task meta-tests, for --out
 
         def on_train_epoch_end(self) -> None:
             metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()
@@ -51,6 +54,7 @@ def on_training_tasks(cls: type, tasks: int) -> type:
             if self._latest_metatest:
                 reward = self._latest_metatest["metatest/return_mean"] / self.family.episode_length
                 print(f"  training-task meta-test at {self.real_transitions}: {reward:.3f} per step", flush=True)
+                self.curve.append({"real_transitions": self.real_transitions, "reward_per_step": reward})
                 self._latest_metatest = {}
             self._clock = time.perf_counter()
 
@@ -67,6 +71,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--every", type=int, default=9600)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="also write the meta-tests as a raw result here")
+    add_note_argument(parser)
     args = parser.parse_args()
     quiet_lightning_notes()
     config = compose_config(ROOT / f"conf/baselines/{args.env}_{args.method}.yaml")["model"].get("init_args", {})
@@ -82,6 +88,10 @@ def main() -> None:
     start = time.perf_counter()
     trainer.fit(learner)
     print(f"wall {time.perf_counter() - start:.0f} s")
+    if args.out:
+        tasks = [t.name for t in learner.test_tasks]
+        write_result(args.out, {"method": args.method, "env": args.env, "config": config, "tasks": tasks,
+                                "curve": learner.curve}, time.perf_counter() - start, args.note)  # fmt: skip
 
 
 if __name__ == "__main__":

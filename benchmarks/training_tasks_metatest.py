@@ -2,7 +2,7 @@
 
     python benchmarks/training_tasks_metatest.py --ckpt runs/acrobot/version_0/checkpoints/last.ckpt [--ckpt ...]
         [--context 50] [--episodes 50] [--seed 123] [--tasks N]
-        [--method gssm_aps|gssm_nonamortized|gssm_mpc] [--set mpc.horizon=40 ...]
+        [--method gssm_aps|gssm_nonamortized|gssm_mpc] [--set mpc.horizon=40 ...] [--out result.json]
 
 DESIGN §6's protocol — ``--context`` online steps with the stochastic policy while ``z_c`` is
 re-inferred as the context grows, then ``--episodes`` mean-action episodes per task with ``z_c``
@@ -14,12 +14,14 @@ mean-action policy still improved (docs/TUNING.md, *What was tried*). With ``--m
 (:class:`modules.GSSMTestTimeMethod`, its settings changed by ``--set name=value``, a block's field
 as ``block.field=value``) runs
 the same protocol on the checkpoint's GSSM: how its planning and search settings were chosen.
+``--out`` writes the rows as a raw result (:mod:`raw_results`), for the tuning notes' numbers.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -29,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from latent_probe import run_label  # noqa: E402
+from raw_results import add_note_argument, write_result  # noqa: E402
 
 from evaluation.protocol import run_meta_test  # noqa: E402
 from modules.methods.gssm_aps.dyna_checkpoint import load_dyna_checkpoint  # noqa: E402
@@ -97,16 +100,24 @@ def main() -> None:
     parser.add_argument("--method", default="gssm_aps", choices=["gssm_aps", "gssm_nonamortized", "gssm_mpc"])
     parser.add_argument("--set", type=parse_setting, nargs="*", default=[], dest="settings",
                         help="a test-time method's setting, name=value (GSSMTestTimeMethod's arguments)")
+    parser.add_argument("--out", type=Path, help="also write the rows as a raw result here")
+    add_note_argument(parser)
     args = parser.parse_args()
     settings = settings_of(args.settings)
+    start, rows = time.perf_counter(), []
     print(f"{args.method} {settings}")
     print("| checkpoint | env | training tasks | mean per-step reward | test-time compute |\n|---|---|---:|---:|---|")
     for path in args.ckpt:
         r = training_tasks_reward(path, args.context, args.episodes, args.seed, args.method, args.tasks, settings,
                                   args.unseen)
+        rows.append({"checkpoint": path, **r})
         compute = ", ".join(f"{k} {v:.4f}" for k, v in r["compute"].items()) or "—"
         print(f"| {run_label(path)} ({path}) | {r['env']} | {r['tasks']} | {r['reward_per_step']:.3f} | {compute} |",
               flush=True)
+    if args.out:
+        protocol = {k: getattr(args, k) for k in ("context", "episodes", "seed", "tasks", "unseen", "method")}
+        write_result(args.out, {"protocol": protocol, "settings": settings, "rows": rows},
+                     time.perf_counter() - start, args.note)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The results report: its quick profile end to end, and the arithmetic behind its tables."""
+"""The results report: the committed raw results regenerate the committed RESULTS.md exactly; Table 2's
+arithmetic and figures from per-run files; the quick campaign end to end."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ import pytest
 from cli_runner import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from metatest_results import curves, transitions_to_reach
+import report
+from metatest_tables import curves, transitions_to_reach
+
+from modules.models.meta_dynamics_net import VARIANTS
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def history(points: list[tuple[int, float]], method: str = "dr_ppo") -> list[dict]:
@@ -27,49 +33,91 @@ def test_transitions_to_reach_interpolates_between_evaluations():
 def test_curves_average_seeds_on_a_common_grid():
     run = {"env": "acrobot", "method": "dr_ppo", "long": True}
     runs = [{**run, "history": history([(0, 0.0), (100, 1.0)])}, {**run, "history": history([(0, 0.0), (100, 3.0)])}]
-    grid, mean, std = curves({"runs": runs}, "acrobot", points=3)["dr_ppo"]
+    grid, mean, std = curves(runs, "acrobot", points=3)["dr_ppo"]
     assert grid.tolist() == [0.0, 50.0, 100.0]
     assert mean.tolist() == [0.0, 1.0, 2.0] and std.tolist() == [0.0, 0.5, 1.0]
 
 
+def test_committed_results_regenerate_the_committed_report(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["report.py", "--docs", str(tmp_path)])
+    report.main()
+    committed = (ROOT / "docs/RESULTS.md").read_text()
+    assert (tmp_path / "RESULTS.md").read_text() == committed, "rerun python benchmarks/report.py and commit it"
+    for figure in report.FIGURES:
+        linked = f"]({figure})" in committed
+        assert (tmp_path / figure).exists() == linked == (ROOT / "docs" / figure).exists(), figure
+        if linked:
+            assert (tmp_path / figure).read_bytes()[:8] == PNG
+
+
+def test_the_report_knows_every_model_variant():
+    assert report.MODEL_VARIANTS == VARIANTS
+
+
+def run_file(method: str, seed: int, long: bool = False, reward: float = -0.7) -> dict:
+    """A per-run raw result of metatest_results.py, as small as the tables read."""
+    splits = ("interpolation", "interpolation", "extrapolation")
+    tasks = [{"method": m, "task": f"t{i}", "split": split, "episodes": 50, "latent": [i, seed + 0.5 * i],
+              "params": {"mass": 1.0 + i, "length": 2.0 - i}}
+             for m in (method, "random") for i, split in enumerate(splits)]  # fmt: skip
+    summary = {method: dict.fromkeys(("interpolation", "extrapolation", "all"), reward + 0.01 * seed),
+               "random": dict.fromkeys(("interpolation", "extrapolation", "all"), -0.98)}  # fmt: skip
+    curve = [{"real_transitions": x, "summary": {method: {"all": reward - 0.1 + 0.1 * k}}} for k, x in enumerate((
+        16_000, 48_000, 480_000 if long else 48_000))]  # fmt: skip
+    result = {"env": "acrobot", "method": method, "long": long, "seed": seed, "budget": "long" if long else "equal",
+              "jobs": 2, "final": {"summary": summary, "tasks": tasks}, "history": curve, "wall_s": 100.0 + seed,
+              "commit": "abc", "command": "python benchmarks/metatest_results.py", "date": "2026-12-04T00:00:00+00:00",
+              "machine": "test"}  # fmt: skip
+    if method == "gssm_aps":
+        result["exploitation_gap"] = {"real_transitions": [16_000, 48_000], "imagined": [-0.6, -0.5],
+                                      "real": [-0.7, -0.6]}  # fmt: skip
+    return result
+
+
+def test_table_2_renders_from_per_run_files_and_names_the_missing_runs(tmp_path):
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    runs = [run_file("gssm_aps", s) for s in (0, 1)] + [run_file("dr_ppo", s, long=True, reward=-0.5) for s in (0, 1)]
+    for r in runs:
+        path = results / "metatest" / r["env"] / f"{r['method']}{'_long' if r['long'] else ''}_seed{r['seed']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(r))
+    docs.mkdir()
+    text, drawn = report.render(report.load(results), "results", docs)
+    assert "| acrobot | gssm_aps | equal | 48,000 | 2 | -0.695 ± 0.007 |" in text
+    assert "| acrobot | dr_ppo | long | 480,000 | 2 |" in text and "| acrobot | random | — | 0 | 2 |" in text
+    assert "acrobot gssm_aps seed 2;" in text and "acrobot dr_ppo long seed 2;" in text  # the missing runs, named
+    assert "cartpole_swingup l2a seeds 0 1 2" in text
+    assert "| acrobot GSSM+APS per-step reward interp ≥ -0.62, extrap ≥ -0.62 (2 seeds) | -0.695 / -0.695 |" in text
+    assert "Not in the repository: `throughput.json`" in text  # a section without files says so
+    assert sorted(drawn) == ["exploitation_gap.png", "latents.png", "learning_curves.png"]
+    assert all((docs / f).read_bytes()[:8] == PNG for f in drawn)
+    assert "- 4 files under `results/metatest/acrobot/`: `python benchmarks/metatest_results.py`; commit abc" in text
+
+
 @pytest.mark.slow
-def test_quick_report_writes_tables_and_figures(tmp_path):
-    out, docs = tmp_path / "out", tmp_path / "docs"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/report.py"), "--quick", "--out", str(out),
-                           "--docs", str(docs)], capture_output=True, text=True, timeout=900)  # fmt: skip
+def test_quick_campaign_writes_one_result_per_run_that_the_report_renders(tmp_path):
+    out, results, docs = tmp_path / "runs", tmp_path / "results", tmp_path / "docs"
+    campaign = [sys.executable, str(ROOT / "benchmarks/metatest_results.py"), "--quick", "--envs", "acrobot",
+                "--seeds", "0", "1", "--long-methods", "dr_ppo", "pe_ppo", "--out", str(out),
+                "--results", str(results / "metatest")]  # fmt: skip
+    proc = subprocess.run(campaign, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    files = sorted(p.relative_to(results / "metatest").as_posix() for p in results.rglob("*.json"))
+    # (gssm_aps, 2 test-time, 2 MLSM, M-DPILCO, L2A) × 2 seeds + (dr, pe) × (equal, long) × 2 seeds
+    assert len(files) == 22 and "acrobot/dr_ppo_long_seed1.json" in files
+    run = json.loads((results / "metatest/acrobot/gssm_aps_seed0.json").read_text())
+    assert run["history"] and run["final"]["tasks"] and run["wall_s"] > 0 and run["commit"] and run["machine"]
+    assert len(run["exploitation_gap"]["real"]) == 2  # one per Dyna iteration
+    again = subprocess.run(campaign, capture_output=True, text=True, timeout=120)  # every run's file exists
+    assert again.returncode == 0 and again.stdout.count("skip ") == 22 and "\nrun " not in again.stdout
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/report.py"), "--results", str(results), "--docs",
+                           str(docs)], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = (docs / "RESULTS.md").read_text()
-    for section in ("## Targets", "## Throughput", "## Model quality", "## Meta-test results", "## Commands"):
-        assert section in text
-    for row in ("| acrobot | gssm |", "| acrobot | mlsm_v1 |", "| acrobot | gssm_aps | equal |",
-                "| acrobot | gssm_nonamortized | equal |", "| acrobot | gssm_mpc | equal |",
-                "| acrobot | mlsm_v0_aps | equal |", "| acrobot | mlsm_v1_aps | equal |", "| acrobot | l2a | equal |",
-                "| acrobot | m_dpilco | equal |",
-                "| acrobot | dr_ppo | long |", "| acrobot | pe_ppo | equal |", "| acrobot | random |"):  # fmt: skip
-        assert row in text, row
-    against = text.split("Against GSSM+APS")[1].split("Real transitions")[0]
-    assert all(f"| acrobot | {m} |" in against for m in ("gssm_mpc", "mlsm_v0_aps", "m_dpilco", "l2a", "dr_ppo"))
+    for method in ("gssm_aps", "gssm_nonamortized", "gssm_mpc", "mlsm_v0_aps", "mlsm_v1_aps", "m_dpilco", "l2a"):
+        assert f"| acrobot | {method} | equal |" in text, method
+    assert "| acrobot | dr_ppo | long |" in text and "| acrobot | pe_ppo | long |" in text
     assert "ms planning per action" in text and "s search per task" in text and "s embedding inference per task" in text
-    assert "| acrobot | gssm_aps | " in text.split("No collapse")[1]  # the stability table
+    assert "| acrobot | gssm_aps | " in text.split("No collapse")[1]
     for figure in ("learning_curves.png", "latents.png", "exploitation_gap.png"):
-        data = (docs / figure).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-    results = json.loads((out / "metatest/metatest_results.json").read_text())
-    methods = sorted({(r["method"], r["long"], r["seed"]) for r in results["runs"]})
-    # (gssm_aps, 2 test-time, 2 MLSM, M-DPILCO, L2A) × 2 seeds + (dr, pe) × (equal, long) × 2 seeds
-    assert len(methods) == 22
-    assert all(r["history"] for r in results["runs"])
-    gap = next(r for r in results["runs"] if r["method"] == "gssm_aps")["exploitation_gap"]
-    assert len(gap["imagined"]) == len(gap["real"]) == len(gap["real_transitions"]) == 2  # one per Dyna iteration
-
-    # a partial report reruns the meta-test only and carries the other sections over, marked
-    throughput_table = text.split("## Throughput")[1].split("## Model quality")[0].strip()
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/report.py"), "--quick", "--reuse", "--only",
-                           "metatest", "--out", str(out), "--docs", str(docs)],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    partial = (docs / "RESULTS.md").read_text()
-    carried = partial.split("## Throughput")[1].split("## Model quality")[0]
-    assert "Carried over from the previous report" in carried
-    assert throughput_table.splitlines()[-1] in carried and "throughput.py" not in partial.split("## Commands")[1]
-    assert partial.count("Identical random-policy data per env and seed") == 1, "a section's intro must not pile up"
+        assert (docs / figure).read_bytes()[:8] == PNG
