@@ -113,7 +113,7 @@ def per_step(family: TaskFamily, tasks: list[Task], episodes: int, seed: int, po
 def measure(env: str, tasks_kind: str, episodes: int, seed: int, settings: PlannerSettings,
             doubling: bool) -> dict:  # fmt: skip
     family = make_family(env)
-    tasks = family.test_tasks() if tasks_kind == "test" else family.train_tasks(6, seed=1000 + seed)
+    tasks = family.test_tasks() if tasks_kind == "test" else family.train_tasks(6, seed=1000 + seed, design="uniform")
     true = family.params_tensor(tasks)
     centre = family.params_tensor([family.make_task("centre", "interpolation", **centre_physics(family))])
     runs = {"ceiling": (true, settings), "floor": (centre.expand_as(true), settings)}

@@ -59,7 +59,7 @@ def main() -> None:
     t0 = time.perf_counter()
     search = train_exact_search(family, source.params, source.buffer.obs[:, : int(source.buffer.size.min())],
                                 hparams, iterations, args.seed)  # fmt: skip
-    tasks = family.train_tasks(6, seed=1000 + args.seed)
+    tasks = family.train_tasks(6, seed=1000 + args.seed, design="uniform")  # random tasks, as users meet them
     code = physics_code(family, family.params_tensor(tasks)).repeat_interleave(args.episodes, 0)
     returns = evaluation_returns(family, tasks, args.episodes, args.seed + 1,
                                  agent_policy(search.policy, code, deterministic=True))  # fmt: skip

@@ -50,7 +50,7 @@ def training_tasks_reward(path: str, context: int, episodes: int, seed: int, met
     train_tasks = family.train_tasks(run.data["num_train_tasks"], run.data["task_seed"], run.data["task_design"])
     train_tasks = train_tasks[:tasks]
     if unseen:
-        train_tasks = family.train_tasks(unseen, seed=1000)
+        train_tasks = family.train_tasks(unseen, seed=1000, design="uniform")  # random tasks, as users meet them
     compute = {}
     if method == "gssm_aps":  # the amortized policy of the run's model: GSSM, or an MLSM ablation
         method = f"{run.model.hparams.variant}_aps"
