@@ -134,6 +134,13 @@ def results_table(runs: list[dict]) -> list[str]:
     return lines
 
 
+def gssm_aps_runs(runs: list[dict]) -> list[tuple[str, list[dict]]]:
+    """``(env, its GSSM+APS runs)`` for every env, in first-seen order, that has any."""
+    by_env = {env: [r for r in runs if r["env"] == env and r["method"] == "gssm_aps"] for env in
+              dict.fromkeys(r["env"] for r in runs)}  # fmt: skip
+    return [(env, group) for env, group in by_env.items() if group]
+
+
 def sample_ratios(runs: list[dict]) -> list[str]:
     """Real transitions a long-budget model-free run needs to reach GSSM+APS's final reward."""
     lines = ["Real transitions a model-free method needs to reach GSSM+APS's final mean per-step reward (all test",
@@ -142,10 +149,7 @@ def sample_ratios(runs: list[dict]) -> list[str]:
              "evaluation's transitions, an upper bound):", "",
              "| env | GSSM+APS reward | GSSM+APS transitions | method | transitions to reach (per seed) | ratio |",
              "|---|---:|---:|---|---|---:|"]  # fmt: skip
-    for env in dict.fromkeys(r["env"] for r in runs):
-        ours = [r for r in runs if r["env"] == env and r["method"] == "gssm_aps"]
-        if not ours:
-            continue
+    for env, ours in gssm_aps_runs(runs):
         level = statistics.mean(final_metric(r, "gssm_aps", "all") for r in ours)
         budget = statistics.mean(r["history"][-1]["real_transitions"] for r in ours)
         for method in MODEL_FREE:
@@ -170,10 +174,7 @@ def stability(runs: list[dict]) -> list[str]:
              "evaluation, and the std of the final across seeds is ≤ 0.03; mean per-step reward, all test tasks):", "",
              "| env | method | final per seed | best per seed | largest drop | std across seeds | target |",
              "|---|---|---|---|---:|---:|---|"]  # fmt: skip
-    for env in dict.fromkeys(r["env"] for r in runs):
-        group = [r for r in runs if r["env"] == env and r["method"] == "gssm_aps"]
-        if not group:
-            continue
+    for env, group in gssm_aps_runs(runs):
         finals = [final_metric(g, "gssm_aps", "all") for g in group]
         bests = [max(h["summary"]["gssm_aps"]["all"] for h in g["history"]) for g in group]
         drop = max(b - f for b, f in zip(bests, finals, strict=True))
