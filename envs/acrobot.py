@@ -130,6 +130,11 @@ def _reward(next_obs, link1_length):
     return 0.5 * (height / total - 1.0)
 
 
+# test tasks whose masses and link-1 length all take one value (interpolation inside [0.7, 1.3])
+UNIFORMLY_SCALED = {"interp-default": 1.0, "interp-heavy-long": 1.2, "interp-light-short": 0.8,
+                    "extrap-heavy-long": 1.45, "extrap-light-short": 0.6}  # fmt: skip
+
+
 class AcrobotFamily(TaskFamily):
     """Acrobot tasks; see the module docstring for dynamics, reward and ranges."""
 
@@ -144,15 +149,13 @@ class AcrobotFamily(TaskFamily):
     episode_length = 200
 
     def test_tasks(self) -> list[Task]:
-        t = self.make_task
-        return [
-            t("interp-default", "interpolation", link1_mass=1.0, link2_mass=1.0, link1_length=1.0),
-            t("interp-heavy-long", "interpolation", link1_mass=1.2, link2_mass=1.2, link1_length=1.2),
-            t("interp-light-short", "interpolation", link1_mass=0.8, link2_mass=0.8, link1_length=0.8),
-            t("extrap-heavy-long", "extrapolation", link1_mass=1.45, link2_mass=1.45, link1_length=1.45),
-            t("extrap-light-short", "extrapolation", link1_mass=0.6, link2_mass=0.6, link1_length=0.6),
-            t("extrap-mixed", "extrapolation", link1_mass=1.45, link2_mass=0.6, link1_length=0.6),
-        ]
+        """Every parameter scaled alike (``UNIFORMLY_SCALED``), then one task that mixes a heavy link 1
+        with a light short rest."""
+        split = {"interp": "interpolation", "extrap": "extrapolation"}
+        tasks = [self.make_task(name, split[name.split("-")[0]], **dict.fromkeys(self.param_names, scale))
+                 for name, scale in UNIFORMLY_SCALED.items()]  # fmt: skip
+        return [*tasks, self.make_task("extrap-mixed", "extrapolation", link1_mass=1.45, link2_mass=0.6,
+                                       link1_length=0.6)]  # fmt: skip
 
     def reward(self, obs, action, next_obs, params):
         return _reward(next_obs, self.param(params, "link1_length"))
