@@ -29,6 +29,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from ceiling import acrobot_energy_gap  # noqa: E402
 
 from envs import make_family  # noqa: E402
 from envs.rollout import agent_policy  # noqa: E402
@@ -61,14 +63,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label", default="", help="suffix of the JSON's name")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results")
+    parser.add_argument("--energy-shaping", type=float, default=0.0, metavar="W",
+                        help="acrobot: shaping potential −W·|E − E_top|/E_top (the ceiling's)")  # fmt: skip
+    parser.add_argument("--save", type=Path, help="also save the learner's weights (actor, critics, temperature) there")
     args = parser.parse_args()
     torch.set_num_threads(1)  # small tensors: one thread, and other runs share the cores
     family = make_family(args.env)
     train = family.train_tasks(args.tasks, seed=0)
     overrides = parse_overrides(args.set)
+    if args.energy_shaping and family.name != "acrobot":
+        parser.error("--energy-shaping is acrobot's")
+    w = args.energy_shaping
+    potential = (lambda obs, params: -w * acrobot_energy_gap(obs, params).float()) if w else None
     t0 = time.perf_counter()
     search = ExactSACSearch(family, family.params_tensor(train), start_states(family, train, 256, args.seed),
-                            seed=args.seed, **overrides)  # fmt: skip
+                            seed=args.seed, potential=potential, **overrides)  # fmt: skip
     tasks = family.train_tasks(6, seed=1000 + args.seed)
     code = physics_code(family, family.params_tensor(tasks)).repeat_interleave(args.episodes, 0)
 
@@ -91,13 +100,15 @@ def main() -> None:
     result = {
         "method": "sac_exact_dynamics", "env": family.name, "seed": args.seed, "steps": args.steps,
         "settings": {**search.hparams, "sac": asdict(search.learner.settings)},
-        "scoring_tasks": "train_tasks(6, seed=1000 + seed)", "episodes": args.episodes,
+        "energy_shaping": w, "scoring_tasks": "train_tasks(6, seed=1000 + seed)", "episodes": args.episodes,
         "per_task": {t.name: {"params": t.parameters, "sac": curve[-1]["per_task"][i], "random": float(random[i])}
                      for i, t in enumerate(tasks)},
         "mean": curve[-1]["mean"], "random_mean": float(random.mean()), "curve": curve,
         "wall_s": time.perf_counter() - t0, "commit": commit.stdout.strip(), "command": " ".join(sys.argv),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} thread, {os.cpu_count()} cores",
     }  # fmt: skip
+    if args.save:
+        torch.save(search.learner.state_dict(), args.save)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"exact_sac_{family.name}_seed{args.seed}{'_' + args.label if args.label else ''}.json"
     (args.out / name).write_text(json.dumps(result, indent=1) + "\n")

@@ -101,7 +101,7 @@ def test_restarts_from_the_replay_keep_each_trajectory_with_its_task_and_code():
     rows = {k: v[: len(search.learner.replay)] for k, v in search.learner.replay.data.items()}
     assert torch.equal(rows["code"], physics_code(fam, params)[rows["task"]])
     assert not torch.equal(search.task, torch.arange(3).repeat_interleave(4))  # some trajectories changed task
-    assert rows["terminated"].sum() == 0  # acrobot never terminates: the time-limit cuts are bootstrapped
+    assert torch.all(rows["discount"] == 0.99)  # acrobot never terminates: the time-limit cuts are bootstrapped
 
 
 @pytest.mark.parametrize(("make", "message"), [
@@ -116,3 +116,17 @@ def test_a_setting_outside_its_range_is_refused_in_one_line(make, message):
     with pytest.raises((SettingError, ValueError), match=message) as error:
         make()
     assert "\n" not in str(error.value)
+
+
+def test_n_step_transitions_sum_their_rewards_up_to_the_episode_end():
+    fam = make_family("acrobot")
+    tasks = fam.train_tasks(2, seed=0)
+    search = ExactSACSearch(fam, fam.params_tensor(tasks), start_states(fam, tasks, 4, seed=0), envs_per_task=2,
+                            episode_length=4, n_step=3, warmup_steps=8, sac={"buffer_size": 100})  # fmt: skip
+    search.train(8)
+    rows = {k: v[: len(search.learner.replay)] for k, v in search.learner.replay.data.items()}
+    assert len(search.learner.replay) == 6 * 4  # the last 2 steps wait for their third reward
+    # steps 0, 1 of an episode sum 3 rewards; steps 2, 3 are cut by the time limit after 2 and 1
+    assert rows["discount"].view(6, 4)[:, 0].tolist() == pytest.approx([0.99**3, 0.99**3, 0.99**2, 0.99, 0.99**3,
+                                                                        0.99**3])  # fmt: skip
+    assert torch.all(rows["reward"] < -0.99 * 0.99)  # near the bottom every reward is about −1

@@ -56,16 +56,18 @@ class SACLearner(nn.Module):
     :meth:`add` stores a batch of transitions (and merges their ``[s, code]`` into the policy's input
     normaliser); :meth:`update` takes one gradient step on a replay minibatch: twin critics
     (:class:`~modules.blocks.EnsembleMLP` of 2 members, one batched matmul a layer) regress
-    ``r + γ (1 − terminated)(min Q'(s', a') − α log π(a' | s'))`` from Polyak-averaged target critics,
-    the actor minimises ``α log π(ã | s) − min Q(s, ã)`` with the critics' weights detached, and
-    ``log α`` moves the policy's entropy toward ``target_entropy``. The three losses share one
-    backward pass and one fused Adam (a parameter group each), the cost that decides SAC's budget on CPU.
+    ``r + γ (1 − terminated)(min Q'(s', a') − α log π(a' | s'))`` (``γ^n`` for an ``n``-step ``r``) from
+    Polyak-averaged target critics, the actor minimises ``α log π(ã | s) − min Q(s, ã)`` with the critics'
+    weights detached, and ``log α`` moves the policy's entropy toward ``target_entropy``. The three losses
+    share one backward pass and one fused Adam (a parameter group each): the cost that decides SAC's budget
+    on CPU.
     A time-limit cut is no termination: store ``terminated`` only where the episode truly ended.
 
     Weights are initialised from ``seed`` (:data:`~common.seeding.POLICY_INIT`), minibatches and the
     actions sampled in updates drawn from a generator of ``seed`` (:data:`~common.seeding.REPLAY`).
 
-    Shapes: ``obs, next_obs [N, O]``, ``code [N, Z]``, ``action [N, A]`` in ``[-1, 1]``, ``reward, terminated [N]``.
+    Shapes: ``obs, next_obs [N, O]``, ``code [N, Z]``, ``action [N, A]`` in ``[-1, 1]``, ``reward, terminated,
+    steps [N]``.
 
     Example:
         >>> sac = SACLearner(obs_dim=2, code_dim=1, act_dim=1, settings={"batch_size": 8, "hidden_dim": 16})
@@ -99,12 +101,17 @@ class SACLearner(nn.Module):
 
     @torch.no_grad()
     def add(self, obs: torch.Tensor, code: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
-            next_obs: torch.Tensor, terminated: torch.Tensor, **extra: torch.Tensor) -> None:  # fmt: skip
-        """Store ``N`` transitions; their ``[s, code]`` join the running input statistics. ``extra`` fields
-        ``[N, ...]`` ride along in the replay, unused by the updates (a trainer's task index)."""
+            next_obs: torch.Tensor, terminated: torch.Tensor, steps: torch.Tensor | None = None,
+            **extra: torch.Tensor) -> None:  # fmt: skip
+        """Store ``N`` transitions; their ``[s, code]`` join the running input statistics. An ``n``-step
+        transition gives the number of rewards ``steps [N]`` its ``reward`` sums
+        (:func:`~modules.policies.n_step.n_step_return`; None: 1), so its target bootstraps ``γ^steps``.
+        ``extra`` fields ``[N, ...]`` ride along in the replay, unused by the updates (a trainer's task index)."""
         self.policy.input_normalizer.update(torch.cat([obs, code], dim=-1))
-        self.replay.add(obs=obs, code=code, action=action, reward=reward, next_obs=next_obs,
-                        terminated=terminated.float(), **extra)  # fmt: skip
+        exponent = torch.ones_like(reward) if steps is None else steps.to(reward.dtype)
+        discount = self.settings.gamma**exponent * (~terminated).to(reward.dtype)
+        self.replay.add(obs=obs, code=code, action=action, reward=reward, next_obs=next_obs, discount=discount,
+                        **extra)  # fmt: skip
 
     def q_values(self, critic: nn.Module, obs: torch.Tensor, code: torch.Tensor, action: torch.Tensor,
                  params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
@@ -123,7 +130,7 @@ class SACLearner(nn.Module):
         with torch.no_grad():
             next_action, next_log_prob = self.policy.sample(b["next_obs"], b["code"], g)
             q_next = self.q_values(self.critic_target, b["next_obs"], b["code"], next_action).min(0).values
-            target = b["reward"] + s.gamma * (1 - b["terminated"]) * (q_next - alpha * next_log_prob)
+            target = b["reward"] + b["discount"] * (q_next - alpha * next_log_prob)
         q = self.q_values(self.critic, b["obs"], b["code"], b["action"])
         critic_loss = ((q - target) ** 2).mean(1).sum()
         action, log_prob = self.policy.sample(b["obs"], b["code"], g)

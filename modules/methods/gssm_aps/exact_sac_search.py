@@ -3,6 +3,7 @@ GSSM and ``z_c`` — the gap ladder's first rung (DESIGN §9) for the off-policy
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -13,6 +14,7 @@ from common.validation import INTEGER_1, SEED, Range, check_settings
 from envs import Task, TaskFamily
 from modules.methods.gssm_aps.exact_policy_search import physics_code
 from modules.models.model_env import ModelEnv, exact_next_state
+from modules.policies.n_step import n_step_return
 from modules.policies.sac import SACLearner, SACSettings
 
 
@@ -35,12 +37,16 @@ class ExactSACSearch:
     Each :meth:`step` acts in every trajectory (uniform random actions for the first ``warmup_steps``,
     then the stochastic policy), steps :func:`~modules.models.model_env.exact_next_state` with each
     trajectory's task physics (:class:`~modules.models.model_env.ModelEnv`: the projection, reward and
-    termination of imagination), stores the transitions in the learner's replay and takes
+    termination of imagination), stores the transitions in the learner's replay (``n_step``-step ones,
+    :func:`~modules.policies.n_step.n_step_return`, once their ``n_step`` steps are known) and takes
     ``updates_per_step`` SAC updates. A trajectory restarts when it terminates or has run
     ``episode_length`` steps (a time-limit cut, bootstrapped by the critics): from a start state of its
     task (``start_obs``, e.g. :func:`start_states`), or, with probability ``restart_from_replay``, from a
     state the policy visited, drawn from the replay with its task — MBPO's short branches from visited
-    states, which start near the top once the policy gets there (random start states never do).
+    states, which start near the top once the policy gets there (random start states never do). With a
+    ``potential`` ``Φ(obs [B, O], params [B, P]) → [B]`` the replay's rewards are shaped to
+    ``r + γ Φ(s') − Φ(s)`` (``Φ(s') = 0`` at a termination), which leaves the optimal policy unchanged
+    (Ng et al. 1999) and can tell the critics early what the reward sees late (acrobot's energy).
 
     Args:
         family: a classic family (it needs :meth:`TaskFamily.simulate`); params: ``[T, P]`` physics of the
@@ -48,8 +54,9 @@ class ExactSACSearch:
         envs_per_task: trajectories per task; episode_length: steps before a restart (None: the family's).
         restart_from_replay: the share of restarts from visited states (0: always from ``start_obs``).
         warmup_steps: random-action steps before the first update; updates_per_step: SAC updates per step.
+        n_step: rewards each stored transition sums before its target bootstraps (1: SAC's one-step target).
         sac: :class:`SACSettings` (or a mapping of its fields); seed: the networks', the replay's and the
-            trajectories' randomness (:data:`~common.seeding.IMAGINATION`).
+            trajectories' randomness (:data:`~common.seeding.IMAGINATION`); potential: the shaping potential.
 
     Example:
         >>> from envs import make_family
@@ -65,33 +72,37 @@ class ExactSACSearch:
         "envs_per_task": INTEGER_1, "episode_length": Range(low=1, integer=True, none="the family's episode length"),
         "restart_from_replay": Range(low=0, high=1, special={0: "every restart from the start states"}),
         "warmup_steps": Range(low=0, integer=True, special={0: "no random-action warm-up"}),
-        "updates_per_step": INTEGER_1, "seed": SEED,
+        "updates_per_step": INTEGER_1, "n_step": INTEGER_1, "seed": SEED,
     }  # fmt: skip
 
     def __init__(self, family: TaskFamily, params: torch.Tensor, start_obs: torch.Tensor, envs_per_task: int = 16,
                  episode_length: int | None = None, restart_from_replay: float = 0.0, warmup_steps: int = 25,
-                 updates_per_step: int = 4, sac: SACSettings | dict | None = None, seed: int = 0):  # fmt: skip
+                 updates_per_step: int = 4, n_step: int = 1, sac: SACSettings | dict | None = None, seed: int = 0,
+                 potential: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):  # fmt: skip
         given = locals()
         check_settings(ExactSACSearch, given)
         self.hparams = {name: given[name] for name in self.RANGES}  # what a result records
         self.family, self.params, self.start_obs = family, params, start_obs
         self.codes = physics_code(family, params)  # [T, Z]
         self.episode_length = episode_length or family.episode_length
-        self.restart_from_replay, self.warmup_steps, self.updates_per_step = restart_from_replay, warmup_steps, \
-            updates_per_step  # fmt: skip
+        self.restart_from_replay, self.warmup_steps = restart_from_replay, warmup_steps
+        self.updates_per_step, self.n_step = updates_per_step, n_step
         self.learner = SACLearner(family.obs_dim, self.codes.shape[1], family.act_dim, sac, seed)
+        self.potential = potential
         self.policy = self.learner.policy
         self.generator = torch.Generator().manual_seed(derive_seed(IMAGINATION, seed))
         self.task = torch.arange(len(params)).repeat_interleave(envs_per_task)  # [B], a trajectory's task
         self.obs = self.start_obs[self.task, self.draw(self.start_obs.shape[1], len(self.task))]  # [B, O]
         self.clock = torch.zeros(len(self.task), dtype=torch.long)  # steps since each trajectory's restart
+        self.window: list[dict[str, torch.Tensor]] = []  # the last steps, not yet stored as n-step transitions
         self.steps = 0
 
     def draw(self, high: int, n: int) -> torch.Tensor:
         return torch.randint(high, (n,), generator=self.generator)
 
     def step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One step of every trajectory and its updates: the rewards ``[B]`` and the last update's statistics."""
+        """One step of every trajectory and its updates: the (unshaped) rewards ``[B]`` and the last update's
+        statistics."""
         code = self.codes[self.task]
         if self.steps < self.warmup_steps:
             action = torch.rand(len(self.task), self.family.act_dim, generator=self.generator) * 2 - 1
@@ -101,16 +112,35 @@ class ExactSACSearch:
         env = ModelEnv(exact_next_state(self.family, params), self.family, params)
         env.reset(self.obs)
         result = env.step(action)
-        self.learner.add(self.obs, code, action, result.reward, result.next_obs, result.terminated, task=self.task)
+        reward = result.reward
+        if self.potential is not None:
+            after = torch.where(result.terminated, 0.0, self.potential(result.next_obs, params))
+            reward = reward + self.learner.settings.gamma * after - self.potential(self.obs, params)
         self.clock += 1
+        done = result.terminated | (self.clock >= self.episode_length)
+        self.window.append({"obs": self.obs, "code": code, "action": action, "reward": reward, "done": done,
+                            "next_obs": result.next_obs, "terminated": result.terminated,
+                            "task": self.task.clone()})  # fmt: skip
+        if len(self.window) == self.n_step:
+            self.store_oldest()
         self.obs = result.next_obs.clone()
-        self.restart(result.terminated | (self.clock >= self.episode_length))
+        self.restart(done)
         self.steps += 1
         stats: dict[str, torch.Tensor] = {}
         if self.steps > self.warmup_steps:
             for _ in range(self.updates_per_step):
                 stats = self.learner.update()
         return result.reward, stats
+
+    def store_oldest(self) -> None:
+        """The window's oldest step into the replay as an ``n``-step transition: its discounted rewards up to
+        ``n_step`` steps or its episode's end, and the state it bootstraps from."""
+        w = {k: torch.stack([s[k] for s in self.window]) for k in ("reward", "done", "next_obs", "terminated")}
+        total, steps = n_step_return(w["reward"], w["done"], self.learner.settings.gamma)
+        last, rows = steps - 1, torch.arange(len(steps))
+        first = self.window.pop(0)
+        self.learner.add(first["obs"], first["code"], first["action"], total, w["next_obs"][last, rows],
+                         w["terminated"][last, rows], steps, task=first["task"])  # fmt: skip
 
     def restart(self, done: torch.Tensor) -> None:
         """Move the ``done [B]`` trajectories to new start states: visited ones from the replay (with their
