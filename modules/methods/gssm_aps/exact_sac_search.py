@@ -17,6 +17,9 @@ from modules.models.model_env import ModelEnv, exact_next_state
 from modules.policies.n_step import n_step_return
 from modules.policies.sac import SACLearner, SACSettings
 
+Shaping = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(obs [B, O], next_obs [B, O], params [B, P]) → [B]``: a term added to the rewards the learner stores."""
+
 
 def start_states(family: TaskFamily, tasks: list[Task], n: int, seed: int) -> torch.Tensor:
     """``[T, n, O]``: ``n`` reset observations of each task's real env, its own start distribution
@@ -43,10 +46,12 @@ class ExactSACSearch:
     ``episode_length`` steps (a time-limit cut, bootstrapped by the critics): from a start state of its
     task (``start_obs``, e.g. :func:`start_states`), or, with probability ``restart_from_replay``, from a
     state the policy visited, drawn from the replay with its task — MBPO's short branches from visited
-    states, which start near the top once the policy gets there (random start states never do). With a
-    ``potential`` ``Φ(obs [B, O], params [B, P]) → [B]`` the replay's rewards are shaped to
-    ``r + γ Φ(s') − Φ(s)`` (``Φ(s') = 0`` at a termination), which leaves the optimal policy unchanged
-    (Ng et al. 1999) and can tell the critics early what the reward sees late (acrobot's energy).
+    states, which start near the top once the policy gets there (random start states never do). A
+    ``shaping`` term ``F(obs [B, O], next_obs [B, O], params [B, P]) → [B]`` is added to the rewards the
+    learner stores (the rewards :meth:`step` returns and every score stay the env's): a potential-based
+    ``F = γ Φ(s') − Φ(s)`` leaves the optimal policy unchanged (Ng et al. 1999) and can tell the critics
+    early what the reward sees late (acrobot's energy); a cost changes the objective, as the ceiling
+    planner's terminal energy term does.
 
     Args:
         family: a classic family (it needs :meth:`TaskFamily.simulate`); params: ``[T, P]`` physics of the
@@ -56,7 +61,7 @@ class ExactSACSearch:
         warmup_steps: random-action steps before the first update; updates_per_step: SAC updates per step.
         n_step: rewards each stored transition sums before its target bootstraps (1: SAC's one-step target).
         sac: :class:`SACSettings` (or a mapping of its fields); seed: the networks', the replay's and the
-            trajectories' randomness (:data:`~common.seeding.IMAGINATION`); potential: the shaping potential.
+            trajectories' randomness (:data:`~common.seeding.IMAGINATION`); shaping: the reward term.
 
     Example:
         >>> from envs import make_family
@@ -78,7 +83,7 @@ class ExactSACSearch:
     def __init__(self, family: TaskFamily, params: torch.Tensor, start_obs: torch.Tensor, envs_per_task: int = 16,
                  episode_length: int | None = None, restart_from_replay: float = 0.0, warmup_steps: int = 25,
                  updates_per_step: int = 4, n_step: int = 1, sac: SACSettings | dict | None = None, seed: int = 0,
-                 potential: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):  # fmt: skip
+                 shaping: Shaping | None = None):  # fmt: skip
         given = locals()
         check_settings(ExactSACSearch, given)
         self.hparams = {name: given[name] for name in self.RANGES}  # what a result records
@@ -88,7 +93,7 @@ class ExactSACSearch:
         self.restart_from_replay, self.warmup_steps = restart_from_replay, warmup_steps
         self.updates_per_step, self.n_step = updates_per_step, n_step
         self.learner = SACLearner(family.obs_dim, self.codes.shape[1], family.act_dim, sac, seed)
-        self.potential = potential
+        self.shaping = shaping
         self.policy = self.learner.policy
         self.generator = torch.Generator().manual_seed(derive_seed(IMAGINATION, seed))
         self.task = torch.arange(len(params)).repeat_interleave(envs_per_task)  # [B], a trajectory's task
@@ -113,9 +118,8 @@ class ExactSACSearch:
         env.reset(self.obs)
         result = env.step(action)
         reward = result.reward
-        if self.potential is not None:
-            after = torch.where(result.terminated, 0.0, self.potential(result.next_obs, params))
-            reward = reward + self.learner.settings.gamma * after - self.potential(self.obs, params)
+        if self.shaping is not None:
+            reward = reward + self.shaping(self.obs, result.next_obs, params)
         self.clock += 1
         done = result.terminated | (self.clock >= self.episode_length)
         self.window.append({"obs": self.obs, "code": code, "action": action, "reward": reward, "done": done,
