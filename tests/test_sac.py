@@ -130,3 +130,6 @@ def test_n_step_transitions_sum_their_rewards_up_to_the_episode_end():
     assert rows["discount"].view(6, 4)[:, 0].tolist() == pytest.approx([0.99**3, 0.99**3, 0.99**2, 0.99, 0.99**3,
                                                                         0.99**3])  # fmt: skip
     assert torch.all(rows["reward"] < -0.99 * 0.99)  # near the bottom every reward is about −1
+    early = ExactSACSearch(fam, fam.params_tensor(tasks), start_states(fam, tasks, 4, seed=0), envs_per_task=2,
+                           episode_length=1, n_step=3, restart_from_replay=1.0, sac={"buffer_size": 100})  # fmt: skip
+    early.train(3)  # the first restarts come before any transition is stored: from the start states

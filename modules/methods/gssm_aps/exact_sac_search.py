@@ -103,6 +103,7 @@ class ExactSACSearch:
         self.steps = 0
 
     def draw(self, high: int, n: int) -> torch.Tensor:
+        """``n`` indices uniform in ``[0, high)`` from the trajectories' generator."""
         return torch.randint(high, (n,), generator=self.generator)
 
     def step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -153,6 +154,7 @@ class ExactSACSearch:
         if len(rows) == 0:
             return
         from_replay = torch.rand(len(rows), generator=self.generator) < self.restart_from_replay
+        from_replay &= len(self.learner.replay) > 0  # n-step transitions reach the replay n − 1 steps late
         fresh = rows[~from_replay]
         self.obs[fresh] = self.start_obs[self.task[fresh], self.draw(self.start_obs.shape[1], len(fresh))]
         branch = rows[from_replay]
