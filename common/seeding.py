@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-# purposes, so that e.g. collection and imagination of the same iteration get different streams
+# purposes, so that e.g. collection and imagination of the same iteration get different streams; REPLAY: an
+# off-policy learner's minibatch draws, POLICY_INIT: the initial weights of networks a learner builds itself
 STREAM, MODEL_STEP, IMAGINATION, PPO_MINIBATCHES, COLLECT_LATENT, COLLECT_ENV, METATEST, TASK_SEARCH = range(8)
+REPLAY, POLICY_INIT = range(8, 10)
 
 
 def derive_seed(*keys: int) -> int:
