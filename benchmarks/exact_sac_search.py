@@ -7,10 +7,11 @@ design="uniform")``, those of the committed results), from start states of their
 checkpoint needed), with ``--set`` overriding its settings (a SAC field as ``sac.field``). Every
 ``--eval-every`` steps, and at the end, scores the mean-action policy on 6 *training* tasks
 (``train_tasks(6, seed=1000, design="uniform")``, the tasks ``benchmarks/exact_policy_search.py`` and
-``benchmarks/ceiling.py --tasks train`` use), never on the test tasks: per-task reward per step, their mean, and the wall time so far. On acrobot
-``--energy-shaping W`` shapes the stored rewards by the potential of the ceiling planner's energy gap and
-``--energy-cost W`` adds the gap as a cost (the scores stay the env's reward). Writes
-``docs/results/exact_sac_<env>_seed<seed>[_<label>].json`` (``--out`` to change the folder).
+``benchmarks/ceiling.py --tasks train`` use), never on the test tasks: per-task reward per step, their
+mean, and the wall time so far. On acrobot ``--energy-shaping W`` shapes the stored rewards by the
+potential of the ceiling planner's energy gap and ``--energy-cost W`` adds the gap as a cost (the
+scores stay the env's reward). Writes ``docs/results/exact_sac_<env>_seed<seed>[_<label>].json``
+(``--out`` to change the folder).
 """
 
 from __future__ import annotations
