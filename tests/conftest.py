@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from countdown import CountdownFamily
 
 import envs
+
+# The in-process tests run small tensors, where a second intra-op thread costs more in handoffs than it
+# gains; subprocesses keep torch's default.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

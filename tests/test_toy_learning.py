@@ -58,7 +58,7 @@ def test_model_learns_a_new_task_from_its_context(variant, monkeypatch):
                               prior_weight=0.0, latent_decoder_weight=0.0, ensemble_size=1)  # fmt: skip
     model.x_normalizer.fit(train.all_xy()[0])
     model.y_normalizer.fit(train.all_xy()[1])
-    stream = ContextTargetStream(train, torch.arange(128), 800, 16, 3, 20, 20, seed=0)
+    stream = ContextTargetStream(train, torch.arange(128), 400, 16, 3, 20, 20, seed=0)
     opt = model.configure_optimizers()
     for batch in stream:
         loss, _ = model.loss(batch)
