@@ -1,4 +1,4 @@
-"""The report's tables of throughput, model quality, ceiling, gap ladder, latent probe and main job,
+"""The report's tables of throughput, model quality, ceiling, gap ladder, latent probe, main job and scale,
 each from the raw results its benchmark writes (plain dicts: no torch, nothing rerun).
 
     print("\n".join(ceiling_lines([json.loads(Path("docs/results/ceiling_acrobot.json").read_text())])))
@@ -14,6 +14,7 @@ SPLIT_PAIR = ("interpolation", "extrapolation")
 MODEL_COLUMNS = [f"model/val_{split}/{score}" for score in ("nll", "mse") for split in SPLIT_PAIR]
 MODEL_COLUMNS += [f"rollout{h}/{split}" for h in HORIZONS for split in SPLIT_PAIR]
 LADDER_RUNGS = ("a_policy_search", "b_large_context", "c_adaptation", "d_wrong_latent")
+SCALING_MEMORY_GIB = 8  # issue 28: 1024 training tasks fit in 8 GiB on 2 cores
 
 
 def throughput_lines(tp: dict) -> list[str]:
@@ -148,3 +149,26 @@ def dyna_loop_lines(runs: list[dict]) -> list[str]:
                      f"{ours['interpolation']:.3f} | {ours['extrapolation']:.3f} | {rand['interpolation']:.3f} | "
                      f"{rand['extrapolation']:.3f} |")  # fmt: skip
     return lines
+
+
+def scaling_lines(rows: list[dict]) -> list[str]:
+    """``benchmarks/scaling.py``'s rows: one Dyna iteration's phases and peak memory per row, with the
+    per-task cost of the iteration against the 16-task row (≤ 1: at most linear in the tasks)."""
+    lines = ["| row | process wall | data set-up | model | policy | collect | iteration (model+policy+collect) "
+             "| per-task cost vs 16 tasks (≤ 1: at most linear) | peak memory |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    base = next((r for r in rows if r["row"] == "tasks=16"), None)
+    for r in rows:
+        ph, ratio = r["phases_s"], ""
+        if base is not None and r["row"].startswith("tasks="):
+            ratio = f"{per_task_cost(r, base):.2f}"
+        lines.append(f"| {r['row']} | {r['wall_s']:.0f} s | {r['setup_s']:.0f} s | {ph['model']:.0f} s | "
+                     f"{ph['policy']:.0f} s | {ph['collect']:.0f} s | {r['iteration_s']:.0f} s | {ratio} | "
+                     f"{r['peak_rss_gib']:.2f} GiB |")  # fmt: skip
+    return lines
+
+
+def per_task_cost(row: dict, base: dict) -> float:
+    """A ``tasks=T`` row's iteration time per task over the 16-task row's (1: exactly linear)."""
+    tasks = int(row["row"].split("=")[1]) / int(base["row"].split("=")[1])
+    return row["iteration_s"] / base["iteration_s"] / tasks

@@ -23,19 +23,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from raw_results import COMMIT_AT_START, add_note_argument, write_result  # noqa: E402
+from report_tables import scaling_lines  # noqa: E402
+
 ROWS = ("tasks=16", "tasks=64", "tasks=256", "tasks=1024", "context=50", "context=200", "context=1000")
-MEMORY_BOUND_GIB = 8
 PHASES = ("model", "policy", "collect")
 
 
@@ -71,40 +72,29 @@ def run_row(row: str, extra: list[str]) -> dict:
         phases = {p: events.Scalars(f"time/{p}_seconds")[-1].value for p in (*PHASES, "eval")}
     peak_gib = usage.ru_maxrss / 2**20  # KiB on Linux
     setup = wall - sum(phases.values())
+    # a row kept from an earlier run keeps its own commit and load (what ran beside it)
     return {"row": row, "wall_s": wall, "setup_s": setup, "phases_s": phases,
-            "iteration_s": sum(phases[p] for p in PHASES), "peak_rss_gib": peak_gib}  # fmt: skip
-
-
-def print_table(rows: list[dict]) -> None:
-    print("| row | process wall | data set-up | model | policy | collect | iteration (model+policy+collect) "
-          "| per-task cost vs 16 tasks (≤ 1: at most linear) | peak memory |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    base = next((r for r in rows if r["row"] == "tasks=16"), None)
-    for r in rows:
-        ph, ratio = r["phases_s"], ""
-        if base is not None and r["row"].startswith("tasks="):
-            n = int(r["row"].split("=")[1])
-            ratio = f"{r['iteration_s'] / base['iteration_s'] / (n / 16):.2f}"
-        print(f"| {r['row']} | {r['wall_s']:.0f} s | {r['setup_s']:.0f} s | {ph['model']:.0f} s | {ph['policy']:.0f} s"
-              f" | {ph['collect']:.0f} s | {r['iteration_s']:.0f} s | {ratio} | {r['peak_rss_gib']:.2f} GiB |")
+            "iteration_s": sum(phases[p] for p in PHASES), "peak_rss_gib": peak_gib, "commit": COMMIT_AT_START,
+            "load_average": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/scaling.json")
+    add_note_argument(parser)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py arguments")
     args = parser.parse_args()
+    start = time.perf_counter()
     previous = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
     kept = {r["row"]: r for r in previous if r["row"] not in args.rows}
     for row in args.rows:
         kept[row] = run_row(row, args.extra)
         print(f"{row}: {kept[row]['iteration_s']:.0f} s iteration, {kept[row]['peak_rss_gib']:.2f} GiB", flush=True)
     rows = [kept[r] for r in ROWS if r in kept]
-    print_table(rows)
-    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__}
-    args.out.write_text(json.dumps({"benchmark": "scaling", "env": "acrobot", "machine": machine,
-                                    "command": " ".join(sys.argv), "rows": rows}, indent=1) + "\n")  # fmt: skip
+    print("\n".join(scaling_lines(rows)))
+    write_result(args.out, {"benchmark": "scaling", "env": "acrobot", "rows": rows},
+                 wall_s=time.perf_counter() - start, note=args.note)
 
 
 if __name__ == "__main__":
