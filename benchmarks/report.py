@@ -5,7 +5,7 @@
 Reads every JSON under ``--results`` (each benchmark writes its own through :mod:`raw_results`:
 ``throughput.json``, ``model_comparison/<env>/<variant>_seed<k>.json``, ``ceiling_<env>.json``,
 ``gap_ladder_<env>_<label>.json``, ``metatest/<env>/<method>[_long]_seed<k>.json``,
-``latent_probe_<label>.json``, ``dyna_loop/<config>.json``) and writes ``RESULTS.md`` and the figures
+``latent_probe_<label>.json``, ``dyna_loop/<config>.json``, ``scaling.json``) and writes ``RESULTS.md`` and the figures
 its data allow (``learning_curves.png``, ``exploitation_gap.png``, ``latents.png``, ``gap_ladder.png``)
 into ``--docs``, removing a figure whose data are gone. A section whose files are absent says so in
 one line, with the command that writes them; running a benchmark is always that separate command.
@@ -37,6 +37,7 @@ COMMANDS = {
     "metatest": "python benchmarks/metatest_results.py",
     "probe": "python benchmarks/latent_probe.py --ckpt <checkpoints> --out docs/results/latent_probe_<label>.json",
     "dyna": "python benchmarks/dyna_loop.py",
+    "scaling": "python benchmarks/scaling.py",
 }  # fmt: skip
 
 
@@ -49,7 +50,7 @@ def kinds(files: dict[str, dict]) -> dict[str, dict[str, dict]]:
     """The files by benchmark: the key of :data:`COMMANDS` their name says, ``other`` for the rest."""
     patterns = {"throughput": r"throughput\.json", "model": r"model_comparison/.+", "ceiling": r"ceiling_[^/]+",
                 "ladder": r"gap_ladder_[^/]+", "metatest": r"metatest/.+", "probe": r"latent_probe_[^/]+",
-                "dyna": r"dyna_loop/.+"}  # fmt: skip
+                "dyna": r"dyna_loop/.+", "scaling": r"scaling\.json"}  # fmt: skip
     out: dict[str, dict[str, dict]] = {k: {} for k in [*patterns, "other"]}
     for name, data in files.items():
         kind = next((k for k, p in patterns.items() if re.fullmatch(p, name)), "other")
@@ -104,7 +105,7 @@ def figures(by: dict, docs: Path) -> list[str]:
 def targets(by: dict) -> list[str]:
     tp = by["throughput"].get("throughput.json")
     return targets_lines(tp, runs_of(by), list(by["ceiling"].values()), probe_rows(by["probe"]),
-                         list(by["dyna"].values()))  # fmt: skip
+                         list(by["dyna"].values()), by["scaling"].get("scaling.json"))  # fmt: skip
 
 
 def throughput(by: dict) -> list[str]:
@@ -175,11 +176,21 @@ def main_job(by: dict) -> list[str]:
     return report_tables.dyna_loop_lines(runs) if runs else missing("`dyna_loop/<config>.json`", "dyna")
 
 
+def scale(by: dict) -> list[str]:
+    result = by["scaling"].get("scaling.json")
+    if result is None:
+        return missing("`scaling.json`", "scaling")
+    return ["One Dyna iteration of the acrobot main job in a fresh process per row (`benchmarks/scaling.py`):",
+            "`tasks=T` trains on T tasks with the same 3,200 real transitions per iteration; `context=C` sets the",
+            "context size of model training, imagination and collection at 16 tasks. Phases from TensorBoard,",
+            "peak resident memory of the process.", "", *report_tables.scaling_lines(result["rows"])]  # fmt: skip
+
+
 SECTIONS = (("Targets", targets), ("Throughput", throughput),
             ("Model quality: GSSM vs MLSM-v0 vs MLSM-v1", model_quality),
             ("Exact-model ceiling and no-adaptation floor", ceiling), ("Gap ladder of GSSM+APS", gap_ladder),
             ("Meta-test results", metatest), ("Does the task latent carry the task?", latent_probe),
-            ("Main job end to end", main_job))  # fmt: skip
+            ("Main job end to end", main_job), ("Scale: training tasks and context size", scale))  # fmt: skip
 
 
 def render(files: dict[str, dict], results_shown: str, docs: Path) -> tuple[str, list[str]]:

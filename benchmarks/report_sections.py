@@ -10,10 +10,10 @@ import statistics
 from pathlib import Path
 
 from metatest_tables import final_metric
-from report_tables import probe_targets
+from report_tables import SCALING_MEMORY_GIB, per_task_cost, probe_targets
 
 IMAGINATION_TARGET = 200_000
-METATEST_TARGETS = {"acrobot": (-0.62, -0.62), "cartpole_swingup": (0.70, 0.58)}
+METATEST_TARGETS = {"acrobot": (-0.50, -0.50), "cartpole_swingup": (0.82, 0.72)}  # the adaptation issue, 3 seeds
 DOUBLING_TARGET = 0.01  # DESIGN §9: twice the ceiling's compute changes it by less than this per step
 MAIN_JOB_TARGETS = (600, 50_000)  # the sample-efficiency issue: ≤ 10 minutes on 2 cores, ≤ 50,000 transitions
 # known explanations of a missed target, said once; the numbers behind them are in docs/TUNING.md
@@ -31,7 +31,7 @@ def status(met: bool, cause: str | None = None) -> str:
 
 
 def targets_lines(tp: dict | None, runs: list[dict], ceilings: list[dict], probes: list[dict],
-                  main_jobs: list[dict]) -> list[str]:  # fmt: skip
+                  main_jobs: list[dict], scaling: dict | None) -> list[str]:  # fmt: skip
     """One row per target of the issues, measured from the raw results or marked as not measured."""
     lines = ["| target | measured | status |", "|---|---|---|"]
     target = f"imagined transitions/s ≥ {IMAGINATION_TARGET:,} (CPU, default acrobot sizes)"
@@ -42,7 +42,7 @@ def targets_lines(tp: dict | None, runs: list[dict], ceilings: list[dict], probe
         met = cpu["transitions_per_s"] >= IMAGINATION_TARGET
         lines.append(f"| {target} | {cpu['transitions_per_s']:,.0f} | {status(met, KNOWN_CAUSES['imagination'])} |")
     for env, (lo_i, lo_e) in METATEST_TARGETS.items():
-        target = f"{env} GSSM+APS per-step reward interp ≥ {lo_i}, extrap ≥ {lo_e}"
+        target = f"{env} GSSM+APS per-step reward interp ≥ {lo_i:.2f}, extrap ≥ {lo_e:.2f}"
         ours = [r for r in runs if r["env"] == env and r["method"] == "gssm_aps"]
         if not ours:
             lines.append(f"| {target} | {NOT_MEASURED} |")
@@ -71,6 +71,26 @@ def targets_lines(tp: dict | None, runs: list[dict], ceilings: list[dict], probe
     if not probes:
         lines.append(f"| latent probe R² and latent swap | {NOT_MEASURED} |")
     lines += [f"| {t['target']} | {t['measured']} | {t['status']} |" for t in probe_targets(probes)]
+    return lines + scaling_targets(scaling)
+
+
+def scaling_targets(scaling: dict | None) -> list[str]:
+    """The scale issue's two targets: a Dyna iteration's cost at most linear in the training tasks, and
+    1024 tasks within the memory bound."""
+    linear = "one Dyna iteration's cost grows at most linearly with the training tasks (16 to 1024)"
+    memory = f"1024 training tasks fit in {SCALING_MEMORY_GIB} GiB"
+    rows = {r["row"]: r for r in scaling["rows"]} if scaling else {}
+    if "tasks=16" not in rows or len([r for r in rows if r.startswith("tasks=")]) < 2:
+        return [f"| {linear} | {NOT_MEASURED} |"] + ([] if "tasks=1024" in rows else [f"| {memory} | {NOT_MEASURED} |"])
+    costs = {r: per_task_cost(rows[r], rows["tasks=16"]) for r in rows if r.startswith("tasks=") and r != "tasks=16"}
+    worst = max(costs, key=costs.get)
+    measured = f"per-task cost vs 16 tasks at most {costs[worst]:.2f} ({worst})"
+    lines = [f"| {linear} | {measured} | {status(costs[worst] <= 1)} |"]
+    if "tasks=1024" in rows:
+        peak = rows["tasks=1024"]["peak_rss_gib"]
+        lines.append(f"| {memory} | {peak:.2f} GiB | {status(peak <= SCALING_MEMORY_GIB)} |")
+    else:
+        lines.append(f"| {memory} | {NOT_MEASURED} |")
     return lines
 
 
