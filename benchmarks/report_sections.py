@@ -155,6 +155,9 @@ def provenance_lines(files: dict[str, dict], shown: str) -> list[str]:
         lines.append(f"- {files_text(names, shown)}: `{command}`; commit {commit}; {when}; {wall}; machine: {machine}"
                      f"{load}.")  # fmt: skip
         for n in names:
+            for run in files[n].get("earlier_runs", []):  # rows a later run of the same benchmark kept
+                lines.append(f"  `{n}` rows {', '.join(run['rows'])} from `{run['command']}`; commit {run['commit']}; "
+                             f"{run['date']}; wall {run['wall_s']:,.0f} s; machine: {machine_text(run['machine'])}.")
             if "rescored" in files[n]:
                 r = files[n]["rescored"]
                 lines.append(f"  `{n}` rescored against the ceiling by `{r['command']}`; commit {r['commit']}; "

@@ -38,6 +38,7 @@ from report_tables import scaling_lines  # noqa: E402
 
 ROWS = ("tasks=16", "tasks=64", "tasks=256", "tasks=1024", "context=50", "context=200", "context=1000")
 PHASES = ("model", "policy", "collect")
+PROVENANCE = ("command", "commit", "date", "wall_s", "machine")
 
 
 def row_args(row: str) -> list[str]:
@@ -86,15 +87,24 @@ def main() -> None:
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py arguments")
     args = parser.parse_args()
     start = time.perf_counter()
-    previous = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
-    kept = {r["row"]: r for r in previous if r["row"] not in args.rows}
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
+    kept = {r["row"]: r for r in previous["rows"] if r["row"] not in args.rows}
     for row in args.rows:
         kept[row] = run_row(row, args.extra)
         print(f"{row}: {kept[row]['iteration_s']:.0f} s iteration, {kept[row]['peak_rss_gib']:.2f} GiB", flush=True)
     rows = [kept[r] for r in ROWS if r in kept]
     print("\n".join(scaling_lines(rows)))
-    write_result(args.out, {"benchmark": "scaling", "env": "acrobot", "rows": rows},
-                 wall_s=time.perf_counter() - start, note=args.note)
+    write_result(args.out, {"benchmark": "scaling", "env": "acrobot", "rows": rows,
+                            "earlier_runs": earlier_runs(previous, set(kept) - set(args.rows))},
+                 wall_s=time.perf_counter() - start, note=args.note)  # fmt: skip
+
+
+def earlier_runs(previous: dict, kept_rows: set[str]) -> list[dict]:
+    """The provenance of the earlier invocations whose rows this file keeps (command, commit, date, wall, machine)."""
+    runs = [*previous.get("earlier_runs", []), {k: previous[k] for k in PROVENANCE if k in previous}]
+    if "command" in previous:
+        runs[-1]["rows"] = [r["row"] for r in previous["rows"] if r["row"] in kept_rows]
+    return [r for r in runs if set(r.get("rows", ())) & kept_rows]
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ def test_table_2_renders_from_per_run_files_and_names_the_missing_runs(tmp_path)
     assert "| acrobot | dr_ppo | long | 480,000 | 2 |" in text and "| acrobot | random | — | 0 | 2 |" in text
     assert "acrobot gssm_aps seed 2;" in text and "acrobot dr_ppo long seed 2;" in text  # the missing runs, named
     assert "cartpole_swingup l2a seeds 0 1 2" in text
-    assert "| acrobot GSSM+APS per-step reward interp ≥ -0.50, extrap ≥ -0.50 (2 seeds) | -0.695 / -0.695 | missed" in text
+    target = "| acrobot GSSM+APS per-step reward interp ≥ -0.50, extrap ≥ -0.50 (2 seeds) | -0.695 / -0.695 | missed"
+    assert target in text
     assert "Not in the repository: `throughput.json`" in text  # a section without files says so
     assert sorted(drawn) == ["exploitation_gap.png", "latents.png", "learning_curves.png"]
     assert all((docs / f).read_bytes()[:8] == PNG for f in drawn)
@@ -140,3 +141,17 @@ def test_scaling_targets_call_superlinear_cost_and_memory_over_the_bound_missed(
     missed = scaling_targets(worse)
     assert "at most 1.02 (tasks=64) | missed" in missed[0] and "9.00 GiB | missed" in missed[1]
     assert all("not measured" in line for line in scaling_targets(None))
+
+
+def test_a_scaling_rerun_of_one_row_keeps_the_provenance_of_the_rows_it_did_not_rerun():
+    from scaling import earlier_runs
+
+    first = {"rows": [scaling_row("tasks=16", 10.0), scaling_row("tasks=64", 40.0)], "command": "scaling.py",
+             "commit": "abc", "date": "d1", "wall_s": 60.0, "machine": {"cpus": 2}}  # fmt: skip
+    kept = earlier_runs(first, {"tasks=16"})  # tasks=64 rerun
+    assert kept == [{"command": "scaling.py", "commit": "abc", "date": "d1", "wall_s": 60.0, "machine": {"cpus": 2},
+                     "rows": ["tasks=16"]}]  # fmt: skip
+    second = {**first, "command": "scaling.py --rows tasks=64", "earlier_runs": kept}
+    assert earlier_runs(second, {"tasks=64"})[0]["command"] == "scaling.py --rows tasks=64"  # tasks=16 rerun
+    assert len(earlier_runs(second, {"tasks=64"})) == 1
+    assert earlier_runs({"rows": []}, set()) == []
