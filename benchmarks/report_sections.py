@@ -68,10 +68,33 @@ def targets_lines(tp: dict | None, runs: list[dict], ceilings: list[dict], probe
                 lines.append(f"| {c['env']} ceiling converged on {split}: doubling its compute gains < "
                              f"{DOUBLING_TARGET} per step | {row['doubling_gain']:+.3f} | "
                              f"{status(row['doubling_gain'] < DOUBLING_TARGET)} |")  # fmt: skip
+    lines += ceiling_above_learned_targets(ceilings, runs)
     if not probes:
         lines.append(f"| latent probe R² and latent swap | {NOT_MEASURED} |")
     lines += [f"| {t['target']} | {t['measured']} | {t['status']} |" for t in probe_targets(probes)]
     return lines + scaling_targets(scaling)
+
+
+def ceiling_above_learned_targets(ceilings: list[dict], runs: list[dict]) -> list[str]:
+    """DESIGN §9: the ceiling at least every learned method's score on every test task. Per family, the
+    smallest margin ``ceiling − method`` over the methods' final meta-tests (each method and budget
+    averaged over its seeds) and the test tasks, with the method and task where it is smallest."""
+    lines = []
+    for c in ceilings:
+        scores: dict[tuple[str, str], list[float]] = {}  # (method and budget, task) → per-seed scores
+        for r in (r for r in runs if r["env"] == c["env"]):
+            name = r["method"] + (" long" if r.get("long") else "")
+            for t in r["final"]["tasks"]:
+                if t["method"] == r["method"] and t["task"] in c["per_task"]:
+                    scores.setdefault((name, t["task"]), []).append(t["reward_per_step"])
+        target = f"{c['env']} ceiling ≥ every learned method on every test task (mean over seeds)"
+        if not scores:
+            lines.append(f"| {target} | {NOT_MEASURED} |")
+            continue
+        margins = {k: c["per_task"][k[1]]["ceiling"] - statistics.mean(v) for k, v in scores.items()}
+        (method, task), worst = min(margins.items(), key=lambda kv: kv[1])
+        lines.append(f"| {target} | smallest margin {worst:+.3f} ({method} on {task}) | {status(worst >= 0)} |")
+    return lines
 
 
 def scaling_targets(scaling: dict | None) -> list[str]:

@@ -155,3 +155,20 @@ def test_a_scaling_rerun_of_one_row_keeps_the_provenance_of_the_rows_it_did_not_
     assert earlier_runs(second, {"tasks=64"})[0]["command"] == "scaling.py --rows tasks=64"  # tasks=16 rerun
     assert len(earlier_runs(second, {"tasks=64"})) == 1
     assert earlier_runs({"rows": []}, set()) == []
+
+
+def test_a_ceiling_below_a_learned_method_on_one_task_is_a_missed_target():
+    from report_sections import ceiling_above_learned_targets
+
+    ceiling = {"env": "toy", "per_task": {"a": {"ceiling": 0.8}, "b": {"ceiling": 0.5}}}
+
+    def run(method, seed_scores, long=False):
+        tasks = [{"method": method, "task": t, "reward_per_step": v} for t, v in seed_scores.items()]
+        return {"env": "toy", "method": method, "long": long, "final": {"tasks": tasks}}
+
+    below = [run("gssm_aps", {"a": 0.7, "b": 0.45}), run("gssm_aps", {"a": 0.7, "b": 0.57}), run("dr_ppo", {"a": 0.1})]
+    (line,) = ceiling_above_learned_targets([ceiling], below)
+    assert "smallest margin -0.010 (gssm_aps on b) | missed" in line  # the mean of the seeds, 0.51, is above
+    (line,) = ceiling_above_learned_targets([ceiling], [*below[:1], run("dr_ppo", {"a": 0.7}, long=True)])
+    assert "smallest margin +0.050 (gssm_aps on b) | met" in line
+    assert "not measured" in ceiling_above_learned_targets([ceiling], [])[0]
