@@ -93,7 +93,7 @@ class GuideSettings:
     on each planned task's own equations and physics, from the states of ``start_steps`` random-action
     real steps per task."""
 
-    iterations: int = 300
+    iterations: int = 1200
     horizon: int = 50
     rollouts_per_task: int = 64
     min_action_std: float = 0.2
@@ -164,13 +164,14 @@ def measure(env: str, tasks_kind: str, episodes: int, seed: int, settings: Plann
     """Random, floor and ceiling (and the ceiling at twice the compute) per task and split. With a
     ``guide``, the ceiling is per task the better of MPPI and a policy trained by PPO on the planned
     tasks' exact equations (keys ``ceiling_mppi``, ``ceiling_policy``), the floor the better of MPPI
-    and a policy trained on the centre physics alone, both with the centre physics."""
+    and a policy trained on the centre physics alone."""
     family = make_family(env)
     tasks = family.test_tasks() if tasks_kind == "test" else family.train_tasks(6, seed=1000 + seed, design="uniform")
     true = family.params_tensor(tasks)
     centre_task = family.make_task("centre", "interpolation", **centre_physics(family))
     centre = family.params_tensor([centre_task]).expand_as(true)
-    runs = {"ceiling": (true, tasks, settings, guide), "floor": (centre, [centre_task], settings, guide)}
+    # the floor's policy trains on one copy of the centre task per task: as many rollouts per iteration
+    runs = {"ceiling": (true, tasks, settings, guide), "floor": (centre, [centre_task] * len(tasks), settings, guide)}
     if doubling:
         runs["ceiling_doubled"] = (true, tasks, settings.doubled(), guide and guide.doubled())
     result: dict = {"random": per_step(family, tasks, episodes, seed, uniform_random_policy(family.act_dim, seed))}

@@ -72,8 +72,18 @@ def ceiling_lines(ceilings: list[dict]) -> list[str]:
             lines.append(f"| {c['env']} | {name} | {split} | {row['random']:.3f} | {row['floor']:.3f} | "
                          f"{row['ceiling']:.3f} | {' | '.join(doubled)} |")  # fmt: skip
     settings = "; ".join(f"{c['env']}: {c['episodes']} episodes per task, seed {c['seed']}, MPPI "
-                         + ", ".join(f"{k} {v}" for k, v in c["settings"].items()) for c in ceilings)  # fmt: skip
-    return [*lines, "", f"Settings: {settings}."]
+                         + ", ".join(f"{k} {v}" for k, v in c["settings"].items())
+                         + ("" if not c.get("guide") else ", guide policy "
+                            + ", ".join(f"{k} {v}" for k, v in c["guide"].items())) for c in ceilings)  # fmt: skip
+    lines += ["", f"Settings: {settings}."]
+    guided = [c for c in ceilings if c.get("guide")]
+    if guided:
+        lines += ["", "| env | task | ceiling: MPPI | ceiling: policy | floor: MPPI | floor: policy |",
+                  "|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {c['env']} | {name} | " + " | ".join(f"{row[k]:.3f}" for k in
+                  ("ceiling_mppi", "ceiling_policy", "floor_mppi", "floor_policy")) + " |"
+                  for c in guided for name, row in c["per_task"].items()]  # fmt: skip
+    return lines
 
 
 def ladder_cell(row: dict, rung: str) -> str:

@@ -172,3 +172,17 @@ def test_a_ceiling_below_a_learned_method_on_one_task_is_a_missed_target():
     (line,) = ceiling_above_learned_targets([ceiling], [*below[:1], run("dr_ppo", {"a": 0.7}, long=True)])
     assert "smallest margin +0.050 (gssm_aps on b) | met" in line
     assert "not measured" in ceiling_above_learned_targets([ceiling], [])[0]
+
+
+def test_a_guided_ceiling_lists_each_controller_per_task_and_its_guide_settings():
+    from report_tables import ceiling_lines
+
+    row = {"split": "interpolation", "random": 0.1, "floor": 0.5, "ceiling": 0.9, "ceiling_mppi": 0.85,
+           "ceiling_policy": 0.9, "floor_mppi": 0.5, "floor_policy": 0.4}  # fmt: skip
+    guided = {"env": "toy", "episodes": 2, "seed": 0, "settings": {"samples": 8}, "guide": {"iterations": 3},
+              "per_task": {"a": row}, "splits": {"interpolation": row}}  # fmt: skip
+    lines = ceiling_lines([guided])
+    assert "| toy | a | 0.850 | 0.900 | 0.500 | 0.400 |" in lines
+    assert any("MPPI samples 8, guide policy iterations 3" in line for line in lines)
+    plain = ceiling_lines([{**guided, "guide": None}])
+    assert not any("ceiling: MPPI" in line or "guide policy" in line for line in plain)
