@@ -28,12 +28,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from gap_ladder import train_exact_search  # noqa: E402
 from raw_results import RESULTS, add_note_argument, write_result  # noqa: E402
 
 from datamodules.collection import collect_transitions  # noqa: E402
@@ -41,8 +41,7 @@ from envs import Task, TaskFamily, make_family  # noqa: E402
 from envs.acrobot import GRAVITY, LINK_COM_POS_2, LINK_LENGTH_2, LINK_MOI, AcrobotFamily  # noqa: E402
 from envs.rollout import StepPolicy, Trajectory, agent_policy  # noqa: E402
 from evaluation.protocol import evaluation_returns, uniform_random_policy  # noqa: E402
-from modules.methods.gssm_aps.exact_policy_search import ExactDynamicsSearch, physics_code  # noqa: E402
-from modules.methods.gssm_aps.policy_phase import lightning_info_silenced  # noqa: E402
+from modules.methods.gssm_aps.exact_policy_search import physics_code  # noqa: E402
 from modules.policies.actor_critic import ActorCritic  # noqa: E402
 from modules.policies.mppi import MPPI, MPPISettings  # noqa: E402
 from modules.policies.ppo import PPOSettings  # noqa: E402
@@ -89,11 +88,13 @@ def centre_physics(family: TaskFamily) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class GuideSettings:
-    """The exact-trained policy the guided ceiling plans around: APS's PPO (:class:`ExactDynamicsSearch`)
-    on each planned task's own equations and physics, from the states of ``start_steps`` random-action
-    real steps per task."""
+    """The policy the ceiling sets beside MPPI: APS's PPO (:class:`ExactDynamicsSearch`, trained as the
+    gap ladder's rung a is) on each task's own equations and physics, from the states of ``start_steps``
+    random-action real steps per task."""
 
     iterations: int = 1200
+    hidden_dim: int = 64
+    init_log_std: float = -0.5
     horizon: int = 50
     rollouts_per_task: int = 64
     min_action_std: float = 0.2
@@ -113,13 +114,8 @@ GUIDES = {"cartpole_swingup": GuideSettings()}
 def train_guide(family: TaskFamily, tasks: list[Task], settings: GuideSettings, seed: int) -> ActorCritic:
     """``π(a | s, code(physics))`` trained by PPO on the exact equations of ``tasks`` (their true physics)."""
     start = collect_transitions(family, tasks, settings.start_steps, seed=seed).obs  # [T, S, O]
-    search = ExactDynamicsSearch(family, family.params_tensor(tasks), start, horizon=settings.horizon,
-                                 rollouts_per_task=settings.rollouts_per_task, min_action_std=settings.min_action_std,
-                                 ppo=PPOSettings(entropy_coef=settings.entropy_coef), seed=seed)  # fmt: skip
-    with lightning_info_silenced():
-        pl.Trainer(max_epochs=settings.iterations, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   enable_model_summary=False, accelerator="cpu", devices=1).fit(search)  # fmt: skip
-    return search.policy.eval()
+    hparams = {**asdict(settings), "ppo": PPOSettings(entropy_coef=settings.entropy_coef)}
+    return train_exact_search(family, family.params_tensor(tasks), start, hparams, settings.iterations, seed).policy
 
 
 def guide_policy(family: TaskFamily, physics: torch.Tensor, episodes: int, guide: ActorCritic) -> StepPolicy:
