@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from raw_results import RESULTS, add_note_argument, write_result
+from raw_results import RESULTS, add_note_argument, run_child, write_result
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,16 +40,11 @@ MUJOCO_WALL_TARGET_S, MUJOCO_MEMORY_TARGET_GIB = 5400, 8.0
 
 
 def run(config: str, extra: list[str], workdir: Path) -> dict:
-    start = time.perf_counter()
     cmd = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / config),
            "--trainer.enable_progress_bar", "false", *extra]  # fmt: skip
-    with tempfile.TemporaryFile("w+") as stderr:
-        proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)  # this run's own peak memory, not an earlier config's
-        wall = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
-            stderr.seek(0)
-            raise RuntimeError(f"{config} failed:\n{stderr.read()[-4000:]}")
+    child = run_child(cmd, workdir)
+    if child.returncode != 0:
+        raise RuntimeError(f"{config} failed:\n{child.stderr_tail}")
     log_dir = max(workdir.glob("runs/**/version_*"), key=lambda p: p.stat().st_mtime)
     events = EventAccumulator(str(log_dir))
     events.Reload()
@@ -62,7 +56,7 @@ def run(config: str, extra: list[str], workdir: Path) -> dict:
     tasks = report["tasks"]
     returns = {m: {s: float(np.mean([t["return_mean"] for t in tasks if t["method"] == m and t["split"] == s]))
                    for s in ("interpolation", "extrapolation")} for m in report["summary"]}  # fmt: skip
-    return {"env": env, "wall": wall, "peak_memory_gib": usage.ru_maxrss / 2**20, "phases": total,
+    return {"env": env, "wall": child.wall_s, "peak_memory_gib": child.peak_rss_gib, "phases": total,
             "transitions": transitions, "summary": report["summary"], "returns": returns}  # fmt: skip
 
 

@@ -18,7 +18,8 @@ those in ``--long-methods``, also at their long budget (``conf/baselines/long_bu
 
 Each finished run writes ``<results>/<env>/<method>[_long]_seed<k>.json`` (:mod:`raw_results`): the
 final checkpoint's meta-test (``metatest.json``: per task, per split), its learning curve
-(``metatest_history.jsonl``), the config, wall time and, for the Dyna methods, the exploitation gap.
+(``metatest_history.jsonl``), the config, wall time, peak resident memory and, for the Dyna methods, the
+exploitation gap.
 A run whose file exists is skipped, so the campaign (about 10 minutes per main job on 2 cores) can
 span sessions; delete a file to rerun that run. ``--jobs`` runs several in parallel with one torch
 thread each (wall times are then those of a shared machine). ``--quick`` (the test suite's tiny
@@ -31,9 +32,7 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from metatest_tables import DYNA_METHODS, ENVS, LONG_METHODS, METHODS, MODEL_FREE, SEEDS, TEST_TIME, run_name  # noqa: E402
-from raw_results import RESULTS, add_note_argument, write_result  # noqa: E402
+from raw_results import RESULTS, add_note_argument, run_child, write_result  # noqa: E402
 
 from train import compose_config, merge_config  # noqa: E402
 
@@ -105,16 +104,15 @@ def execute(spec: dict, threads: int, jobs: int, note: str | None) -> dict:
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
     command = "test" if spec["method"] in TEST_TIME else "fit"
     print(f"run {spec['name']}", flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), command, "--config", str(config)],
-                          cwd=run_dir, capture_output=True, text=True, env=env)  # fmt: skip
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{spec['name']} failed:\n{proc.stderr[-4000:]}")
+    child = run_child([sys.executable, str(ROOT / "train.py"), command, "--config", str(config)], run_dir, env)
+    wall = child.wall_s
+    if child.returncode != 0:
+        raise RuntimeError(f"{spec['name']} failed:\n{child.stderr_tail}")
     history = [json.loads(line) for line in (log_dir / "metatest_history.jsonl").read_text().splitlines()]
     result = {**{k: spec[k] for k in ("env", "method", "long", "seed")}, "budget": "long" if spec["long"] else "equal",
               "real_transitions": history[-1]["real_transitions"], "quick": spec["quick"], "jobs": jobs,
-              "threads": threads, "final": json.loads((log_dir / "metatest.json").read_text()), "history": history,
+              "threads": threads, "peak_rss_gib": child.peak_rss_gib,
+              "final": json.loads((log_dir / "metatest.json").read_text()), "history": history,
               "config": spec["config"]}  # fmt: skip
     if spec["method"] in DYNA_METHODS:
         result["exploitation_gap"] = exploitation_gap(log_dir)

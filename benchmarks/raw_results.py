@@ -19,6 +19,9 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -82,3 +85,26 @@ def write_result(path: Path, payload: dict, wall_s: float | None, note: str | No
 def add_note_argument(parser: argparse.ArgumentParser) -> None:
     """``--note TEXT``: a sentence for the result's ``machine`` (what else shared it, why it ran)."""
     parser.add_argument("--note", help="said in the result's machine field, e.g. 'beside 2 other runs'")
+
+
+@dataclass
+class ChildRun:
+    """What :func:`run_child` measured of one command: wall seconds, peak resident memory (GiB; the
+    child's own ``ru_maxrss``, whatever ran before it in this process), exit code and the end of its stderr."""
+
+    wall_s: float
+    peak_rss_gib: float
+    returncode: int
+    stderr_tail: str
+
+
+def run_child(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> ChildRun:
+    """Run ``cmd`` in ``cwd`` (stdout discarded, stderr kept) and measure it; raises nothing on failure."""
+    with tempfile.TemporaryFile("w+") as stderr:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not an earlier one's
+        wall = time.perf_counter() - start
+        stderr.seek(0)
+        tail = stderr.read()[-4000:]
+    return ChildRun(wall, usage.ru_maxrss / 2**20, os.waitstatus_to_exitcode(status), tail)  # KiB on Linux

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from raw_results import COMMIT_AT_START, add_note_argument, write_result  # noqa: E402
+from raw_results import COMMIT_AT_START, add_note_argument, run_child, write_result  # noqa: E402
 from report_tables import scaling_lines  # noqa: E402
 
 ROWS = ("tasks=16", "tasks=64", "tasks=256", "tasks=1024", "context=50", "context=200", "context=1000")
@@ -59,19 +58,13 @@ def run_row(row: str, extra: list[str]) -> dict:
                "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
                "--dyna.init_args.metatest.tasks", "[interp-default]", "--dyna.init_args.metatest.episodes", "2",
                *row_args(row), *extra]  # fmt: skip
-        log = Path(tmp) / "stderr.txt"
-        start = time.perf_counter()
-        with log.open("w") as stderr:
-            proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=stderr)
-            _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (its peak memory)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{row} failed:\n{log.read_text()[-4000:]}")
+        child = run_child(cmd, Path(tmp))
+        if child.returncode != 0:
+            raise RuntimeError(f"{row} failed:\n{child.stderr_tail}")
         events = EventAccumulator(str(next(Path(tmp).glob("runs/acrobot/version_*"))))
         events.Reload()
         phases = {p: events.Scalars(f"time/{p}_seconds")[-1].value for p in (*PHASES, "eval")}
-    peak_gib = usage.ru_maxrss / 2**20  # KiB on Linux
+    wall, peak_gib = child.wall_s, child.peak_rss_gib
     setup = wall - sum(phases.values())
     # a row kept from an earlier run keeps its own commit and load (what ran beside it)
     return {"row": row, "wall_s": wall, "setup_s": setup, "phases_s": phases,
