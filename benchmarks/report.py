@@ -4,7 +4,8 @@
 
 Reads every JSON under ``--results`` (each benchmark writes its own through :mod:`raw_results`:
 ``throughput.json``, ``model_comparison/<env>/<variant>_seed<k>.json``, ``ceiling_<env>.json``,
-``gap_ladder_<env>_<label>.json``, ``metatest/<env>/<method>[_long]_seed<k>.json``,
+``gap_ladder_<env>_<label>.json``, ``metatest/<env>/<method>[_long]_seed<k>.json`` (the MuJoCo families'
+in their own section, as returns),
 ``latent_probe_<label>.json``, ``dyna_loop/<config>.json``, ``scaling.json``) and writes ``RESULTS.md`` and the figures
 its data allow (``learning_curves.png``, ``exploitation_gap.png``, ``latents.png``, ``gap_ladder.png``)
 into ``--docs``, removing a figure whose data are gone. A section whose files are absent says so in
@@ -23,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import metatest_tables  # noqa: E402
+import mujoco_tables  # noqa: E402
 import report_figures  # noqa: E402
 import report_tables  # noqa: E402
 from report_sections import DOUBLING_TARGET, missing_runs, provenance_lines, targets_lines  # noqa: E402
@@ -35,6 +37,7 @@ COMMANDS = {
     "ceiling": "python benchmarks/ceiling.py",
     "ladder": "python benchmarks/gap_ladder.py <main-job checkpoint> --label <label>",
     "metatest": "python benchmarks/metatest_results.py",
+    "mujoco": "python benchmarks/metatest_results.py --envs half_cheetah slim_humanoid",
     "probe": "python benchmarks/latent_probe.py --ckpt <checkpoints> --out docs/results/latent_probe_<label>.json",
     "dyna": "python benchmarks/dyna_loop.py",
     "scaling": "python benchmarks/scaling.py",
@@ -83,7 +86,13 @@ def ladders_of(by: dict) -> tuple[list[dict], list[str]]:
 
 
 def runs_of(by: dict) -> list[dict]:
-    return metatest_tables.sort_runs(by["metatest"].values())
+    """The classic families' Table 2 runs (per-step rewards, ceilings, figures)."""
+    return metatest_tables.sort_runs(r for r in by["metatest"].values() if r["env"] not in mujoco_tables.MUJOCO_ENVS)
+
+
+def mujoco_runs_of(by: dict) -> list[dict]:
+    """The MuJoCo families' Table 2 runs (returns per episode)."""
+    return metatest_tables.sort_runs(r for r in by["metatest"].values() if r["env"] in mujoco_tables.MUJOCO_ENVS)
 
 
 def figures(by: dict, docs: Path) -> list[str]:
@@ -104,8 +113,9 @@ def figures(by: dict, docs: Path) -> list[str]:
 
 def targets(by: dict) -> list[str]:
     tp = by["throughput"].get("throughput.json")
-    return targets_lines(tp, runs_of(by), list(by["ceiling"].values()), probe_rows(by["probe"]),
-                         list(by["dyna"].values()), by["scaling"].get("scaling.json"))  # fmt: skip
+    return [*targets_lines(tp, runs_of(by), list(by["ceiling"].values()), probe_rows(by["probe"]),
+                           list(by["dyna"].values()), by["scaling"].get("scaling.json")),
+            *mujoco_tables.target_lines(mujoco_runs_of(by))]  # fmt: skip
 
 
 def throughput(by: dict) -> list[str]:
@@ -169,6 +179,21 @@ def metatest(by: dict) -> list[str]:
             "![latents vs physics parameters](latents.png)"]  # fmt: skip
 
 
+def mujoco(by: dict) -> list[str]:
+    runs = mujoco_runs_of(by)
+    if not runs:
+        return missing("any MuJoCo run (`metatest/{half_cheetah,slim_humanoid}/<method>_seed<k>.json`)", "mujoco")
+    present = {(r["env"], r["method"], r["long"], r["seed"]) for r in runs}
+    jobs, threads = ({str(r.get(k, "not recorded")) for r in runs} for k in ("jobs", "threads"))
+    return ["Return per 1000-step episode on the test tasks (the paper's unit; DESIGN §5), the final checkpoint of",
+            "each run: the mean over the split's test tasks and the seeds, ± the std across test tasks / ± the std",
+            "across seeds. Trained on the 5 × 5 mass × damping grid; interpolation is the paper's 4 × 4 grid,",
+            "extrapolation CaDM's out-of-range sets. The paper's column is its Table 2 (interpolation tasks).",
+            f"Runs: {', '.join(sorted(jobs))} at a time, {', '.join(sorted(threads))} torch thread(s) each.", "",
+            *missing_runs(present, mujoco_tables.campaign(), COMMANDS["mujoco"]),
+            *mujoco_tables.returns_table(runs), "", *metatest_tables.against_gssm_aps(runs)]  # fmt: skip
+
+
 def latent_probe(by: dict) -> list[str]:
     probes = probe_rows(by["probe"])
     return [report_tables.probe_markdown(probes)] if probes else missing("`latent_probe_<label>.json`", "probe")
@@ -192,7 +217,8 @@ def scale(by: dict) -> list[str]:
 SECTIONS = (("Targets", targets), ("Throughput", throughput),
             ("Model quality: GSSM vs MLSM-v0 vs MLSM-v1", model_quality),
             ("Exact-model ceiling and no-adaptation floor", ceiling), ("Gap ladder of GSSM+APS", gap_ladder),
-            ("Meta-test results", metatest), ("Does the task latent carry the task?", latent_probe),
+            ("Meta-test results", metatest), ("MuJoCo rows of Table 2: returns per episode", mujoco),
+            ("Does the task latent carry the task?", latent_probe),
             ("Main job end to end", main_job), ("Scale: training tasks and context size", scale))  # fmt: skip
 
 

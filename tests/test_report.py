@@ -95,6 +95,36 @@ def test_table_2_renders_from_per_run_files_and_names_the_missing_runs(tmp_path)
     assert "- 4 files under `results/metatest/acrobot/`: `python benchmarks/metatest_results.py`; commit abc" in text
 
 
+
+def mujoco_run(seed: int, returns: tuple[float, float, float], peak_gib: float = 1.5) -> dict:
+    """A GSSM+APS MuJoCo run on two interpolation tasks and one extrapolation task, with these returns."""
+    splits = ("interpolation", "interpolation", "extrapolation")
+    tasks = [{"method": m, "task": f"t{i}", "split": split, "episodes": 5, "return_mean": ret,
+              "reward_per_step": ret / 1000}
+             for m in ("gssm_aps", "random")
+             for i, (split, ret) in enumerate(zip(splits, returns if m == "gssm_aps" else (-300.0,) * 3, strict=True))]
+    return {"env": "half_cheetah", "method": "gssm_aps", "long": False, "seed": seed, "real_transitions": 246_000,
+            "jobs": 2, "threads": 1, "peak_rss_gib": peak_gib, "wall_s": 4000.0 + 2 * seed,
+            "final": {"tasks": tasks, "summary": {}}}  # fmt: skip
+
+
+def test_mujoco_rows_give_returns_with_spreads_across_tasks_and_seeds_and_their_targets():
+    from mujoco_tables import returns_table, target_lines
+
+    runs = [mujoco_run(0, (1000.0, 2000.0, 500.0)), mujoco_run(1, (1200.0, 2200.0, 700.0), peak_gib=9.0)]
+    table = "\n".join(returns_table(runs))
+    # interpolation: task means 1100 and 2100 (std 707.1 across tasks), seed means 1500 and 1700 (std 141.4)
+    row = "| half_cheetah | gssm_aps | 246,000 | 2 | 1600.0 ± 707.1 / ± 141.4 | 600.0 ± 0.0 / ± 141.4 | 1597.4 |"
+    assert row in table and "| 4001 s | 9.00 GiB | 5 |" in table  # mean wall, worst peak
+    assert "| half_cheetah | random | 0 | 2 | -300.0 ± 0.0 / ± 0.0 |" in table
+    rows = "\n".join(target_lines(runs))
+    assert "| 1600.0 from 2 seed(s), 246,000 transitions | missed (only 2 of 3 seeds) |" in rows  # 3 seeds asked
+    assert "| 4002 s, 9.00 GiB (worst run, 2 runs at once) | missed |" in rows  # over the memory bound
+    assert "slim_humanoid GSSM+APS interpolation return ≥ 1650" in rows and "not measured" in rows
+    three = [*runs[:1], mujoco_run(1, (1200.0, 2200.0, 700.0)), mujoco_run(2, (1100.0, 2100.0, 600.0))]
+    assert "| 1600.0 from 3 seed(s), 246,000 transitions | met |" in "\n".join(target_lines(three))
+
+
 @pytest.mark.slow
 def test_quick_campaign_writes_one_result_per_run_that_the_report_renders(tmp_path):
     out, results, docs = tmp_path / "runs", tmp_path / "results", tmp_path / "docs"
