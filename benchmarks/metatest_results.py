@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from metatest_tables import DYNA_METHODS, ENVS, LONG_METHODS, METHODS, MODEL_FREE, SEEDS, TEST_TIME, run_name  # noqa: E402
 from raw_results import RESULTS, add_note_argument, run_child, write_result  # noqa: E402
 
+from envs import make_family  # noqa: E402
 from train import compose_config, merge_config  # noqa: E402
 
 LONG = ROOT / "conf/baselines/long_budget.yaml"
@@ -60,7 +61,13 @@ QUICK_M_DPILCO = {**QUICK_COLLECTION, "members": 2, "model_steps": 5, "policy_st
                   "horizon": 4, "infer_steps": 3}  # fmt: skip
 QUICK_TEST_TIME = {"metatest": {"episodes": 2, "context": 5}, "mpc": {"horizon": 3, "samples": 4},
                    "search_iterations": 2, "search_rollouts": 4}  # fmt: skip
-QUICK_TASKS = {"metatest": {"tasks": ["interp-default", "extrap-mixed"]}}
+
+
+def quick_tasks(env: str) -> dict:
+    """The quick profile's meta-test block: the family's first interpolation and first extrapolation task."""
+    tasks = make_family(env).test_tasks()
+    return {"metatest": {"tasks": [next(t.name for t in tasks if t.split == s) for s in ("interpolation",
+                                                                                         "extrapolation")]}}
 
 
 def run_config(env: str, method: str, long: bool, seed: int, run_dir: Path, quick: bool) -> dict:
@@ -72,7 +79,9 @@ def run_config(env: str, method: str, long: bool, seed: int, run_dir: Path, quic
         quick_args = (QUICK_TEST_TIME if method in TEST_TIME else QUICK_L2A if method == "l2a"
                       else QUICK_M_DPILCO if method == "m_dpilco"
                       else merge_config(QUICK_BASELINE, QUICK_LONG if long else {}))  # fmt: skip
-        conf = merge_config(conf, {"model": {"init_args": merge_config(quick_args, QUICK_TASKS)}})
+        conf = merge_config(conf, {"model": {"init_args": merge_config(quick_args, quick_tasks(env))}})
+    elif quick:  # the Dyna loop's meta-test block is the callback's
+        conf = merge_config(conf, {"dyna": {"init_args": quick_tasks(env)}})
     conf["seed_everything"] = seed  # every seed of the run (train.py links them), not the task set
     conf["trainer"]["enable_progress_bar"] = False
     conf["trainer"]["logger"]["init_args"].update(save_dir=str(run_dir), version="final")  # run_dir/<env>/final

@@ -216,3 +216,22 @@ def test_a_guided_ceiling_lists_each_controller_per_task_and_its_guide_settings(
     assert any("MPPI samples 8, guide policy iterations 3" in line for line in lines)
     plain = ceiling_lines([{**guided, "guide": None}])
     assert not any("ceiling: MPPI" in line or "guide policy" in line for line in plain)
+
+
+@pytest.mark.slow
+def test_every_method_runs_on_both_mujoco_families_and_the_report_gives_their_returns(tmp_path):
+    """The MuJoCo smoke tier: each of the nine methods, tiny, on half-cheetah and slim humanoid (two test tasks)."""
+    out, results, docs = tmp_path / "runs", tmp_path / "results", tmp_path / "docs"
+    campaign = [sys.executable, str(ROOT / "benchmarks/metatest_results.py"), "--quick", "--envs", "half_cheetah",
+                "slim_humanoid", "--seeds", "0", "--no-long", "--out", str(out), "--results", str(results / "metatest")]
+    proc = subprocess.run(campaign, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(list(results.rglob("*.json"))) == 18  # 9 methods × 2 families
+    docs.mkdir()
+    text, _ = report.render(report.load(results), "results", docs)
+    section = text.split("## MuJoCo rows of Table 2")[1].split("\n## ")[0]
+    for env in ("half_cheetah", "slim_humanoid"):
+        for method in ("gssm_aps", "gssm_nonamortized", "gssm_mpc", "mlsm_v0_aps", "mlsm_v1_aps", "m_dpilco", "l2a",
+                       "dr_ppo", "pe_ppo", "random"):  # fmt: skip
+            assert f"| {env} | {method} | " in section, (env, method)
+    assert "half_cheetah GSSM+APS interpolation return ≥ 1600 on 3 seeds" in text
