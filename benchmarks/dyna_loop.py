@@ -27,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from mujoco_tables import MEMORY_TARGET_GIB as MUJOCO_MEMORY_TARGET_GIB
+from mujoco_tables import RETURN_TARGETS, task_returns
+from mujoco_tables import WALL_TARGET_S as MUJOCO_WALL_TARGET_S
 from raw_results import RESULTS, add_note_argument, run_child, write_result
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -34,9 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # targets of the sample-efficiency issue: ≤ 50,000 real transitions and ≤ 10 minutes on 2 CPU cores
 TARGETS = {"acrobot": (-0.62, -0.62), "cartpole_swingup": (0.70, 0.58)}
 WALL_TARGET_S = 600
-# the MuJoCo issue: interpolation return ≥ the paper's Table 2, ≤ 90 minutes and ≤ 8 GiB on 2 CPU cores
-RETURN_TARGETS = {"half_cheetah": 1600.0, "slim_humanoid": 1650.0}
-MUJOCO_WALL_TARGET_S, MUJOCO_MEMORY_TARGET_GIB = 5400, 8.0
 
 
 def run(config: str, extra: list[str], workdir: Path) -> dict:
@@ -53,8 +53,7 @@ def run(config: str, extra: list[str], workdir: Path) -> dict:
     report = json.loads((log_dir / "metatest.json").read_text())
     transitions = events.Scalars("real/transitions")[-1].value
     env = yaml.safe_load((log_dir / "config.yaml").read_text())["env"]
-    tasks = report["tasks"]
-    returns = {m: {s: float(np.mean([t["return_mean"] for t in tasks if t["method"] == m and t["split"] == s]))
+    returns = {m: {s: float(np.mean(list(task_returns({"final": report}, m, s).values())))
                    for s in ("interpolation", "extrapolation")} for m in report["summary"]}  # fmt: skip
     return {"env": env, "wall": child.wall_s, "peak_memory_gib": child.peak_rss_gib, "phases": total,
             "transitions": transitions, "summary": report["summary"], "returns": returns}  # fmt: skip
